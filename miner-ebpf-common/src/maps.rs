@@ -1,0 +1,136 @@
+//! Map bounds, drop sites and flags shared by the programs and the loader.
+
+/// Default ring buffer size. One exec record is 640 bytes, so 8 MiB holds
+/// about 13,000 execs: several seconds of this machine's top exec rate even
+/// if the reader stalls. The loader may override it (`ring_buffer_bytes`).
+pub const EVENTS_BYTES_DEFAULT: u32 = 8 * 1024 * 1024;
+
+/// Per-tgid on-CPU accounting. LRU: a tgid whose exit we missed (map full
+/// during a fork bomb) ages out instead of leaking.
+pub const CPU_NS_MAX: u32 = 32_768;
+/// Threads between the connect hook and the connect syscall's exit.
+pub const PENDING_CONNECT_MAX: u32 = 8_192;
+/// TCP flows whose first payload has not been peeked yet (socket cookie key).
+pub const FLOWS_MAX: u32 = 16_384;
+/// Flows that started before the agent (not in FLOWS) and were peeked once.
+pub const SEEN_FLOWS_MAX: u32 = 16_384;
+/// Blocked tgids and blocked pool endpoints (response).
+pub const BLOCKED_TGIDS_MAX: u32 = 4_096;
+pub const BLOCKED_DESTS_MAX: u32 = 4_096;
+
+/// Payload-bearing packets peeked per new flow. Most pool protocols open with
+/// their login in the first packet; a second and third catch a client that
+/// splits its first message or sends a proxy handshake first.
+pub const PEEK_PACKETS_PER_FLOW: u32 = 3;
+
+/// `bpf_ringbuf_submit` flags (uapi `BPF_RB_*`).
+pub const BPF_RB_NO_WAKEUP: u64 = 1;
+pub const BPF_RB_FORCE_WAKEUP: u64 = 2;
+/// `bpf_ringbuf_query` flag: bytes not yet consumed.
+pub const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Where the kernel side failed to deliver or account an event. Index into
+/// the per-CPU `DROPS` array; user space sums the CPUs.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropSite {
+    ExecRingFull = 0,
+    ForkRingFull = 1,
+    ExitRingFull = 2,
+    ConnectRingFull = 3,
+    PayloadRingFull = 4,
+    /// A `bpf_probe_read_kernel` of task/exe fields failed; the exec event is
+    /// still sent, with `EXEC_FLAG_EXE_UNKNOWN`.
+    ExecRead = 5,
+    CpuMapFull = 6,
+    FlowMapFull = 7,
+}
+
+pub const DROP_SITES: u32 = 8;
+
+impl DropSite {
+    pub const ALL: [DropSite; DROP_SITES as usize] = [
+        DropSite::ExecRingFull,
+        DropSite::ForkRingFull,
+        DropSite::ExitRingFull,
+        DropSite::ConnectRingFull,
+        DropSite::PayloadRingFull,
+        DropSite::ExecRead,
+        DropSite::CpuMapFull,
+        DropSite::FlowMapFull,
+    ];
+
+    /// Stable snake_case name: the `site` label of the lost-events metric.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropSite::ExecRingFull => "exec_ring_full",
+            DropSite::ForkRingFull => "fork_ring_full",
+            DropSite::ExitRingFull => "exit_ring_full",
+            DropSite::ConnectRingFull => "connect_ring_full",
+            DropSite::PayloadRingFull => "payload_ring_full",
+            DropSite::ExecRead => "exec_read",
+            DropSite::CpuMapFull => "cpu_map_full",
+            DropSite::FlowMapFull => "flow_map_full",
+        }
+    }
+
+    /// The event kind a drop at this site loses, if it loses one.
+    pub const fn lost_kind(self) -> Option<crate::RecordKind> {
+        match self {
+            DropSite::ExecRingFull => Some(crate::RecordKind::Exec),
+            DropSite::ForkRingFull => Some(crate::RecordKind::Fork),
+            DropSite::ExitRingFull => Some(crate::RecordKind::Exit),
+            DropSite::ConnectRingFull => Some(crate::RecordKind::Connect),
+            DropSite::PayloadRingFull => Some(crate::RecordKind::Payload),
+            DropSite::ExecRead | DropSite::CpuMapFull | DropSite::FlowMapFull => None,
+        }
+    }
+}
+
+impl TryFrom<u32> for DropSite {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        DropSite::ALL.get(v as usize).copied().ok_or(v)
+    }
+}
+
+/// Value of `PENDING_CONNECT`: what the connect hook saw, waiting for the
+/// syscall's return value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingConnect {
+    pub cookie: u64,
+    pub daddr: [u8; 16],
+    pub family: u16,
+    pub dport: u16,
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<PendingConnect>() == 32);
+
+/// Value of `FLOWS`: a new outbound TCP flow and who opened it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowState {
+    pub tgid: u32,
+    /// Payload-bearing packets already peeked.
+    pub peeked: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowState>() == 8);
+
+/// Key of `BLOCKED_DESTS`: a pool endpoint (v4 addresses as v4-mapped v6,
+/// port in host order; port 0 blocks every port of the address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DestKey {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<DestKey>() == 24);
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::PendingConnect {}
+    unsafe impl aya::Pod for super::FlowState {}
+    unsafe impl aya::Pod for super::DestKey {}
+}

@@ -1,0 +1,63 @@
+//! Kernel structure offsets, read by the loader from the running kernel's BTF
+//! and handed to the programs as a global.
+//!
+//! aya has no CO-RE field relocation for Rust programs, and hard-coded
+//! offsets break on the next kernel, so the loader reads these from
+//! `/sys/kernel/btf/vmlinux` at start. A zero `valid` tells the programs to
+//! skip the reads and flag the exec as `EXEC_FLAG_EXE_UNKNOWN`.
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub valid: u32,
+    pub task_mm: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_start_boottime: u32,
+    pub task_exit_code: u32,
+    pub task_signal: u32,
+    pub signal_live: u32,
+    pub mm_exe_file: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub file_f_inode: u32,
+    pub file_f_path: u32,
+    pub path_dentry: u32,
+    pub dentry_d_name: u32,
+    pub qstr_name: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub inode_i_nlink: u32,
+    pub sb_s_dev: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+
+impl KernelOffsets {
+    pub const fn zeroed() -> Self {
+        KernelOffsets {
+            valid: 0,
+            task_mm: 0,
+            task_real_parent: 0,
+            task_tgid: 0,
+            task_start_boottime: 0,
+            task_exit_code: 0,
+            task_signal: 0,
+            signal_live: 0,
+            mm_exe_file: 0,
+            mm_arg_start: 0,
+            mm_arg_end: 0,
+            file_f_inode: 0,
+            file_f_path: 0,
+            path_dentry: 0,
+            dentry_d_name: 0,
+            qstr_name: 0,
+            inode_i_ino: 0,
+            inode_i_sb: 0,
+            inode_i_nlink: 0,
+            sb_s_dev: 0,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelOffsets {}

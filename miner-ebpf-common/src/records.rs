@@ -1,0 +1,263 @@
+//! Ring-buffer records. Every record starts with a [`Header`]; the decoder
+//! reads the header, checks the kind, then reads the whole record.
+
+pub const COMM_LEN: usize = 16;
+pub const FILENAME_LEN: usize = 256;
+pub const ARGS_LEN: usize = 256;
+pub const EXE_NAME_LEN: usize = 32;
+pub const PEEK_LEN: usize = 256;
+
+/// Common prefix of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// A [`RecordKind`] as `u16`.
+    pub kind: u16,
+    pub _pad: u16,
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, the clock the detector runs on.
+    pub ktime_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Header>() == 16);
+
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    Connect = 4,
+    Payload = 5,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 5] = [
+        RecordKind::Exec,
+        RecordKind::Fork,
+        RecordKind::Exit,
+        RecordKind::Connect,
+        RecordKind::Payload,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            RecordKind::Exec => "exec",
+            RecordKind::Fork => "fork",
+            RecordKind::Exit => "exit",
+            RecordKind::Connect => "connect",
+            RecordKind::Payload => "payload",
+        }
+    }
+}
+
+impl TryFrom<u16> for RecordKind {
+    type Error = u16;
+    fn try_from(v: u16) -> Result<Self, u16> {
+        match v {
+            1 => Ok(RecordKind::Exec),
+            2 => Ok(RecordKind::Fork),
+            3 => Ok(RecordKind::Exit),
+            4 => Ok(RecordKind::Connect),
+            5 => Ok(RecordKind::Payload),
+            other => Err(other),
+        }
+    }
+}
+
+/// The executable is an anonymous memory file (`memfd_create` + `fexecve`).
+pub const EXEC_FLAG_MEMFD: u32 = 1;
+/// Task or executable fields could not be read; identity fields are zero.
+pub const EXEC_FLAG_EXE_UNKNOWN: u32 = 2;
+/// `args` holds only the first `ARGS_LEN` bytes of the argument block.
+pub const EXEC_FLAG_ARGS_TRUNCATED: u32 = 4;
+
+/// `sched_process_exec`: a task replaced its image.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecRecord {
+    pub header: Header,
+    pub tgid: u32,
+    pub pid: u32,
+    /// `real_parent->tgid`: the parent that forked it, not a ptracer.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Hard links of the executable; 0 means it was unlinked.
+    pub exe_nlink: u32,
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    pub exe_ino: u64,
+    /// Kernel `s_dev` (`MAJOR << 20 | MINOR`), not the userspace `st_dev`.
+    pub exe_dev: u32,
+    /// `EXEC_FLAG_*`.
+    pub flags: u32,
+    /// `task->start_boottime`, ns since boot: with the tgid, the process's
+    /// identity across pid reuse (same clock as `/proc/PID/stat` field 22).
+    pub start_boottime_ns: u64,
+    pub filename_len: u16,
+    pub args_len: u16,
+    pub exe_name_len: u16,
+    pub _pad: u16,
+    pub comm: [u8; COMM_LEN],
+    /// Name of the executable's dentry (`memfd:x`, or the file's name).
+    pub exe_name: [u8; EXE_NAME_LEN],
+    /// The path given to execve.
+    pub filename: [u8; FILENAME_LEN],
+    /// The NUL-separated argument block (`mm->arg_start..arg_end`).
+    pub args: [u8; ARGS_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 640);
+
+/// `sched_process_fork` for a new process (thread creation is filtered out
+/// in the kernel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkRecord {
+    pub header: Header,
+    pub parent_tgid: u32,
+    pub child_tgid: u32,
+    pub child_start_boottime_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ForkRecord>() == 48);
+
+/// `sched_process_exit` of the last thread of a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitRecord {
+    pub header: Header,
+    pub tgid: u32,
+    /// Raw `task->exit_code`: status in bits 8..16, terminating signal in 0..7.
+    pub exit_code: u32,
+    /// Total on-CPU ns of the process as accounted by `sched_switch`.
+    pub cpu_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ExitRecord>() == 48);
+
+/// The connect address was `::ffff:a.b.c.d`; `family` says AF_INET after
+/// normalisation.
+pub const CONNECT_FLAG_V4_MAPPED: u32 = 1;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// A TCP `connect()`: what the cgroup hook saw plus the syscall's result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectRecord {
+    pub header: Header,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    /// `AF_INET` or `AF_INET6`, after v4-mapped normalisation.
+    pub family: u16,
+    /// Host byte order.
+    pub dport: u16,
+    pub cookie: u64,
+    /// v4: first 4 bytes, network order; v6: all 16.
+    pub daddr: [u8; 16],
+    /// The syscall's return: 0, `-EINPROGRESS`, `-ECONNREFUSED`, `-EPERM`…
+    pub ret: i32,
+    /// `CONNECT_FLAG_*`.
+    pub flags: u32,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 80);
+
+/// The flow was not opened while the agent watched (it predates it); the
+/// tgid is unknown and user space resolves it from the 4-tuple.
+pub const PAYLOAD_FLAG_UNTRACKED_FLOW: u8 = 1;
+
+/// The first bytes of a payload-bearing TCP packet of a new outbound flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadRecord {
+    pub header: Header,
+    pub cookie: u64,
+    /// The process that opened the flow (0 for untracked flows).
+    pub tgid: u32,
+    /// TCP payload length of this packet; `captured` may be shorter.
+    pub payload_len: u32,
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub captured: u16,
+    /// 0-based index among the flow's payload-bearing packets.
+    pub packet_index: u8,
+    /// `PAYLOAD_FLAG_*`.
+    pub flags: u8,
+    pub _pad: [u8; 6],
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub data: [u8; PEEK_LEN],
+}
+const _: () = assert!(core::mem::size_of::<PayloadRecord>() == 336);
+
+pub const RECORD_MAX_SIZE: usize = core::mem::size_of::<ExecRecord>();
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::Header {}
+    unsafe impl aya::Pod for super::ExecRecord {}
+    unsafe impl aya::Pod for super::ForkRecord {}
+    unsafe impl aya::Pod for super::ExitRecord {}
+    unsafe impl aya::Pod for super::ConnectRecord {}
+    unsafe impl aya::Pod for super::PayloadRecord {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn record_sizes_and_alignments_are_fixed() {
+        assert_eq!((size_of::<Header>(), align_of::<Header>()), (16, 8));
+        assert_eq!((size_of::<ExecRecord>(), align_of::<ExecRecord>()), (640, 8));
+        assert_eq!((size_of::<ForkRecord>(), align_of::<ForkRecord>()), (48, 8));
+        assert_eq!((size_of::<ExitRecord>(), align_of::<ExitRecord>()), (48, 8));
+        assert_eq!((size_of::<ConnectRecord>(), align_of::<ConnectRecord>()), (80, 8));
+        assert_eq!((size_of::<PayloadRecord>(), align_of::<PayloadRecord>()), (336, 8));
+    }
+
+    #[test]
+    fn field_offsets_match_the_documented_layout() {
+        assert_eq!(offset_of!(Header, ktime_ns), 8);
+        assert_eq!(offset_of!(ExecRecord, tgid), 16);
+        assert_eq!(offset_of!(ExecRecord, cgroup_id), 40);
+        assert_eq!(offset_of!(ExecRecord, start_boottime_ns), 64);
+        assert_eq!(offset_of!(ExecRecord, comm), 80);
+        assert_eq!(offset_of!(ExecRecord, filename), 128);
+        assert_eq!(offset_of!(ExecRecord, args), 384);
+        assert_eq!(offset_of!(ConnectRecord, cookie), 32);
+        assert_eq!(offset_of!(ConnectRecord, daddr), 40);
+        assert_eq!(offset_of!(ConnectRecord, ret), 56);
+        assert_eq!(offset_of!(PayloadRecord, cookie), 16);
+        assert_eq!(offset_of!(PayloadRecord, saddr), 48);
+        assert_eq!(offset_of!(PayloadRecord, data), 80);
+        assert_eq!(offset_of!(ForkRecord, child_start_boottime_ns), 24);
+        assert_eq!(offset_of!(ExitRecord, cpu_ns), 24);
+    }
+
+    #[test]
+    fn unknown_kinds_and_sites_are_rejected() {
+        for k in RecordKind::ALL {
+            assert_eq!(RecordKind::try_from(k as u16), Ok(k));
+        }
+        assert_eq!(RecordKind::try_from(0), Err(0));
+        assert_eq!(RecordKind::try_from(99), Err(99));
+        for s in crate::DropSite::ALL {
+            assert_eq!(crate::DropSite::try_from(s as u32), Ok(s));
+        }
+        assert!(crate::DropSite::try_from(crate::DROP_SITES).is_err());
+    }
+
+    #[test]
+    fn map_value_layouts_are_fixed() {
+        assert_eq!(size_of::<crate::PendingConnect>(), 32);
+        assert_eq!(size_of::<crate::FlowState>(), 8);
+        assert_eq!(size_of::<crate::DestKey>(), 24);
+        assert_eq!(size_of::<crate::KernelOffsets>(), 80);
+    }
+}

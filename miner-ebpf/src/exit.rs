@@ -1,0 +1,64 @@
+//! `tracepoint/sched/sched_process_exit`: flush the exiting thread's CPU
+//! slice, and when the last thread of the process exits, report the exit
+//! with the process's total CPU time and drop its `CPU_NS` entry.
+//!
+//! Runs in the exiting task. Group death is read from `signal->live` (already
+//! decremented here) rather than the tracepoint's `group_dead` field, which
+//! kernels before 6.x lack.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use miner_ebpf_common::{DropSite, ExitRecord, Header, RecordKind};
+
+use crate::{
+    maps::{CPU_NS, EVENTS, count_drop, offsets, wake_flags},
+    sched_switch::account_current,
+    task,
+};
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    if let Err(site) = try_sched_process_exit(&ctx) {
+        count_drop(site);
+    }
+    0
+}
+
+fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<(), DropSite> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    account_current(tgid, now);
+
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let t = task::current();
+    let live = task::read_ptr(t, o.task_signal)
+        .and_then(|signal| task::read::<i32>(signal, o.signal_live))
+        .unwrap_or(0);
+    if live != 0 {
+        return Ok(()); // another thread of the process lives on
+    }
+    let cpu_ns = unsafe { CPU_NS.get(tgid) }.copied().unwrap_or(0);
+    let _ = CPU_NS.remove(tgid);
+    let rec = ExitRecord {
+        header: Header {
+            kind: RecordKind::Exit as u16,
+            _pad: 0,
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            ktime_ns: now,
+        },
+        tgid,
+        exit_code: task::read::<u32>(t, o.task_exit_code).unwrap_or(0),
+        cpu_ns,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let mut entry = EVENTS.reserve::<ExitRecord>(0).ok_or(DropSite::ExitRingFull)?;
+    entry.write(rec);
+    entry.submit(wake_flags());
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! minerwatch's kernel side: one thin program per hook, the maps they share,
+//! and nothing that decides policy. See miner-ebpf-common for the ABI.
+#![no_std]
+#![no_main]
+// For `atomic_xadd` in sched_switch.rs (the pinned nightly builds this crate).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+mod connect;
+mod exec;
+mod exit;
+mod fork;
+mod maps;
+mod sched_switch;
+mod stratum_peek;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,4 @@
+pub mod check;
+pub mod replay;
+pub mod run;
+pub mod tail;

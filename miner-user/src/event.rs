@@ -1,0 +1,373 @@
+//! The owned event type: the only thing downstream of the sensor sees.
+//!
+//! Decoded from kernel records (sensor/decode.rs), synthesised by the
+//! startup sweep (process/procfs.rs) and by provenance results, recorded to
+//! JSONL by `run --record`, read back by `replay`. Nothing here knows about
+//! aya, maps or byte layouts.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Mono;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Exec(Exec),
+    Fork(Fork),
+    Exit(Exit),
+    Connect(Connect),
+    Payload(Payload),
+    CpuSample(CpuSample),
+    Provenance(ProvenanceEvent),
+    Lost(Lost),
+}
+
+impl Event {
+    pub fn time(&self) -> Mono {
+        match self {
+            Event::Exec(e) => e.time,
+            Event::Fork(e) => e.time,
+            Event::Exit(e) => e.time,
+            Event::Connect(e) => e.time,
+            Event::Payload(e) => e.time,
+            Event::CpuSample(e) => e.time,
+            Event::Provenance(e) => e.time,
+            Event::Lost(e) => e.time,
+        }
+    }
+
+    /// The snake_case kind, as in JSON and the `kind` metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Exec(_) => "exec",
+            Event::Fork(_) => "fork",
+            Event::Exit(_) => "exit",
+            Event::Connect(_) => "connect",
+            Event::Payload(_) => "payload",
+            Event::CpuSample(_) => "cpu_sample",
+            Event::Provenance(_) => "provenance",
+            Event::Lost(_) => "lost",
+        }
+    }
+
+    /// The process the event is about, if one.
+    pub fn tgid(&self) -> Option<u32> {
+        match self {
+            Event::Exec(e) => Some(e.tgid),
+            Event::Fork(e) => Some(e.child_tgid),
+            Event::Exit(e) => Some(e.tgid),
+            Event::Connect(e) => Some(e.tgid),
+            Event::Payload(e) => e.tgid,
+            Event::Provenance(e) => Some(e.tgid),
+            Event::CpuSample(_) | Event::Lost(_) => None,
+        }
+    }
+}
+
+/// Where an event came from: the kernel as it happened, or the startup sweep
+/// of /proc describing a process or connection that predates the agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    #[default]
+    Kernel,
+    Sweep,
+}
+
+fn is_kernel(s: &Source) -> bool {
+    *s == Source::Kernel
+}
+
+/// Identity of an executable file as the kernel saw it at exec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExeId {
+    /// Userspace `st_dev` encoding (as `stat(2)` reports it).
+    pub dev: u64,
+    pub ino: u64,
+    /// 0: the file was unlinked (deleted after or before exec).
+    pub nlink: u32,
+    /// Anonymous memory file (`memfd_create` + `fexecve`): fileless.
+    pub memfd: bool,
+    /// The dentry name of the file (`memfd:NAME` for memfds).
+    pub name: String,
+    /// The kernel could not read the identity; fields above are empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exec {
+    pub time: Mono,
+    pub tgid: u32,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    /// ns since boot at process start (`/proc/PID/stat` field 22 clock).
+    pub start_boottime_ns: u64,
+    pub comm: String,
+    /// The path passed to execve (may be relative, or `/dev/fd/N`).
+    pub filename: String,
+    pub argv: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
+    pub exe: ExeId,
+    /// Absolute path of the executable where known (sweep: /proc/PID/exe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_path: Option<String>,
+    /// cgroup path (v2 or the v1 hierarchy that names containers), if read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "is_kernel")]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fork {
+    pub time: Mono,
+    pub parent_tgid: u32,
+    pub child_tgid: u32,
+    pub child_start_boottime_ns: u64,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exit {
+    pub time: Mono,
+    pub tgid: u32,
+    /// `exit(status)`; 0 when killed by a signal.
+    pub status: i32,
+    /// The terminating signal, 0 if it exited normally.
+    pub signal: i32,
+    /// Total on-CPU time of the process.
+    pub cpu_ns: u64,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result", content = "errno")]
+pub enum ConnectResult {
+    Connected,
+    InProgress,
+    Refused,
+    /// EPERM/EACCES: refused by a policy (ours or another cgroup hook).
+    Denied,
+    /// Any other errno.
+    Failed(i32),
+}
+
+impl ConnectResult {
+    /// From the connect syscall's return value.
+    pub fn from_ret(ret: i32) -> Self {
+        match -ret {
+            0 => ConnectResult::Connected,
+            libc::EINPROGRESS => ConnectResult::InProgress,
+            libc::ECONNREFUSED => ConnectResult::Refused,
+            libc::EPERM | libc::EACCES => ConnectResult::Denied,
+            errno => ConnectResult::Failed(errno),
+        }
+    }
+
+    pub fn is_success(self) -> bool {
+        matches!(self, ConnectResult::Connected | ConnectResult::InProgress)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connect {
+    pub time: Mono,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// v4-mapped v6 destinations are already normalised to v4.
+    pub daddr: IpAddr,
+    pub dport: u16,
+    #[serde(flatten)]
+    pub result: ConnectResult,
+    /// Socket cookie: links later payload peeks to this connect (0: sweep).
+    pub cookie: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub v4_mapped: bool,
+    #[serde(default, skip_serializing_if = "is_kernel")]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    pub time: Mono,
+    /// The process that opened the flow; `None` for a flow opened before the
+    /// agent whose owner could not be resolved.
+    pub tgid: Option<u32>,
+    pub cookie: u64,
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    /// TCP payload length of the packet; `data` holds its first bytes.
+    pub payload_len: u32,
+    pub packet_index: u8,
+    /// The flow predates the agent (not seen at connect).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untracked: bool,
+    #[serde(with = "b64")]
+    pub data: Vec<u8>,
+}
+
+/// On-CPU time per process over one poll interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuSample {
+    pub time: Mono,
+    pub interval_ns: u64,
+    /// Only processes that ran during the interval.
+    pub usage: Vec<CpuUsage>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CpuUsage {
+    pub tgid: u32,
+    pub on_cpu_ns: u64,
+}
+
+impl CpuUsage {
+    /// Fraction of one core over `interval_ns` (can exceed 1 for threads).
+    pub fn cores(&self, interval_ns: u64) -> f64 {
+        if interval_ns == 0 { 0.0 } else { self.on_cpu_ns as f64 / interval_ns as f64 }
+    }
+}
+
+/// Verdict on an executable, computed off the event path and fed back in as
+/// an event so a recording replays with the same provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProvenanceEvent {
+    pub time: Mono,
+    pub tgid: u32,
+    pub exe: ExeId,
+    pub provenance: Provenance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvenanceVerdict {
+    Verified,
+    Unverified,
+}
+
+/// Why a binary is (un)verified. Names are the documented reason strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// Owned by the package manager with a matching hash.
+    Packaged,
+    /// Listed in the signed allowlist.
+    Allowlisted,
+    /// Carries a valid IMA signature.
+    ImaSigned,
+    NotPackaged,
+    HashMismatch,
+    Memfd,
+    Deleted,
+    WritableDir,
+    HiddenDir,
+    AllowlistMiss,
+    /// The file could not be read (process gone, permission).
+    Unreadable,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub verdict: ProvenanceVerdict,
+    pub reasons: Vec<Reason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Resolved path of the executable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Owning package, when verified by a package database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+}
+
+impl Provenance {
+    pub fn is_verified(&self) -> bool {
+        self.verdict == ProvenanceVerdict::Verified
+    }
+}
+
+/// Events the kernel could not deliver since the previous report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lost {
+    pub time: Mono,
+    /// A drop site name (`exec_ring_full`, …) or `decode`.
+    pub site: String,
+    pub count: u64,
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let events = vec![
+            Event::Connect(Connect {
+                time: Mono(5),
+                tgid: 10,
+                pid: 11,
+                uid: 0,
+                comm: "x".into(),
+                daddr: "127.0.0.1".parse().unwrap(),
+                dport: 3333,
+                result: ConnectResult::Failed(110),
+                cookie: 7,
+                v4_mapped: true,
+                source: Source::Kernel,
+            }),
+            Event::Payload(Payload {
+                time: Mono(6),
+                tgid: Some(10),
+                cookie: 7,
+                saddr: "::1".parse().unwrap(),
+                sport: 40000,
+                daddr: "::1".parse().unwrap(),
+                dport: 3333,
+                payload_len: 3,
+                packet_index: 0,
+                untracked: false,
+                data: vec![0, 255, b'{'],
+            }),
+        ];
+        for e in events {
+            let line = serde_json::to_string(&e).unwrap();
+            let back: Event = serde_json::from_str(&line).unwrap();
+            assert_eq!(back, e, "{line}");
+        }
+    }
+
+    #[test]
+    fn connect_results_map_errnos() {
+        assert_eq!(ConnectResult::from_ret(0), ConnectResult::Connected);
+        assert_eq!(ConnectResult::from_ret(-libc::EINPROGRESS), ConnectResult::InProgress);
+        assert_eq!(ConnectResult::from_ret(-libc::ECONNREFUSED), ConnectResult::Refused);
+        assert_eq!(ConnectResult::from_ret(-libc::EPERM), ConnectResult::Denied);
+        assert_eq!(ConnectResult::from_ret(-libc::ETIMEDOUT), ConnectResult::Failed(libc::ETIMEDOUT));
+    }
+}

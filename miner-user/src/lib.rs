@@ -1,0 +1,19 @@
+//! minerwatch: detects cryptominers from kernel events.
+//!
+//! Data flows one way: kernel → [`sensor`] (load, read, decode) → [`event`]
+//! → [`process`] table → [`detect`] → sinks ([`sinks`], [`response`]).
+//! Everything from [`event`] on runs without a kernel and replays from a
+//! recording.
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod detect;
+pub mod enrich;
+pub mod event;
+pub mod process;
+pub mod provenance;
+pub mod response;
+pub mod sensor;
+pub mod sinks;
+pub mod time;

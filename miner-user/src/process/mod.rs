@@ -1,0 +1,2 @@
+pub mod procfs;
+pub mod table;
