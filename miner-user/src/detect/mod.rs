@@ -1,3 +1,5 @@
+pub mod config;
 pub mod verdict;
 
+pub use config::DetectorConfig;
 pub use verdict::*;

@@ -1,1 +1,3 @@
+pub mod config;
 
+pub use config::SensorConfig;

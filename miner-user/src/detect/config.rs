@@ -1,0 +1,18 @@
+//! Configuration section of this module (the `[detect]` table).
+//! Skeleton: to be filled by the module's owner; keep the name, the derives,
+//! `deny_unknown_fields` and `validate`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Invalid;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {}
+
+impl DetectorConfig {
+    /// Impossible values, as one error naming the key (`detect.<key>`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! The `[sensor]` configuration section.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Invalid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SensorConfig {
+    /// Ring buffer size in bytes; a power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+    /// How often the reader drains records submitted without a wakeup.
+    pub drain_interval_ms: u64,
+    /// How often per-process CPU time is polled from the kernel.
+    pub cpu_poll_interval_ms: u64,
+    /// cgroup v2 mount to attach socket programs to; found from
+    /// /proc/self/mountinfo when unset.
+    pub cgroup_path: Option<String>,
+    /// Fail at start if any hook cannot attach (default: warn and degrade).
+    pub require_all: bool,
+}
+
+impl Default for SensorConfig {
+    fn default() -> Self {
+        SensorConfig {
+            ring_buffer_bytes: miner_ebpf_common::EVENTS_BYTES_DEFAULT,
+            drain_interval_ms: 25,
+            cpu_poll_interval_ms: 1000,
+            cgroup_path: None,
+            require_all: false,
+        }
+    }
+}
+
+impl SensorConfig {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let rb = self.ring_buffer_bytes;
+        if rb < 4096 || !rb.is_power_of_two() {
+            return Err(Invalid::new(
+                "sensor.ring_buffer_bytes",
+                format!("{rb} is not a power of two ≥ 4096; use e.g. 8388608 (8 MiB)"),
+            ));
+        }
+        if !(1..=1000).contains(&self.drain_interval_ms) {
+            return Err(Invalid::new(
+                "sensor.drain_interval_ms",
+                format!("{} is out of range; use 1..=1000 (default 25)", self.drain_interval_ms),
+            ));
+        }
+        if !(100..=10_000).contains(&self.cpu_poll_interval_ms) {
+            return Err(Invalid::new(
+                "sensor.cpu_poll_interval_ms",
+                format!("{} is out of range; use 100..=10000 (default 1000)", self.cpu_poll_interval_ms),
+            ));
+        }
+        Ok(())
+    }
+}
