@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod defaults;
 pub mod detect;
 pub mod enrich;
 pub mod event;
