@@ -128,12 +128,13 @@ fn read_args(o: &KernelOffsets, mm: *const u8, rec: &mut ExecRecord) {
     if end <= start {
         return;
     }
-    let total = end - start;
-    if total > ARGS_LEN as u64 {
+    let mut want = end - start;
+    if want > ARGS_LEN as u64 {
         rec.flags |= EXEC_FLAG_ARGS_TRUNCATED;
+        want = ARGS_LEN as u64;
     }
-    // Clamp so the verifier sees 1..=ARGS_LEN (ARGS_LEN is a power of two).
-    let n = (((total - 1) as usize) & (ARGS_LEN - 1)) + 1;
+    // Mask so the verifier sees 1..=ARGS_LEN (ARGS_LEN is a power of two).
+    let n = (((want - 1) as usize) & (ARGS_LEN - 1)) + 1;
     if unsafe { bpf_probe_read_user_buf(start as *const u8, &mut rec.args[..n]) }.is_ok() {
         rec.args_len = n as u16;
     }

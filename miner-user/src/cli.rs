@@ -1,1 +1,101 @@
-//! TODO(skeleton)
+//! Command-line interface: bare verbs, kebab-case flags, examples in help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "minerwatch",
+    version,
+    about = "eBPF detector of cryptominers: watches exec, connect, payload and CPU in the kernel",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: load the eBPF programs, detect, alert, serve metrics.
+    ///
+    /// Example: minerwatch run --config /etc/minerwatch/minerwatch.toml
+    /// Example: minerwatch run --print-events --metrics-addr 127.0.0.1:9747
+    Run(RunArgs),
+    /// Stream live events and alerts from the running daemon.
+    ///
+    /// Example: minerwatch tail --alerts-only
+    /// Example: minerwatch tail --kind exec,connect --json
+    Tail(crate::cmd::tail::TailArgs),
+    /// Print the provenance verdict of files (exit 0 verified, 1 unverified, 2 error).
+    ///
+    /// Example: minerwatch check /usr/bin/ls /tmp/.x/kworker
+    Check(CheckArgs),
+    /// Run the detector over a recorded event stream and print verdicts as JSON lines.
+    ///
+    /// Example: minerwatch replay tests/recordings/xmrig_login_tmp.jsonl
+    Replay(ReplayArgs),
+    /// Show the effective configuration.
+    ///
+    /// Example: minerwatch config print --config my.toml
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct RunArgs {
+    /// TOML config file; the documented default is embedded.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Take responses (kill, block, quarantine); default is observe only.
+    #[arg(long)]
+    pub enforce: bool,
+    /// Prometheus endpoint address (HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Append alerts as JSON lines to this file (fsync per alert).
+    #[arg(long, value_name = "FILE")]
+    pub alerts_file: Option<PathBuf>,
+    /// Unix socket for `minerwatch tail`.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Record every event the detector sees (replayable JSONL).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Fail at start if any hook cannot attach.
+    #[arg(long)]
+    pub require_all: bool,
+    /// Also print each kernel event as one line on stderr (exec, connect…).
+    #[arg(long)]
+    pub print_events: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Files to judge.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// JSON output, one object per file.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A recording made by `minerwatch run --record` (or `-` for stdin).
+    pub file: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration as TOML.
+    Print {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}

@@ -1,1 +1,79 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup|build|run|test|e2e|bench`.
+//! One module per subcommand; each build-ish command runs setup first so a
+//! fresh machine needs nothing but this repository and rustup.
+
+mod bench;
+mod build;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "minerwatch developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: pinned eBPF toolchain + rust-src, bpf-linker, tracefs.
+    Setup,
+    /// Build the eBPF object and the minerwatch binary.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run `minerwatch run` (or the given minerwatch arguments).
+    ///
+    /// Example: cargo xtask run
+    /// Example: cargo xtask run -- run --enforce --config my.toml
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for minerwatch; default: `run --print-events`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run every test: unit, integration (root + eBPF), end to end.
+    Test,
+    /// Run only the end-to-end detection scenarios and print their table.
+    E2e,
+    /// Measure overhead, storms, idle cost and detection latency; print a markdown table.
+    Bench {
+        /// Shorter runs (for a quick look; the README quotes full runs).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build { release } => {
+            setup::setup()?;
+            build::build(release)
+        }
+        Cmd::Run { release, args } => {
+            setup::setup()?;
+            build::build(release)?;
+            run::run(release, args)
+        }
+        Cmd::Test => {
+            setup::setup()?;
+            test::test()
+        }
+        Cmd::E2e => {
+            setup::setup()?;
+            test::e2e()
+        }
+        Cmd::Bench { quick } => {
+            setup::setup()?;
+            bench::bench(quick)
+        }
+    }
+}

@@ -1,1 +1,3 @@
-
+//! Placeholder until the tail client lands.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {}

@@ -1,0 +1,295 @@
+//! Kernel records → owned [`Event`]s. The only place that knows byte layouts.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use miner_ebpf_common::{
+    AF_INET, AF_INET6, CONNECT_FLAG_V4_MAPPED, ConnectRecord, EXEC_FLAG_ARGS_TRUNCATED,
+    EXEC_FLAG_EXE_UNKNOWN, EXEC_FLAG_MEMFD, ExecRecord, ExitRecord, ForkRecord, Header,
+    PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN, PayloadRecord, RecordKind,
+};
+
+use crate::event::{
+    Connect, ConnectResult, Event, Exec, ExeId, Exit, Fork, Payload, Source,
+};
+use crate::time::Mono;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than its {kind} layout ({expected} bytes)")]
+    Truncated { kind: &'static str, got: usize, expected: usize },
+    #[error("unknown record kind {0}; the eBPF object is newer than this binary")]
+    UnknownKind(u16),
+    #[error("unknown address family {0} in a {1} record")]
+    BadFamily(u16, &'static str),
+}
+
+/// Read a `T` from the start of `buf`, or say how short it was.
+fn read_pod<T: Copy>(buf: &[u8], kind: &'static str) -> Result<T, DecodeError> {
+    let expected = std::mem::size_of::<T>();
+    if buf.len() < expected {
+        return Err(DecodeError::Truncated { kind, got: buf.len(), expected });
+    }
+    // SAFETY: length checked; T is a #[repr(C)] Pod record from the ABI
+    // crate (every bit pattern valid); read_unaligned tolerates any offset.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const T) })
+}
+
+pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+    let header: Header = read_pod(buf, "header")?;
+    let kind = RecordKind::try_from(header.kind).map_err(DecodeError::UnknownKind)?;
+    Ok(match kind {
+        RecordKind::Exec => Event::Exec(exec(&read_pod::<ExecRecord>(buf, "exec")?)),
+        RecordKind::Fork => Event::Fork(fork(&read_pod::<ForkRecord>(buf, "fork")?)),
+        RecordKind::Exit => Event::Exit(exit(&read_pod::<ExitRecord>(buf, "exit")?)),
+        RecordKind::Connect => Event::Connect(connect(&read_pod::<ConnectRecord>(buf, "connect")?)?),
+        RecordKind::Payload => Event::Payload(payload(&read_pod::<PayloadRecord>(buf, "payload")?)?),
+    })
+}
+
+/// The kernel timestamp of a record without decoding it (poll-lag metric).
+pub fn ktime(buf: &[u8]) -> Option<Mono> {
+    read_pod::<Header>(buf, "header").ok().map(|h| Mono(h.ktime_ns))
+}
+
+/// A NUL-terminated (or `len`-bounded) C string, lossily as UTF-8.
+fn cstr(bytes: &[u8], len: Option<usize>) -> String {
+    let bytes = match len {
+        Some(n) => &bytes[..n.min(bytes.len())],
+        None => bytes,
+    };
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Kernel `s_dev` (`MAJOR << 20 | MINOR`) → userspace `st_dev`.
+pub fn kernel_dev_to_user(s_dev: u32) -> u64 {
+    let major = s_dev >> 20;
+    let minor = s_dev & 0xf_ffff;
+    libc::makedev(major, minor)
+}
+
+fn split_args(block: &[u8]) -> Vec<String> {
+    let mut args: Vec<String> = block
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    // The block ends with a NUL, which leaves one empty tail.
+    if args.last().is_some_and(String::is_empty) {
+        args.pop();
+    }
+    args
+}
+
+fn exec(r: &ExecRecord) -> Exec {
+    let unknown = r.flags & EXEC_FLAG_EXE_UNKNOWN != 0;
+    let args_len = (r.args_len as usize).min(r.args.len());
+    Exec {
+        time: Mono(r.header.ktime_ns),
+        tgid: r.tgid,
+        pid: r.pid,
+        ppid: r.ppid,
+        uid: r.uid,
+        gid: r.gid,
+        cgroup_id: r.cgroup_id,
+        start_boottime_ns: r.start_boottime_ns,
+        comm: cstr(&r.comm, None),
+        filename: cstr(&r.filename, Some(r.filename_len as usize)),
+        argv: split_args(&r.args[..args_len]),
+        argv_truncated: r.flags & EXEC_FLAG_ARGS_TRUNCATED != 0,
+        exe: ExeId {
+            dev: if unknown { 0 } else { kernel_dev_to_user(r.exe_dev) },
+            ino: r.exe_ino,
+            nlink: r.exe_nlink,
+            memfd: r.flags & EXEC_FLAG_MEMFD != 0,
+            name: cstr(&r.exe_name, Some(r.exe_name_len as usize)),
+            unknown,
+        },
+        exe_path: None,
+        cgroup: None,
+        source: Source::Kernel,
+    }
+}
+
+fn fork(r: &ForkRecord) -> Fork {
+    Fork {
+        time: Mono(r.header.ktime_ns),
+        parent_tgid: r.parent_tgid,
+        child_tgid: r.child_tgid,
+        child_start_boottime_ns: r.child_start_boottime_ns,
+        comm: cstr(&r.comm, None),
+    }
+}
+
+fn exit(r: &ExitRecord) -> Exit {
+    Exit {
+        time: Mono(r.header.ktime_ns),
+        tgid: r.tgid,
+        status: ((r.exit_code >> 8) & 0xff) as i32,
+        signal: (r.exit_code & 0x7f) as i32,
+        cpu_ns: r.cpu_ns,
+        comm: cstr(&r.comm, None),
+    }
+}
+
+fn addr(family: u16, bytes: &[u8; 16], kind: &'static str) -> Result<IpAddr, DecodeError> {
+    match family {
+        AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+        AF_INET6 => Ok(IpAddr::V6(Ipv6Addr::from(*bytes))),
+        other => Err(DecodeError::BadFamily(other, kind)),
+    }
+}
+
+fn connect(r: &ConnectRecord) -> Result<Connect, DecodeError> {
+    Ok(Connect {
+        time: Mono(r.header.ktime_ns),
+        tgid: r.tgid,
+        pid: r.pid,
+        uid: r.uid,
+        comm: cstr(&r.comm, None),
+        daddr: addr(r.family, &r.daddr, "connect")?,
+        dport: r.dport,
+        result: ConnectResult::from_ret(r.ret),
+        cookie: r.cookie,
+        v4_mapped: r.flags & CONNECT_FLAG_V4_MAPPED != 0,
+        source: Source::Kernel,
+    })
+}
+
+fn payload(r: &PayloadRecord) -> Result<Payload, DecodeError> {
+    let untracked = r.flags & PAYLOAD_FLAG_UNTRACKED_FLOW != 0;
+    let n = (r.captured as usize).min(PEEK_LEN);
+    Ok(Payload {
+        time: Mono(r.header.ktime_ns),
+        tgid: if untracked || r.tgid == 0 { None } else { Some(r.tgid) },
+        cookie: r.cookie,
+        saddr: addr(r.family, &r.saddr, "payload")?,
+        sport: r.sport,
+        daddr: addr(r.family, &r.daddr, "payload")?,
+        dport: r.dport,
+        payload_len: r.payload_len,
+        packet_index: r.packet_index,
+        untracked,
+        data: r.data[..n].to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miner_ebpf_common::{COMM_LEN, ExecRecord};
+
+    fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: T is a Pod record; we only read its bytes.
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: RecordKind) -> Header {
+        Header { kind: kind as u16, _pad: 0, cpu: 1, ktime_ns: 42 }
+    }
+
+    fn exec_record() -> ExecRecord {
+        // SAFETY: all-zero is a valid ExecRecord.
+        let mut r: ExecRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::Exec);
+        r.tgid = 100;
+        r.pid = 100;
+        r.ppid = 1;
+        r.comm[..4].copy_from_slice(b"xmr\0");
+        let f = b"/tmp/.x/kworker";
+        r.filename[..f.len()].copy_from_slice(f);
+        r.filename_len = f.len() as u16;
+        let a = b"kworker\0-o\0pool:3333\0";
+        r.args[..a.len()].copy_from_slice(a);
+        r.args_len = a.len() as u16;
+        r.exe_dev = (8 << 20) | 1;
+        r.exe_ino = 77;
+        r.exe_nlink = 0;
+        r.flags = EXEC_FLAG_MEMFD;
+        let n = b"memfd:x";
+        r.exe_name[..n.len()].copy_from_slice(n);
+        r.exe_name_len = n.len() as u16;
+        r
+    }
+
+    #[test]
+    fn decodes_an_exec_record() {
+        let Event::Exec(e) = decode(&bytes_of(&exec_record())).unwrap() else { panic!("not exec") };
+        assert_eq!((e.tgid, e.ppid, e.time), (100, 1, Mono(42)));
+        assert_eq!(e.comm, "xmr");
+        assert_eq!(e.filename, "/tmp/.x/kworker");
+        assert_eq!(e.argv, vec!["kworker", "-o", "pool:3333"]);
+        assert!(e.exe.memfd && e.exe.nlink == 0 && !e.exe.unknown);
+        assert_eq!(e.exe.name, "memfd:x");
+        assert_eq!(e.exe.dev, libc::makedev(8, 1));
+        assert_eq!(COMM_LEN, 16);
+    }
+
+    #[test]
+    fn truncated_and_unknown_records_are_errors_not_panics() {
+        let full = bytes_of(&exec_record());
+        for n in [0, 1, 15, 16, 100, full.len() - 1] {
+            assert!(decode(&full[..n]).is_err(), "len {n}");
+        }
+        let mut unknown = full.clone();
+        unknown[0] = 99;
+        assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(99)));
+        let mut conn: ConnectRecord = unsafe { std::mem::zeroed() };
+        conn.header = header(RecordKind::Connect);
+        conn.family = 7;
+        assert!(matches!(decode(&bytes_of(&conn)), Err(DecodeError::BadFamily(7, _))));
+    }
+
+    #[test]
+    fn decodes_connect_and_payload_addresses() {
+        let mut c: ConnectRecord = unsafe { std::mem::zeroed() };
+        c.header = header(RecordKind::Connect);
+        c.family = AF_INET;
+        c.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        c.dport = 3333;
+        c.ret = -libc::ECONNREFUSED;
+        c.flags = CONNECT_FLAG_V4_MAPPED;
+        let Event::Connect(e) = decode(&bytes_of(&c)).unwrap() else { panic!() };
+        assert_eq!(e.daddr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(e.result, ConnectResult::Refused);
+        assert!(e.v4_mapped);
+
+        let mut p: PayloadRecord = unsafe { std::mem::zeroed() };
+        p.header = header(RecordKind::Payload);
+        p.family = AF_INET6;
+        p.daddr[15] = 1;
+        p.captured = 3;
+        p.data[..3].copy_from_slice(b"{\"i");
+        p.flags = PAYLOAD_FLAG_UNTRACKED_FLOW;
+        p.tgid = 9;
+        let Event::Payload(e) = decode(&bytes_of(&p)).unwrap() else { panic!() };
+        assert_eq!(e.daddr, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(e.data, b"{\"i");
+        assert_eq!(e.tgid, None, "untracked flows have no trustworthy tgid");
+    }
+
+    #[test]
+    fn exit_code_splits_status_and_signal() {
+        let mut x: ExitRecord = unsafe { std::mem::zeroed() };
+        x.header = header(RecordKind::Exit);
+        x.exit_code = 3 << 8;
+        let Event::Exit(e) = decode(&bytes_of(&x)).unwrap() else { panic!() };
+        assert_eq!((e.status, e.signal), (3, 0));
+        x.exit_code = 9;
+        let Event::Exit(e) = decode(&bytes_of(&x)).unwrap() else { panic!() };
+        assert_eq!((e.status, e.signal), (0, 9));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x1234_5678u64;
+        for len in 0..700 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (seed >> 56) as u8
+                })
+                .collect();
+            let _ = decode(&buf);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Load the eBPF object, hand it the kernel's BTF offsets, attach every hook
+//! and report which attached. Programs and maps load as one unit; a hook
+//! that cannot attach degrades with a warning naming the missing feature
+//! (fatal with `--require-all`).
+
+use std::{fs::File, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        RawTracePoint, TracePoint,
+    },
+};
+use miner_ebpf_common::KernelOffsets;
+
+use super::{SensorConfig, SensorError, blocklist::Blocklist, btf::Btf, probe};
+use crate::defaults::BTF_PATH;
+
+/// The eBPF object, built by miner-user/build.rs with the pinned toolchain.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/miner-ebpf"));
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    TracePoint(&'static str, &'static str),
+    RawTracePoint(&'static str),
+    CgroupSockAddr,
+    CgroupSkbEgress,
+}
+
+struct Hook {
+    program: &'static str,
+    target: Target,
+    /// What the user loses if it does not attach.
+    loses: &'static str,
+    /// The kernel feature it needs.
+    needs: &'static str,
+}
+
+const HOOKS: &[Hook] = &[
+    Hook { program: "sched_process_exec", target: Target::TracePoint("sched", "sched_process_exec"), loses: "exec events", needs: "tracepoint sched/sched_process_exec" },
+    Hook { program: "sched_process_fork", target: Target::RawTracePoint("sched_process_fork"), loses: "fork events (process tree)", needs: "raw tracepoints (Linux 4.17+)" },
+    Hook { program: "sched_process_exit", target: Target::TracePoint("sched", "sched_process_exit"), loses: "exit events", needs: "tracepoint sched/sched_process_exit" },
+    Hook { program: "sched_switch", target: Target::TracePoint("sched", "sched_switch"), loses: "CPU residency", needs: "tracepoint sched/sched_switch" },
+    Hook { program: "sys_exit_connect", target: Target::TracePoint("syscalls", "sys_exit_connect"), loses: "connect results", needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)" },
+    Hook { program: "connect4", target: Target::CgroupSockAddr, loses: "IPv4 connects and egress blocking", needs: "cgroup v2 + BPF_CGROUP_INET4_CONNECT" },
+    Hook { program: "connect6", target: Target::CgroupSockAddr, loses: "IPv6 connects and egress blocking", needs: "cgroup v2 + BPF_CGROUP_INET6_CONNECT" },
+    Hook { program: "cgroup_skb_egress", target: Target::CgroupSkbEgress, loses: "pool-protocol payload peeks", needs: "cgroup v2 + BPF_CGROUP_INET_EGRESS" },
+];
+
+/// What happened to one hook at start.
+#[derive(Clone, Debug)]
+pub struct HookStatus {
+    pub program: &'static str,
+    pub attached: bool,
+    /// Why not, and what it costs.
+    pub error: Option<String>,
+    /// Instructions the verifier processed (`bpf_prog_info`).
+    pub verified_insns: Option<u32>,
+    pub prog_id: Option<u32>,
+}
+
+/// The loaded object. Dropping it detaches every program (links are owned
+/// by the `Ebpf`); enforcement does not outlive the daemon.
+pub struct Sensor {
+    ebpf: Ebpf,
+    pub hooks: Vec<HookStatus>,
+    pub offsets: KernelOffsets,
+    pub cgroup_path: Option<PathBuf>,
+}
+
+fn verifier_error(program: &'static str, e: ProgramError) -> SensorError {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(12)..].join("\n");
+            SensorError::Verifier { program, reason: io_error.to_string(), log_tail: tail }
+        }
+        other => SensorError::Verifier { program, reason: other.to_string(), log_tail: String::new() },
+    }
+}
+
+impl Sensor {
+    pub fn load(cfg: &SensorConfig) -> Result<Sensor, SensorError> {
+        probe::check_privileges()?;
+        probe::check_kernel()?;
+        probe::check_btf()?;
+        probe::ensure_tracefs()?;
+        if EBPF_OBJECT.is_empty() {
+            return Err(SensorError::NoObject);
+        }
+        let started = std::time::Instant::now();
+        let offsets = Btf::from_file(BTF_PATH)?.kernel_offsets()?;
+        log::debug!("BTF offsets read in {:?}: {offsets:?}", started.elapsed());
+
+        let wakeup_bytes = u64::from(cfg.ring_buffer_bytes / 8);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+            .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(SensorError::Load)?;
+
+        // Kernel-side log lines (aya-log) go to our logger.
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => spawn_kernel_logger(logger),
+            Err(e) => log::warn!("kernel-side logging unavailable: {e}"),
+        }
+
+        let cgroup_path = cfg.cgroup_path.as_ref().map(PathBuf::from).or_else(probe::find_cgroup2);
+        let mut hooks = Vec::new();
+        for hook in HOOKS {
+            let status = attach(&mut ebpf, hook, cgroup_path.as_deref())?;
+            hooks.push(status);
+        }
+        let failed: Vec<String> = hooks
+            .iter()
+            .filter(|h| !h.attached)
+            .map(|h| format!("{}: {}", h.program, h.error.clone().unwrap_or_default()))
+            .collect();
+        if !failed.is_empty() {
+            if cfg.require_all {
+                return Err(SensorError::RequiredHooks(failed.join("; ")));
+            }
+            for f in &failed {
+                log::warn!("degraded: {f}");
+            }
+        }
+        if !hooks.iter().any(|h| h.attached) {
+            return Err(SensorError::RequiredHooks("no hook attached".into()));
+        }
+        Ok(Sensor { ebpf, hooks, offsets, cgroup_path })
+    }
+
+    pub fn attached(&self, program: &str) -> bool {
+        self.hooks.iter().any(|h| h.program == program && h.attached)
+    }
+
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, SensorError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or(SensorError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| SensorError::Map { name: "EVENTS", source })
+    }
+
+    pub fn take_cpu_map(&mut self) -> Result<BpfHashMap<MapData, u32, u64>, SensorError> {
+        let map = self.ebpf.take_map("CPU_NS").ok_or(SensorError::MissingMap("CPU_NS"))?;
+        BpfHashMap::try_from(map).map_err(|source| SensorError::Map { name: "CPU_NS", source })
+    }
+
+    pub fn take_drops(&mut self) -> Result<PerCpuArray<MapData, u64>, SensorError> {
+        let map = self.ebpf.take_map("DROPS").ok_or(SensorError::MissingMap("DROPS"))?;
+        PerCpuArray::try_from(map).map_err(|source| SensorError::Map { name: "DROPS", source })
+    }
+
+    pub fn take_blocklist(&mut self) -> Result<Blocklist, SensorError> {
+        let tgids = self.ebpf.take_map("BLOCKED_TGIDS").ok_or(SensorError::MissingMap("BLOCKED_TGIDS"))?;
+        let dests = self.ebpf.take_map("BLOCKED_DESTS").ok_or(SensorError::MissingMap("BLOCKED_DESTS"))?;
+        Ok(Blocklist::new(
+            BpfHashMap::try_from(tgids).map_err(|source| SensorError::Map { name: "BLOCKED_TGIDS", source })?,
+            BpfHashMap::try_from(dests).map_err(|source| SensorError::Map { name: "BLOCKED_DESTS", source })?,
+        ))
+    }
+
+    /// Kernel program ids, for `bpf_stats` run-time accounting in benchmarks.
+    pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
+        self.hooks.iter().filter_map(|h| h.prog_id.map(|id| (h.program, id))).collect()
+    }
+}
+
+fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring-buffer fd for the AsyncFd's lifetime.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::warn!("kernel-side logging unavailable: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut fd = fd;
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else { return };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}
+
+fn attach(ebpf: &mut Ebpf, hook: &Hook, cgroup: Option<&std::path::Path>) -> Result<HookStatus, SensorError> {
+    let prog = ebpf.program_mut(hook.program).ok_or(SensorError::MissingProgram(hook.program))?;
+    let mut status = HookStatus { program: hook.program, attached: false, error: None, verified_insns: None, prog_id: None };
+    let degrade = |status: &mut HookStatus, what: String| {
+        status.error = Some(format!("{what} (needs {}; without it: no {})", hook.needs, hook.loses));
+    };
+    let cgroup_file = || -> Result<File, String> {
+        let path = cgroup.ok_or_else(|| "no cgroup v2 mount found; set sensor.cgroup_path".to_string())?;
+        File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))
+    };
+    let result: Result<(), String> = match hook.target {
+        Target::TracePoint(category, name) => {
+            let p: &mut TracePoint = prog.try_into().map_err(|_| SensorError::MissingProgram(hook.program))?;
+            p.load().map_err(|e| verifier_error(hook.program, e))?;
+            p.attach(category, name).map(|_| ()).map_err(|e| format!("attach to {category}/{name}: {e}"))
+        }
+        Target::RawTracePoint(name) => {
+            let p: &mut RawTracePoint = prog.try_into().map_err(|_| SensorError::MissingProgram(hook.program))?;
+            p.load().map_err(|e| verifier_error(hook.program, e))?;
+            p.attach(name).map(|_| ()).map_err(|e| format!("attach to raw tracepoint {name}: {e}"))
+        }
+        Target::CgroupSockAddr => {
+            let p: &mut CgroupSockAddr = prog.try_into().map_err(|_| SensorError::MissingProgram(hook.program))?;
+            p.load().map_err(|e| verifier_error(hook.program, e))?;
+            cgroup_file().and_then(|f| {
+                p.attach(f, CgroupAttachMode::Single).map(|_| ()).map_err(|e| format!("attach to cgroup: {e}"))
+            })
+        }
+        Target::CgroupSkbEgress => {
+            let p: &mut CgroupSkb = prog.try_into().map_err(|_| SensorError::MissingProgram(hook.program))?;
+            p.load().map_err(|e| verifier_error(hook.program, e))?;
+            cgroup_file().and_then(|f| {
+                p.attach(f, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                    .map(|_| ())
+                    .map_err(|e| format!("attach to cgroup egress: {e}"))
+            })
+        }
+    };
+    match result {
+        Ok(()) => status.attached = true,
+        Err(e) => degrade(&mut status, e),
+    }
+    if let Ok(info) = prog.info() {
+        status.verified_insns = info.verified_instruction_count();
+        status.prog_id = Some(info.id());
+    }
+    Ok(status)
+}

@@ -1,0 +1,102 @@
+//! A test harness around the real sensor: loads the eBPF programs into the
+//! running kernel, drains the ring buffer on a background runtime and
+//! collects decoded events for the test to wait on.
+#![allow(dead_code)]
+
+use std::{
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant},
+};
+
+use minerwatch::{
+    event::Event,
+    sensor::{Sensor, SensorConfig, cpu_poll::CpuPoller, ringbuf},
+    time::Mono,
+};
+
+pub struct Harness {
+    events: Arc<(Mutex<Vec<Event>>, Condvar)>,
+    poller: Arc<Mutex<CpuPoller>>,
+    _rt: tokio::runtime::Runtime,
+    _sensor: Sensor,
+}
+
+impl Harness {
+    pub fn start() -> Harness {
+        Self::start_with(SensorConfig::default())
+    }
+
+    pub fn start_with(cfg: SensorConfig) -> Harness {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let events: Arc<(Mutex<Vec<Event>>, Condvar)> = Arc::default();
+        let (sensor, poller) = rt.block_on(async {
+            let mut sensor = Sensor::load(&cfg).expect("loading the eBPF programs (needs root)");
+            for h in &sensor.hooks {
+                assert!(h.attached, "hook {} did not attach: {:?}", h.program, h.error);
+            }
+            let ring = sensor.take_ring().expect("ring");
+            let poller = CpuPoller::new(sensor.take_cpu_map().expect("cpu"), sensor.take_drops().expect("drops"));
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<ringbuf::Batch>(1024);
+            let stats = Arc::new(ringbuf::ReaderStats::default());
+            tokio::spawn(ringbuf::run(ring, Duration::from_millis(cfg.drain_interval_ms), tx, stats));
+            let sink = events.clone();
+            tokio::spawn(async move {
+                while let Some(batch) = rx.recv().await {
+                    let (lock, cv) = &*sink;
+                    lock.lock().expect("lock").extend(batch.events);
+                    cv.notify_all();
+                }
+            });
+            (sensor, poller)
+        });
+        Harness { events, poller: Arc::new(Mutex::new(poller)), _rt: rt, _sensor: sensor }
+    }
+
+    /// Wait until an event matches `pred`, up to `timeout`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.events;
+        let mut seen = lock.lock().expect("lock");
+        loop {
+            if let Some(e) = seen.iter().find(|e| pred(e)) {
+                return Some(e.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            seen = cv.wait_timeout(seen, left).expect("lock").0;
+        }
+    }
+
+    /// Every event so far that matches `pred`.
+    pub fn matching(&self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
+        self.events.0.lock().expect("lock").iter().filter(|e| pred(e)).cloned().collect()
+    }
+
+    pub fn clear(&self) {
+        self.events.0.lock().expect("lock").clear();
+    }
+
+    pub fn poll_cpu(&self) -> Option<minerwatch::event::CpuSample> {
+        self.poller.lock().expect("lock").poll_cpu(Mono::now())
+    }
+
+    pub fn poll_drops(&self) -> Vec<minerwatch::event::Lost> {
+        self.poller.lock().expect("lock").poll_drops(Mono::now())
+    }
+}
+
+/// Copy a binary under a unique name in a temp dir (a stand-in for a
+/// dropped, unpackaged binary).
+pub fn copy_binary(src: &std::path::Path, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let dst = dir.join(name);
+    std::fs::copy(src, &dst).expect("copy binary");
+    dst
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() % 100_000)
+}

@@ -1,0 +1,253 @@
+//! The kernel sensors against the running kernel: each test loads the real
+//! eBPF programs and asserts real values. Needs root.
+
+mod common;
+
+use std::{
+    io::Write,
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{Harness, copy_binary, unique};
+use minerwatch::event::{ConnectResult, Event};
+
+const WAIT: Duration = Duration::from_secs(2);
+
+fn me() -> u32 {
+    std::process::id()
+}
+
+#[test]
+fn exec_event_arrives_with_pid_ppid_and_filename() {
+    let h = Harness::start();
+    let dir = std::env::temp_dir().join(unique("mw-exec"));
+    let name = unique("mwexec");
+    let path = copy_binary(std::path::Path::new("/bin/true"), &dir, &name);
+    let started = Instant::now();
+    let child = Command::new(&path).arg("--flag").spawn().expect("spawn");
+    let pid = child.id();
+    let ev = h
+        .wait_for(WAIT, |e| matches!(e, Event::Exec(x) if x.tgid == pid))
+        .expect("exec event within 2 s");
+    let Event::Exec(x) = ev else { unreachable!() };
+    assert_eq!(x.pid, pid);
+    assert_eq!(x.ppid, me());
+    assert_eq!(x.filename, path.to_string_lossy());
+    assert_eq!(x.argv, vec![path.to_string_lossy().into_owned(), "--flag".into()]);
+    assert!(x.comm.starts_with(&name[..name.len().min(15)]), "comm {}", x.comm);
+    let meta = std::fs::metadata(&path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((x.exe.dev, x.exe.ino), (meta.dev(), meta.ino()), "exe identity from task_struct matches stat()");
+    assert!(!x.exe.memfd && x.exe.nlink == 1 && !x.exe.unknown);
+    assert!(x.start_boottime_ns > 0);
+    eprintln!("exec event latency: {:?}", started.elapsed());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn fork_and_exit_report_parent_child_and_exit_code() {
+    let h = Harness::start();
+    let mut child = Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().expect("spawn");
+    let pid = child.id();
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+    let fork = h.wait_for(WAIT, |e| matches!(e, Event::Fork(f) if f.child_tgid == pid)).expect("fork event");
+    let Event::Fork(f) = fork else { unreachable!() };
+    assert_eq!(f.parent_tgid, me());
+    let exit = h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == pid)).expect("exit event");
+    let Event::Exit(x) = exit else { unreachable!() };
+    assert_eq!((x.status, x.signal), (7, 0));
+
+    let mut killed = Command::new("/bin/sleep").arg("30").spawn().expect("spawn");
+    let kpid = killed.id();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let exit = h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == kpid)).expect("exit event");
+    let Event::Exit(x) = exit else { unreachable!() };
+    assert_eq!(x.signal, libc::SIGKILL);
+}
+
+#[test]
+fn threads_are_not_reported_as_processes() {
+    let h = Harness::start();
+    let t = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(10)));
+    t.join().unwrap();
+    let mut c = Command::new("/bin/true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == pid)).expect("exit of the child");
+    let forks = h.matching(|e| matches!(e, Event::Fork(f) if f.parent_tgid == me() && f.child_tgid == me()));
+    assert!(forks.is_empty(), "a thread was reported as a fork: {forks:?}");
+}
+
+fn connect_event(h: &Harness, port: u16) -> minerwatch::event::Connect {
+    match h.wait_for(WAIT, |e| matches!(e, Event::Connect(c) if c.dport == port && c.tgid == me())) {
+        Some(Event::Connect(c)) => c,
+        other => panic!("no connect event for port {port}: {other:?}"),
+    }
+}
+
+#[test]
+fn connects_report_address_port_and_result() {
+    let h = Harness::start();
+    let l4 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p4 = l4.local_addr().unwrap().port();
+    let _s = TcpStream::connect(("127.0.0.1", p4)).unwrap();
+    let c = connect_event(&h, p4);
+    assert_eq!(c.daddr, "127.0.0.1".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(c.result, ConnectResult::Connected);
+    assert!(!c.v4_mapped);
+    assert_ne!(c.cookie, 0);
+
+    let l6 = TcpListener::bind("[::1]:0").unwrap();
+    let p6 = l6.local_addr().unwrap().port();
+    let _s6 = TcpStream::connect(("::1", p6)).unwrap();
+    let c6 = connect_event(&h, p6);
+    assert_eq!(c6.daddr, "::1".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(c6.result, ConnectResult::Connected);
+
+    // v4-mapped: an AF_INET6 socket to ::ffff:127.0.0.1 sends IPv4.
+    let lm = TcpListener::bind("0.0.0.0:0").unwrap();
+    let pm = lm.local_addr().unwrap().port();
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{pm}").parse().unwrap();
+    let _sm = TcpStream::connect(mapped).unwrap();
+    let cm = connect_event(&h, pm);
+    assert_eq!(cm.daddr, "127.0.0.1".parse::<std::net::IpAddr>().unwrap(), "normalised to v4");
+    assert!(cm.v4_mapped);
+
+    // Refused: a port with no listener.
+    let free = TcpListener::bind("127.0.0.1:0").unwrap();
+    let pf = free.local_addr().unwrap().port();
+    drop(free);
+    assert!(TcpStream::connect(("127.0.0.1", pf)).is_err());
+    let cf = connect_event(&h, pf);
+    assert_eq!(cf.result, ConnectResult::Refused);
+}
+
+fn payload_for(h: &Harness, port: u16, prefix: &[u8]) -> minerwatch::event::Payload {
+    match h.wait_for(WAIT, |e| matches!(e, Event::Payload(p) if p.dport == port && p.data.starts_with(prefix))) {
+        Some(Event::Payload(p)) => p,
+        other => panic!("no payload peek on port {port}: {other:?}"),
+    }
+}
+
+#[test]
+fn first_payload_bytes_are_peeked_and_linked_to_the_sender() {
+    let h = Harness::start();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cases: [&[u8]; 3] = [
+        b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n",
+        b"{\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\",\"params\":{\"login\":\"wallet\",\"pass\":\"x\",\"agent\":\"XMRig/6.21.0 (Linux x86_64) libuv/1.44.2 gcc/11.4.0\",\"algo\":[\"rx/0\"]}}\n",
+        b"GET / HTTP/1.1\r\nHost: example\r\n\r\n",
+    ];
+    for body in cases {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_peer, _) = listener.accept().unwrap();
+        s.write_all(body).unwrap();
+        let c = connect_event(&h, port);
+        let p = payload_for(&h, port, &body[..8]);
+        assert_eq!(p.tgid, Some(me()), "linked to the sender's tgid");
+        assert_eq!(p.data, body, "whole request peeked");
+        assert_eq!(p.payload_len as usize, body.len());
+        assert_eq!(p.packet_index, 0);
+        assert!(p.cookie != 0);
+        let _ = c;
+        h.clear();
+    }
+}
+
+#[test]
+fn a_long_first_payload_is_cut_at_the_peek_length() {
+    let h = Harness::start();
+    let listener = TcpListener::bind("[::1]:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut s = TcpStream::connect(("::1", port)).unwrap();
+    let _peer = listener.accept().unwrap();
+    let body = vec![b'x'; 1000];
+    s.write_all(&body).unwrap();
+    let p = payload_for(&h, port, b"xxxx");
+    assert_eq!(p.data.len(), miner_peek_len());
+    assert_eq!(p.payload_len, 1000);
+    assert_eq!(p.daddr, "::1".parse::<std::net::IpAddr>().unwrap());
+}
+
+fn miner_peek_len() -> usize {
+    256
+}
+
+#[test]
+fn cpu_residency_of_a_busy_child_and_a_sleeping_one() {
+    let h = Harness::start();
+    let _ = h.poll_cpu(); // baseline
+    let t0 = Instant::now();
+    let mut busy = Command::new(env!("CARGO_BIN_EXE_burn")).args(["3", "1"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut sleeper = Command::new("/bin/sleep").arg("3").spawn().unwrap();
+    let (bpid, spid) = (busy.id(), sleeper.id());
+    let mut busy_ns = 0u64;
+    let mut sleep_ns = 0u64;
+    let mut interval_ns = 0u64;
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_secs(1));
+        if let Some(s) = h.poll_cpu() {
+            interval_ns += s.interval_ns;
+            busy_ns += s.usage.iter().filter(|u| u.tgid == bpid).map(|u| u.on_cpu_ns).sum::<u64>();
+            sleep_ns += s.usage.iter().filter(|u| u.tgid == spid).map(|u| u.on_cpu_ns).sum::<u64>();
+        }
+    }
+    busy.wait().unwrap();
+    sleeper.wait().unwrap();
+    let elapsed = t0.elapsed();
+    // The exit event carries the final total (the process may have ended
+    // between polls).
+    let total = match h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == bpid)) {
+        Some(Event::Exit(x)) => x.cpu_ns,
+        _ => panic!("no exit for the busy child"),
+    };
+    eprintln!("busy child: {:.2} s on CPU by polls, {:.2} s at exit, over {:.2} s", busy_ns as f64 / 1e9, total as f64 / 1e9, elapsed.as_secs_f64());
+    assert!(total as f64 >= 0.8 * 3e9, "busy loop for 3 s showed {:.2} s on CPU", total as f64 / 1e9);
+    assert!(busy_ns as f64 >= 0.8 * 2.5e9, "polls saw only {:.2} s", busy_ns as f64 / 1e9);
+    assert!(sleep_ns < 50_000_000, "sleeping child used {} ns", sleep_ns);
+    assert!(interval_ns > 0);
+}
+
+#[test]
+fn exec_storm_is_fully_accounted() {
+    let h = Harness::start();
+    let _ = h.poll_drops();
+    let dir = std::env::temp_dir().join(unique("mw-storm"));
+    let name = unique("stormtrue");
+    let path = copy_binary(std::path::Path::new("/bin/true"), &dir, &name);
+    let n = 20_000u32;
+    let t0 = Instant::now();
+    // Two in flight at a time, as the machine's top rate was measured.
+    let mut in_flight = std::collections::VecDeque::new();
+    for _ in 0..n {
+        if in_flight.len() >= 2 {
+            let mut c: std::process::Child = in_flight.pop_front().unwrap();
+            c.wait().unwrap();
+        }
+        in_flight.push_back(Command::new(&path).spawn().expect("spawn"));
+    }
+    for mut c in in_flight {
+        c.wait().unwrap();
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let fname = path.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut received;
+    loop {
+        received = h.matching(|e| matches!(e, Event::Exec(x) if x.filename == fname)).len() as u64;
+        if received >= n as u64 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lost: u64 = h.poll_drops().iter().filter(|l| l.site == "exec_ring_full").map(|l| l.count).sum();
+    eprintln!("exec storm: {n} execs at {rate:.0}/s, received {received}, lost {lost}");
+    assert!(received <= n as u64);
+    assert!(received + lost >= n as u64, "received {received} + lost {lost} < {n}");
+    assert_eq!(lost, 0, "the default ring holds this machine's top exec rate");
+    let _ = std::fs::remove_dir_all(dir);
+}
