@@ -22,6 +22,9 @@ pub struct CpuPoller {
     last_drops: [u64; DROP_SITES as usize],
     polls: u32,
     proc_root: std::path::PathBuf,
+    /// Final totals from exit events since the last poll: the kernel drops a
+    /// process's entry at exit, so its last slice would otherwise be lost.
+    exited: Vec<(u32, u64)>,
 }
 
 impl CpuPoller {
@@ -34,7 +37,14 @@ impl CpuPoller {
             last_drops: [0; DROP_SITES as usize],
             polls: 0,
             proc_root: crate::defaults::PROC_PATH.into(),
+            exited: Vec::new(),
         }
+    }
+
+    /// Feed an exit's final CPU total; the next sample includes the slice
+    /// since the previous poll.
+    pub fn on_exit(&mut self, tgid: u32, cpu_ns: u64) {
+        self.exited.push((tgid, cpu_ns));
     }
 
     /// One poll. The first only takes a baseline and returns no sample.
@@ -42,6 +52,10 @@ impl CpuPoller {
         let mut current = HashMap::with_capacity(self.last.len() + 16);
         for (tgid, ns) in self.cpu.iter().filter_map(Result::ok) {
             current.insert(tgid, ns);
+        }
+        for (tgid, ns) in std::mem::take(&mut self.exited) {
+            // Only if the map no longer has it (a reused tgid may be back).
+            current.entry(tgid).or_insert(ns);
         }
         self.polls += 1;
         if self.polls % PRUNE_EVERY == 0 {
