@@ -35,7 +35,11 @@ fn main() -> Result<()> {
     let toolchain = pinned_toolchain(&ebpf_dir)?;
     let root = ebpf_dir.to_str().ok_or("non-UTF-8 path")?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "miner-ebpf", root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: "miner-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(&toolchain),
     )
     .map_err(|e| format!("building the eBPF object failed: {e:#}; run `cargo xtask setup`").into())

@@ -214,11 +214,20 @@ mod tests {
     #[test]
     fn record_sizes_and_alignments_are_fixed() {
         assert_eq!((size_of::<Header>(), align_of::<Header>()), (16, 8));
-        assert_eq!((size_of::<ExecRecord>(), align_of::<ExecRecord>()), (640, 8));
+        assert_eq!(
+            (size_of::<ExecRecord>(), align_of::<ExecRecord>()),
+            (640, 8)
+        );
         assert_eq!((size_of::<ForkRecord>(), align_of::<ForkRecord>()), (48, 8));
         assert_eq!((size_of::<ExitRecord>(), align_of::<ExitRecord>()), (48, 8));
-        assert_eq!((size_of::<ConnectRecord>(), align_of::<ConnectRecord>()), (80, 8));
-        assert_eq!((size_of::<PayloadRecord>(), align_of::<PayloadRecord>()), (336, 8));
+        assert_eq!(
+            (size_of::<ConnectRecord>(), align_of::<ConnectRecord>()),
+            (80, 8)
+        );
+        assert_eq!(
+            (size_of::<PayloadRecord>(), align_of::<PayloadRecord>()),
+            (336, 8)
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::{SockAddrContext, TracePointContext},
 };
 use miner_ebpf_common::{
-    AF_INET, AF_INET6, CONNECT_FLAG_V4_MAPPED, ConnectRecord, DestKey, DropSite, FlowState,
-    Header, PendingConnect, RecordKind,
+    AF_INET, AF_INET6, CONNECT_FLAG_V4_MAPPED, ConnectRecord, DestKey, DropSite, FlowState, Header,
+    PendingConnect, RecordKind,
 };
 
 use crate::maps::{
@@ -56,7 +56,13 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
     let v4_mapped = w[0] == 0 && w[1] == 0 && w[2] == u32::from_be(0x0000_ffff);
     if v4_mapped {
         addr[..4].copy_from_slice(&w[3].to_ne_bytes());
-        on_connect(ctx.sock_addr, AF_INET, addr, sa.user_port, CONNECT_FLAG_V4_MAPPED)
+        on_connect(
+            ctx.sock_addr,
+            AF_INET,
+            addr,
+            sa.user_port,
+            CONNECT_FLAG_V4_MAPPED,
+        )
     } else {
         addr[0..4].copy_from_slice(&w[0].to_ne_bytes());
         addr[4..8].copy_from_slice(&w[1].to_ne_bytes());
@@ -67,20 +73,39 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
 }
 
 #[inline(always)]
-fn on_connect(sa: *mut bpf_sock_addr, family: u16, addr: [u8; 16], user_port: u32, flags: u32) -> i32 {
+fn on_connect(
+    sa: *mut bpf_sock_addr,
+    family: u16,
+    addr: [u8; 16],
+    user_port: u32,
+    flags: u32,
+) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let dport = u16::from_be(user_port as u16);
     let cookie = unsafe { bpf_get_socket_cookie(sa as *mut _) };
 
-    let pending = PendingConnect { cookie, daddr: addr, family, dport, flags };
+    let pending = PendingConnect {
+        cookie,
+        daddr: addr,
+        family,
+        dport,
+        flags,
+    };
     // LRU maps evict rather than fail; a failure here is a kernel error.
     let _ = PENDING_CONNECT.insert(pid_tgid, pending, 0);
-    if FLOWS.insert(cookie, FlowState { tgid, peeked: 0 }, 0).is_err() {
+    if FLOWS
+        .insert(cookie, FlowState { tgid, peeked: 0 }, 0)
+        .is_err()
+    {
         count_drop(DropSite::FlowMapFull);
     }
 
-    if blocked(tgid, family, &addr, dport) { DENY } else { ALLOW }
+    if blocked(tgid, family, &addr, dport) {
+        DENY
+    } else {
+        ALLOW
+    }
 }
 
 #[inline(always)]
@@ -89,7 +114,11 @@ fn blocked(tgid: u32, family: u16, addr: &[u8; 16], dport: u16) -> bool {
         return true;
     }
     // Blocked endpoints are keyed as v6; v4 as ::ffff:a.b.c.d.
-    let mut key = DestKey { addr: [0; 16], port: dport, _pad: [0; 6] };
+    let mut key = DestKey {
+        addr: [0; 16],
+        port: dport,
+        _pad: [0; 6],
+    };
     if family == AF_INET {
         key.addr[10] = 0xff;
         key.addr[11] = 0xff;
@@ -138,7 +167,9 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), DropSite> {
         flags: p.flags,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let mut entry = EVENTS.reserve::<ConnectRecord>(0).ok_or(DropSite::ConnectRingFull)?;
+    let mut entry = EVENTS
+        .reserve::<ConnectRecord>(0)
+        .ok_or(DropSite::ConnectRingFull)?;
     entry.write(rec);
     entry.submit(wake_flags());
     Ok(())

@@ -7,7 +7,9 @@
 //! kernels before 6.x lack.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -57,7 +59,9 @@ fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<(), DropSite> {
         cpu_ns,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let mut entry = EVENTS.reserve::<ExitRecord>(0).ok_or(DropSite::ExitRingFull)?;
+    let mut entry = EVENTS
+        .reserve::<ExitRecord>(0)
+        .ok_or(DropSite::ExitRingFull)?;
     entry.write(rec);
     entry.submit(wake_flags());
     Ok(())

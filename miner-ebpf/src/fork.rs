@@ -7,7 +7,9 @@
 //! fields cannot.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -52,7 +54,9 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) -> Result<(), DropSite> {
         child_start_boottime_ns: task::start_boottime(&o, child).unwrap_or(0),
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let mut entry = EVENTS.reserve::<ForkRecord>(0).ok_or(DropSite::ForkRingFull)?;
+    let mut entry = EVENTS
+        .reserve::<ForkRecord>(0)
+        .ok_or(DropSite::ForkRingFull)?;
     entry.write(rec);
     entry.submit(wake_flags());
     Ok(())

@@ -6,10 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use miner_ebpf_common::{
-    BLOCKED_DESTS_MAX, BLOCKED_TGIDS_MAX, CPU_NS_MAX, DROP_SITES, DestKey, DropSite,
-    EVENTS_BYTES_DEFAULT, FLOWS_MAX, FlowState, KernelOffsets, PENDING_CONNECT_MAX,
-    PendingConnect, SEEN_FLOWS_MAX, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-    ABI_VERSION,
+    ABI_VERSION, BLOCKED_DESTS_MAX, BLOCKED_TGIDS_MAX, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP,
+    BPF_RB_NO_WAKEUP, CPU_NS_MAX, DROP_SITES, DestKey, DropSite, EVENTS_BYTES_DEFAULT, FLOWS_MAX,
+    FlowState, KernelOffsets, PENDING_CONNECT_MAX, PendingConnect, SEEN_FLOWS_MAX,
 };
 
 /// All records to user space. The loader resizes it (`ring_buffer_bytes`).

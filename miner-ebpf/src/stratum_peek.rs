@@ -12,13 +12,15 @@
 //! miner that was running before us at its next share or keepalive.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_load_bytes},
+    helpers::{
+        bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_load_bytes,
+    },
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use miner_ebpf_common::{
-    AF_INET, AF_INET6, DropSite, Header, PAYLOAD_FLAG_UNTRACKED_FLOW,
-    PEEK_LEN, PEEK_PACKETS_PER_FLOW, PayloadRecord, RecordKind,
+    AF_INET, AF_INET6, DropSite, Header, PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN,
+    PEEK_PACKETS_PER_FLOW, PayloadRecord, RecordKind,
 };
 
 use crate::maps::{EVENTS, FLOWS, SEEN_FLOWS, count_drop, wake_flags};
@@ -67,7 +69,10 @@ fn try_egress(ctx: &SkBuffContext) -> Result<(), DropSite> {
             if first != u16::from_ne_bytes(*b"{\"") {
                 return Ok(());
             }
-            if SEEN_FLOWS.insert(cookie, 1u8, aya_ebpf::bindings::BPF_NOEXIST as u64).is_err() {
+            if SEEN_FLOWS
+                .insert(cookie, 1u8, aya_ebpf::bindings::BPF_NOEXIST as u64)
+                .is_err()
+            {
                 return Ok(()); // already peeked
             }
             emit(ctx, cookie, 0, 0, PAYLOAD_FLAG_UNTRACKED_FLOW, &tcp)
@@ -123,8 +128,17 @@ fn parse(ctx: &SkBuffContext) -> Option<Tcp> {
 }
 
 #[inline(always)]
-fn emit(ctx: &SkBuffContext, cookie: u64, tgid: u32, index: u8, flags: u8, t: &Tcp) -> Result<(), DropSite> {
-    let mut entry = EVENTS.reserve::<PayloadRecord>(0).ok_or(DropSite::PayloadRingFull)?;
+fn emit(
+    ctx: &SkBuffContext,
+    cookie: u64,
+    tgid: u32,
+    index: u8,
+    flags: u8,
+    t: &Tcp,
+) -> Result<(), DropSite> {
+    let mut entry = EVENTS
+        .reserve::<PayloadRecord>(0)
+        .ok_or(DropSite::PayloadRingFull)?;
     let rec = unsafe { &mut *entry.as_mut_ptr() };
     rec.header = Header {
         kind: RecordKind::Payload as u16,
@@ -145,10 +159,19 @@ fn emit(ctx: &SkBuffContext, cookie: u64, tgid: u32, index: u8, flags: u8, t: &T
     rec.daddr = t.daddr;
     // Clamp to 1..=PEEK_LEN for the verifier (PEEK_LEN is a power of two);
     // an "invalid zero-sized read" otherwise when LLVM drops the n > 0 test.
-    let want = if t.payload_len > PEEK_LEN as u32 { PEEK_LEN as u32 } else { t.payload_len };
+    let want = if t.payload_len > PEEK_LEN as u32 {
+        PEEK_LEN as u32
+    } else {
+        t.payload_len
+    };
     let n = ((want - 1) & (PEEK_LEN as u32 - 1)) + 1;
     let r = unsafe {
-        bpf_skb_load_bytes(ctx.skb.skb as *const _, t.payload_off, rec.data.as_mut_ptr() as *mut _, n)
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            t.payload_off,
+            rec.data.as_mut_ptr() as *mut _,
+            n,
+        )
     };
     rec.captured = if r == 0 { n as u16 } else { 0 };
     entry.submit(wake_flags());

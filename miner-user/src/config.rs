@@ -13,6 +13,9 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn new(key: impl Into<String>, fix: impl Into<String>) -> Self {
-        Invalid { key: key.into(), fix: fix.into() }
+        Invalid {
+            key: key.into(),
+            fix: fix.into(),
+        }
     }
 }

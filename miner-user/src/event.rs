@@ -235,7 +235,11 @@ pub struct CpuUsage {
 impl CpuUsage {
     /// Fraction of one core over `interval_ns` (can exceed 1 for threads).
     pub fn cores(&self, interval_ns: u64) -> f64 {
-        if interval_ns == 0 { 0.0 } else { self.on_cpu_ns as f64 / interval_ns as f64 }
+        if interval_ns == 0 {
+            0.0
+        } else {
+            self.on_cpu_ns as f64 / interval_ns as f64
+        }
     }
 }
 
@@ -317,7 +321,9 @@ mod b64 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
-        STANDARD.decode(s.as_bytes()).map_err(serde::de::Error::custom)
+        STANDARD
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -365,9 +371,18 @@ mod tests {
     #[test]
     fn connect_results_map_errnos() {
         assert_eq!(ConnectResult::from_ret(0), ConnectResult::Connected);
-        assert_eq!(ConnectResult::from_ret(-libc::EINPROGRESS), ConnectResult::InProgress);
-        assert_eq!(ConnectResult::from_ret(-libc::ECONNREFUSED), ConnectResult::Refused);
+        assert_eq!(
+            ConnectResult::from_ret(-libc::EINPROGRESS),
+            ConnectResult::InProgress
+        );
+        assert_eq!(
+            ConnectResult::from_ret(-libc::ECONNREFUSED),
+            ConnectResult::Refused
+        );
         assert_eq!(ConnectResult::from_ret(-libc::EPERM), ConnectResult::Denied);
-        assert_eq!(ConnectResult::from_ret(-libc::ETIMEDOUT), ConnectResult::Failed(libc::ETIMEDOUT));
+        assert_eq!(
+            ConnectResult::from_ret(-libc::ETIMEDOUT),
+            ConnectResult::Failed(libc::ETIMEDOUT)
+        );
     }
 }

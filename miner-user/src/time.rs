@@ -6,7 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Mono(pub u64);
 
@@ -32,7 +34,10 @@ impl Mono {
 
     /// The current `CLOCK_MONOTONIC`, for samples taken in user space.
     pub fn now() -> Mono {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         Mono(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
@@ -52,7 +57,9 @@ impl WallClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
-        WallClock { offset_ns: wall - Mono::now().0 as i128 }
+        WallClock {
+            offset_ns: wall - Mono::now().0 as i128,
+        }
     }
 
     pub fn to_system(self, t: Mono) -> std::time::SystemTime {

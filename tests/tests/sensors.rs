@@ -26,7 +26,7 @@ fn exec_event_arrives_with_pid_ppid_and_filename() {
     let name = unique("mwexec");
     let path = copy_binary(std::path::Path::new("/bin/true"), &dir, &name);
     let started = Instant::now();
-    let child = Command::new(&path).arg("--flag").spawn().expect("spawn");
+    let mut child = Command::new(&path).arg("--flag").spawn().expect("spawn");
     let pid = child.id();
     let ev = h
         .wait_for(WAIT, |e| matches!(e, Event::Exec(x) if x.tgid == pid))
@@ -35,27 +35,46 @@ fn exec_event_arrives_with_pid_ppid_and_filename() {
     assert_eq!(x.pid, pid);
     assert_eq!(x.ppid, me());
     assert_eq!(x.filename, path.to_string_lossy());
-    assert_eq!(x.argv, vec![path.to_string_lossy().into_owned(), "--flag".into()]);
-    assert!(x.comm.starts_with(&name[..name.len().min(15)]), "comm {}", x.comm);
+    assert_eq!(
+        x.argv,
+        vec![path.to_string_lossy().into_owned(), "--flag".into()]
+    );
+    assert!(
+        x.comm.starts_with(&name[..name.len().min(15)]),
+        "comm {}",
+        x.comm
+    );
     let meta = std::fs::metadata(&path).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_eq!((x.exe.dev, x.exe.ino), (meta.dev(), meta.ino()), "exe identity from task_struct matches stat()");
+    assert_eq!(
+        (x.exe.dev, x.exe.ino),
+        (meta.dev(), meta.ino()),
+        "exe identity from task_struct matches stat()"
+    );
     assert!(!x.exe.memfd && x.exe.nlink == 1 && !x.exe.unknown);
     assert!(x.start_boottime_ns > 0);
     eprintln!("exec event latency: {:?}", started.elapsed());
+    child.wait().expect("wait");
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn fork_and_exit_report_parent_child_and_exit_code() {
     let h = Harness::start();
-    let mut child = Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().expect("spawn");
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "exit 7"])
+        .spawn()
+        .expect("spawn");
     let pid = child.id();
     assert_eq!(child.wait().unwrap().code(), Some(7));
-    let fork = h.wait_for(WAIT, |e| matches!(e, Event::Fork(f) if f.child_tgid == pid)).expect("fork event");
+    let fork = h
+        .wait_for(WAIT, |e| matches!(e, Event::Fork(f) if f.child_tgid == pid))
+        .expect("fork event");
     let Event::Fork(f) = fork else { unreachable!() };
     assert_eq!(f.parent_tgid, me());
-    let exit = h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == pid)).expect("exit event");
+    let exit = h
+        .wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == pid))
+        .expect("exit event");
     let Event::Exit(x) = exit else { unreachable!() };
     assert_eq!((x.status, x.signal), (7, 0));
 
@@ -63,7 +82,9 @@ fn fork_and_exit_report_parent_child_and_exit_code() {
     let kpid = killed.id();
     killed.kill().unwrap();
     killed.wait().unwrap();
-    let exit = h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == kpid)).expect("exit event");
+    let exit = h
+        .wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == kpid))
+        .expect("exit event");
     let Event::Exit(x) = exit else { unreachable!() };
     assert_eq!(x.signal, libc::SIGKILL);
 }
@@ -76,13 +97,21 @@ fn threads_are_not_reported_as_processes() {
     let mut c = Command::new("/bin/true").spawn().unwrap();
     let pid = c.id();
     c.wait().unwrap();
-    h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == pid)).expect("exit of the child");
-    let forks = h.matching(|e| matches!(e, Event::Fork(f) if f.parent_tgid == me() && f.child_tgid == me()));
-    assert!(forks.is_empty(), "a thread was reported as a fork: {forks:?}");
+    h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == pid))
+        .expect("exit of the child");
+    let forks = h
+        .matching(|e| matches!(e, Event::Fork(f) if f.parent_tgid == me() && f.child_tgid == me()));
+    assert!(
+        forks.is_empty(),
+        "a thread was reported as a fork: {forks:?}"
+    );
 }
 
 fn connect_event(h: &Harness, port: u16) -> minerwatch::event::Connect {
-    match h.wait_for(WAIT, |e| matches!(e, Event::Connect(c) if c.dport == port && c.tgid == me())) {
+    match h.wait_for(
+        WAIT,
+        |e| matches!(e, Event::Connect(c) if c.dport == port && c.tgid == me()),
+    ) {
         Some(Event::Connect(c)) => c,
         other => panic!("no connect event for port {port}: {other:?}"),
     }
@@ -113,7 +142,11 @@ fn connects_report_address_port_and_result() {
     let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{pm}").parse().unwrap();
     let _sm = TcpStream::connect(mapped).unwrap();
     let cm = connect_event(&h, pm);
-    assert_eq!(cm.daddr, "127.0.0.1".parse::<std::net::IpAddr>().unwrap(), "normalised to v4");
+    assert_eq!(
+        cm.daddr,
+        "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+        "normalised to v4"
+    );
     assert!(cm.v4_mapped);
 
     // Refused: a port with no listener.
@@ -126,7 +159,10 @@ fn connects_report_address_port_and_result() {
 }
 
 fn payload_for(h: &Harness, port: u16, prefix: &[u8]) -> minerwatch::event::Payload {
-    match h.wait_for(WAIT, |e| matches!(e, Event::Payload(p) if p.dport == port && p.data.starts_with(prefix))) {
+    match h.wait_for(
+        WAIT,
+        |e| matches!(e, Event::Payload(p) if p.dport == port && p.data.starts_with(prefix)),
+    ) {
         Some(Event::Payload(p)) => p,
         other => panic!("no payload peek on port {port}: {other:?}"),
     }
@@ -182,7 +218,11 @@ fn cpu_residency_of_a_busy_child_and_a_sleeping_one() {
     let h = Harness::start();
     let _ = h.poll_cpu(); // baseline
     let t0 = Instant::now();
-    let mut busy = Command::new(env!("CARGO_BIN_EXE_burn")).args(["3", "1"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut busy = Command::new(env!("CARGO_BIN_EXE_burn"))
+        .args(["3", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let mut sleeper = Command::new("/bin/sleep").arg("3").spawn().unwrap();
     let (bpid, spid) = (busy.id(), sleeper.id());
     let mut busy_ns = 0u64;
@@ -192,8 +232,18 @@ fn cpu_residency_of_a_busy_child_and_a_sleeping_one() {
         std::thread::sleep(Duration::from_secs(1));
         if let Some(s) = h.poll_cpu() {
             interval_ns += s.interval_ns;
-            busy_ns += s.usage.iter().filter(|u| u.tgid == bpid).map(|u| u.on_cpu_ns).sum::<u64>();
-            sleep_ns += s.usage.iter().filter(|u| u.tgid == spid).map(|u| u.on_cpu_ns).sum::<u64>();
+            busy_ns += s
+                .usage
+                .iter()
+                .filter(|u| u.tgid == bpid)
+                .map(|u| u.on_cpu_ns)
+                .sum::<u64>();
+            sleep_ns += s
+                .usage
+                .iter()
+                .filter(|u| u.tgid == spid)
+                .map(|u| u.on_cpu_ns)
+                .sum::<u64>();
         }
     }
     busy.wait().unwrap();
@@ -205,9 +255,22 @@ fn cpu_residency_of_a_busy_child_and_a_sleeping_one() {
         Some(Event::Exit(x)) => x.cpu_ns,
         _ => panic!("no exit for the busy child"),
     };
-    eprintln!("busy child: {:.2} s on CPU by polls, {:.2} s at exit, over {:.2} s", busy_ns as f64 / 1e9, total as f64 / 1e9, elapsed.as_secs_f64());
-    assert!(total as f64 >= 0.8 * 3e9, "busy loop for 3 s showed {:.2} s on CPU", total as f64 / 1e9);
-    assert!(busy_ns as f64 >= 0.8 * 2.5e9, "polls saw only {:.2} s", busy_ns as f64 / 1e9);
+    eprintln!(
+        "busy child: {:.2} s on CPU by polls, {:.2} s at exit, over {:.2} s",
+        busy_ns as f64 / 1e9,
+        total as f64 / 1e9,
+        elapsed.as_secs_f64()
+    );
+    assert!(
+        total as f64 >= 0.8 * 3e9,
+        "busy loop for 3 s showed {:.2} s on CPU",
+        total as f64 / 1e9
+    );
+    assert!(
+        busy_ns as f64 >= 0.8 * 2.5e9,
+        "polls saw only {:.2} s",
+        busy_ns as f64 / 1e9
+    );
     assert!(sleep_ns < 50_000_000, "sleeping child used {} ns", sleep_ns);
     assert!(interval_ns > 0);
 }
@@ -238,16 +301,29 @@ fn exec_storm_is_fully_accounted() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut received;
     loop {
-        received = h.matching(|e| matches!(e, Event::Exec(x) if x.filename == fname)).len() as u64;
+        received = h
+            .matching(|e| matches!(e, Event::Exec(x) if x.filename == fname))
+            .len() as u64;
         if received >= n as u64 || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let lost: u64 = h.poll_drops().iter().filter(|l| l.site == "exec_ring_full").map(|l| l.count).sum();
+    let lost: u64 = h
+        .poll_drops()
+        .iter()
+        .filter(|l| l.site == "exec_ring_full")
+        .map(|l| l.count)
+        .sum();
     eprintln!("exec storm: {n} execs at {rate:.0}/s, received {received}, lost {lost}");
     assert!(received <= n as u64);
-    assert!(received + lost >= n as u64, "received {received} + lost {lost} < {n}");
-    assert_eq!(lost, 0, "the default ring holds this machine's top exec rate");
+    assert!(
+        received + lost >= n as u64,
+        "received {received} + lost {lost} < {n}"
+    );
+    assert_eq!(
+        lost, 0,
+        "the default ring holds this machine's top exec rate"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

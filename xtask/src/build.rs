@@ -7,7 +7,14 @@ use crate::util::{self, run};
 
 pub fn build(release: bool) -> anyhow::Result<()> {
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(util::root()).args(["build", "-p", "miner-user", "-p", "minerwatch-tests", "--bins"]);
+    cmd.current_dir(util::root()).args([
+        "build",
+        "-p",
+        "miner-user",
+        "-p",
+        "minerwatch-tests",
+        "--bins",
+    ]);
     if release {
         cmd.arg("--release");
     }
@@ -15,5 +22,8 @@ pub fn build(release: bool) -> anyhow::Result<()> {
 }
 
 pub fn binary(release: bool) -> std::path::PathBuf {
-    util::root().join("target").join(if release { "release" } else { "debug" }).join("minerwatch")
+    util::root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("minerwatch")
 }

@@ -10,7 +10,11 @@ pub fn run(release: bool, args: Vec<String>) -> anyhow::Result<()> {
     if !util::is_root() {
         bail!("minerwatch loads eBPF programs: run `cargo xtask run` as root");
     }
-    let args = if args.is_empty() { vec!["run".to_owned(), "--print-events".to_owned()] } else { args };
+    let args = if args.is_empty() {
+        vec!["run".to_owned(), "--print-events".to_owned()]
+    } else {
+        args
+    };
     let mut cmd = Command::new(build::binary(release));
     cmd.args(&args);
     if std::env::var_os("RUST_LOG").is_none() {

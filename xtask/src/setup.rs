@@ -38,11 +38,23 @@ fn ensure_toolchain(tc: &str) -> anyhow::Result<()> {
     let installed = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
     if !installed.lines().any(|l| l.starts_with(tc)) {
         run(Command::new("rustup").args([
-            "toolchain", "install", tc, "--profile", "minimal", "--component", "rust-src",
+            "toolchain",
+            "install",
+            tc,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
         ]))?;
     }
-    let comps = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", tc]))
-        .unwrap_or_default();
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        tc,
+    ]))
+    .unwrap_or_default();
     if !comps.lines().any(|l| l.starts_with("rust-src")) {
         run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", tc]))?;
     }
@@ -62,12 +74,21 @@ fn ensure_bpf_linker(tc: &str) -> anyhow::Result<()> {
     let stamp = cargo_bin().join(".bpf-linker.toolchain");
     let want = format!("{BPF_LINKER_VERSION} {tc}");
     let works = output(Command::new(&bin).arg("--version")).is_some();
-    if works && fs::read_to_string(&stamp).map(|s| s.trim() == want).unwrap_or(false) {
+    if works
+        && fs::read_to_string(&stamp)
+            .map(|s| s.trim() == want)
+            .unwrap_or(false)
+    {
         return Ok(());
     }
-    let sysroot = output(Command::new("rustc").arg(format!("+{tc}")).args(["--print", "sysroot"]))
-        .context("asking the pinned toolchain for its sysroot")?;
-    let version = output(Command::new("rustc").arg(format!("+{tc}")).arg("-vV")).unwrap_or_default();
+    let sysroot = output(
+        Command::new("rustc")
+            .arg(format!("+{tc}"))
+            .args(["--print", "sysroot"]),
+    )
+    .context("asking the pinned toolchain for its sysroot")?;
+    let version =
+        output(Command::new("rustc").arg(format!("+{tc}")).arg("-vV")).unwrap_or_default();
     let llvm_major = version
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -80,9 +101,9 @@ fn ensure_bpf_linker(tc: &str) -> anyhow::Result<()> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so"))
+            })
         })
         .with_context(|| format!("no libLLVM in {}", lib.display()))?;
     let prefix = std::env::temp_dir().join(format!("minerwatch-llvm-{}", std::process::id()));
@@ -90,12 +111,25 @@ fn ensure_bpf_linker(tc: &str) -> anyhow::Result<()> {
     let link = prefix.join("lib/libLLVM.so");
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(&libllvm, &link)?;
-    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute, once)", libllvm.display());
+    eprintln!(
+        "xtask: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute, once)",
+        libllvm.display()
+    );
     let result = run(Command::new("cargo")
-        .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force", "--no-default-features", "--features"])
+        .args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--force",
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{llvm_major}"))
         .env("LLVM_PREFIX", &prefix)
-        .env("RUSTFLAGS", format!("-C link-arg=-Wl,-rpath,{}", lib.display())));
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-arg=-Wl,-rpath,{}", lib.display()),
+        ));
     let _ = fs::remove_dir_all(&prefix);
     result?;
     if output(Command::new(&bin).arg("--version")).is_none() {
@@ -110,10 +144,14 @@ fn ensure_tracefs() {
         return;
     }
     if !util::is_root() {
-        eprintln!("xtask: WARNING tracefs is not mounted and we are not root; the daemon will need it");
+        eprintln!(
+            "xtask: WARNING tracefs is not mounted and we are not root; the daemon will need it"
+        );
         return;
     }
-    if let Err(e) = run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])) {
+    if let Err(e) =
+        run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
+    {
         eprintln!("xtask: WARNING could not mount tracefs: {e}");
     }
 }

@@ -9,19 +9,40 @@ use crate::util::{self, run};
 pub fn test() -> anyhow::Result<()> {
     let root = util::root();
     run(Command::new("cargo").current_dir(&root).args([
-        "test", "-p", "miner-ebpf-common", "-p", "miner-user", "-p", "xtask", "--no-fail-fast",
+        "test",
+        "-p",
+        "miner-ebpf-common",
+        "-p",
+        "miner-user",
+        "-p",
+        "xtask",
+        "--no-fail-fast",
     ]))?;
     if !util::is_root() {
-        eprintln!("\n!!! SKIPPING kernel integration and end-to-end tests: they load eBPF programs and need root !!!\n");
+        eprintln!(
+            "\n!!! SKIPPING kernel integration and end-to-end tests: they load eBPF programs and need root !!!\n"
+        );
         return Ok(());
     }
-    run(Command::new("cargo")
-        .current_dir(&root)
-        .args(["test", "-p", "minerwatch-tests", "--no-fail-fast", "--", "--test-threads=1"]))
+    run(Command::new("cargo").current_dir(&root).args([
+        "test",
+        "-p",
+        "minerwatch-tests",
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ]))
 }
 
 pub fn e2e() -> anyhow::Result<()> {
     run(Command::new("cargo").current_dir(util::root()).args([
-        "test", "-p", "minerwatch-tests", "--test", "e2e", "--", "--test-threads=1", "--nocapture",
+        "test",
+        "-p",
+        "minerwatch-tests",
+        "--test",
+        "e2e",
+        "--",
+        "--test-threads=1",
+        "--nocapture",
     ]))
 }

@@ -18,7 +18,9 @@ pub fn root() -> PathBuf {
 /// Run a command, echoing it; fail with its exit status.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("xtask: {}", describe(cmd));
-    let status = cmd.status().with_context(|| format!("spawning {}", describe(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("spawning {}", describe(cmd)))?;
     if !status.success() {
         bail!("{} failed: {status}", describe(cmd));
     }
@@ -28,7 +30,9 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// Run a command and capture its stdout (trimmed); None if it fails.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 pub fn describe(cmd: &Command) -> String {

@@ -18,14 +18,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut sensor = Sensor::load(&cfg)?;
     for h in &sensor.hooks {
         if h.attached {
-            log::info!("attached {} ({} insns verified)", h.program, h.verified_insns.unwrap_or(0));
+            log::info!(
+                "attached {} ({} insns verified)",
+                h.program,
+                h.verified_insns.unwrap_or(0)
+            );
         }
     }
     let ring = sensor.take_ring()?;
     let mut poller = CpuPoller::new(sensor.take_cpu_map()?, sensor.take_drops()?);
     let stats = Arc::new(ringbuf::ReaderStats::default());
     let (tx, mut rx) = mpsc::channel(256);
-    let reader = tokio::spawn(ringbuf::run(ring, Duration::from_millis(cfg.drain_interval_ms), tx, stats.clone()));
+    let reader = tokio::spawn(ringbuf::run(
+        ring,
+        Duration::from_millis(cfg.drain_interval_ms),
+        tx,
+        stats.clone(),
+    ));
     let mut cpu_tick = tokio::time::interval(Duration::from_millis(cfg.cpu_poll_interval_ms));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -42,10 +51,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = cpu_tick.tick() => {
                 let now = Mono::now();
-                if let Some(sample) = poller.poll_cpu(now) {
-                    if args.print_events {
-                        print_event(&Event::CpuSample(sample));
-                    }
+                if let Some(sample) = poller.poll_cpu(now)
+                    && args.print_events
+                {
+                    print_event(&Event::CpuSample(sample));
                 }
                 for lost in poller.poll_drops(now) {
                     log::warn!("kernel dropped {} events at {}", lost.count, lost.site);

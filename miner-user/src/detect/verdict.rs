@@ -42,7 +42,11 @@ impl std::str::FromStr for Severity {
         Severity::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| format!("unknown severity {s:?}; expected one of debug, low, medium, high, critical"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown severity {s:?}; expected one of debug, low, medium, high, critical"
+                )
+            })
     }
 }
 

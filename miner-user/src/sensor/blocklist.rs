@@ -19,11 +19,18 @@ pub fn dest_key(addr: IpAddr, port: u16) -> DestKey {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6, |v4| v4.to_ipv6_mapped()),
     };
-    DestKey { addr: v6.octets(), port, _pad: [0; 6] }
+    DestKey {
+        addr: v6.octets(),
+        port,
+        _pad: [0; 6],
+    }
 }
 
 impl Blocklist {
-    pub fn new(tgids: BpfHashMap<MapData, u32, u8>, dests: BpfHashMap<MapData, DestKey, u8>) -> Self {
+    pub fn new(
+        tgids: BpfHashMap<MapData, u32, u8>,
+        dests: BpfHashMap<MapData, DestKey, u8>,
+    ) -> Self {
         Blocklist { tgids, dests }
     }
 

@@ -13,7 +13,9 @@ use miner_ebpf_common::KernelOffsets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("reading {path} failed: {source}; this kernel has no BTF (CONFIG_DEBUG_INFO_BTF=y is required, Linux 5.4+)")]
+    #[error(
+        "reading {path} failed: {source}; this kernel has no BTF (CONFIG_DEBUG_INFO_BTF=y is required, Linux 5.4+)"
+    )]
     Read {
         path: String,
         #[source]
@@ -82,13 +84,18 @@ fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
 
 impl Btf {
     pub fn from_file(path: &str) -> Result<Btf, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read { path: path.into(), source })?;
+        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.into(),
+            source,
+        })?;
         Btf::parse(&data)
     }
 
     pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
         if u16_at(data, 0)? != MAGIC {
-            return Err(BtfError::Malformed("bad magic (big-endian BTF is not supported)"));
+            return Err(BtfError::Malformed(
+                "bad magic (big-endian BTF is not supported)",
+            ));
         }
         let hdr_len = u32_at(data, 4)? as usize;
         let type_off = u32_at(data, 8)? as usize;
@@ -103,7 +110,12 @@ impl Btf {
             .ok_or(BtfError::Malformed("string section out of bounds"))?
             .to_vec();
 
-        let mut types = vec![Type { name: 0, kind: 0, ty: 0, members: Vec::new() }];
+        let mut types = vec![Type {
+            name: 0,
+            kind: 0,
+            ty: 0,
+            members: Vec::new(),
+        }];
         let mut off = 0;
         while off < types_raw.len() {
             let name = u32_at(types_raw, off)?;
@@ -135,10 +147,19 @@ impl Btf {
                 KIND_DATASEC | KIND_ENUM64 => off += vlen * 12,
                 _ => {} // PTR, FWD, TYPEDEF, modifiers, FUNC, FLOAT, TYPE_TAG: no tail
             }
-            types.push(Type { name, kind, ty: size_or_type, members });
+            types.push(Type {
+                name,
+                kind,
+                ty: size_or_type,
+                members,
+            });
         }
 
-        let mut btf = Btf { types, strings, structs_by_name: HashMap::new() };
+        let mut btf = Btf {
+            types,
+            strings,
+            structs_by_name: HashMap::new(),
+        };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && !t.members.is_empty() {
                 let name = btf.str(t.name).to_owned();
@@ -160,7 +181,14 @@ impl Btf {
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.types.get(id as usize) {
-                Some(t) if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => id = t.ty,
+                Some(t)
+                    if matches!(
+                        t.kind,
+                        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
+                    ) =>
+                {
+                    id = t.ty
+                }
                 _ => break,
             }
         }
@@ -182,10 +210,10 @@ impl Btf {
             if name.is_empty() {
                 let inner = self.resolve(m.ty);
                 let kind = self.types.get(inner as usize).map(|t| t.kind);
-                if matches!(kind, Some(KIND_STRUCT | KIND_UNION)) {
-                    if let Some(off) = self.find_member(inner, member, depth + 1) {
-                        return Some(m.bit_offset + off);
-                    }
+                if matches!(kind, Some(KIND_STRUCT | KIND_UNION))
+                    && let Some(off) = self.find_member(inner, member, depth + 1)
+                {
+                    return Some(m.bit_offset + off);
                 }
             }
         }
@@ -200,7 +228,10 @@ impl Btf {
             .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
         self.find_member(id, member, 0)
             .map(|bits| bits / 8)
-            .ok_or_else(|| BtfError::NoMember { strukt: strukt.into(), member: member.into() })
+            .ok_or_else(|| BtfError::NoMember {
+                strukt: strukt.into(),
+                member: member.into(),
+            })
     }
 
     /// Every offset the programs need.
@@ -286,8 +317,14 @@ mod tests {
         let btf = Btf::parse(&blob()).unwrap();
         assert_eq!(btf.offset("outer", "a").unwrap(), 0);
         assert_eq!(btf.offset("outer", "c").unwrap(), 4);
-        assert!(matches!(btf.offset("outer", "zz"), Err(BtfError::NoMember { .. })));
-        assert!(matches!(btf.offset("inner", "a"), Err(BtfError::NoStruct(_))));
+        assert!(matches!(
+            btf.offset("outer", "zz"),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            btf.offset("inner", "a"),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 
     #[test]

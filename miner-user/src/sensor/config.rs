@@ -44,13 +44,19 @@ impl SensorConfig {
         if !(1..=1000).contains(&self.drain_interval_ms) {
             return Err(Invalid::new(
                 "sensor.drain_interval_ms",
-                format!("{} is out of range; use 1..=1000 (default 25)", self.drain_interval_ms),
+                format!(
+                    "{} is out of range; use 1..=1000 (default 25)",
+                    self.drain_interval_ms
+                ),
             ));
         }
         if !(100..=10_000).contains(&self.cpu_poll_interval_ms) {
             return Err(Invalid::new(
                 "sensor.cpu_poll_interval_ms",
-                format!("{} is out of range; use 100..=10000 (default 1000)", self.cpu_poll_interval_ms),
+                format!(
+                    "{} is out of range; use 100..=10000 (default 1000)",
+                    self.cpu_poll_interval_ms
+                ),
             ));
         }
         Ok(())

@@ -58,7 +58,7 @@ impl CpuPoller {
             current.entry(tgid).or_insert(ns);
         }
         self.polls += 1;
-        if self.polls % PRUNE_EVERY == 0 {
+        if self.polls.is_multiple_of(PRUNE_EVERY) {
             self.prune(&current);
         }
         let sample = self.last_time.map(|prev| {
@@ -69,11 +69,18 @@ impl CpuPoller {
                     // interval (or before we started, on the first poll).
                     let before = self.last.get(&tgid).copied().unwrap_or(0);
                     let delta = ns.saturating_sub(before);
-                    (delta > 0).then_some(CpuUsage { tgid, on_cpu_ns: delta })
+                    (delta > 0).then_some(CpuUsage {
+                        tgid,
+                        on_cpu_ns: delta,
+                    })
                 })
                 .collect();
             usage.sort_by_key(|u| u.tgid);
-            CpuSample { time: now, interval_ns: now.saturating_sub(prev), usage }
+            CpuSample {
+                time: now,
+                interval_ns: now.saturating_sub(prev),
+                usage,
+            }
         });
         self.last = current;
         self.last_time = Some(now);
@@ -94,13 +101,19 @@ impl CpuPoller {
     pub fn poll_drops(&mut self, now: Mono) -> Vec<Lost> {
         let mut lost = Vec::new();
         for site in DropSite::ALL {
-            let Ok(values) = self.drops.get(&(site as u32), 0) else { continue };
+            let Ok(values) = self.drops.get(&(site as u32), 0) else {
+                continue;
+            };
             let total: u64 = values.iter().sum();
             let idx = site as usize;
             let delta = total.saturating_sub(self.last_drops[idx]);
             self.last_drops[idx] = total;
             if delta > 0 {
-                lost.push(Lost { time: now, site: site.name().to_owned(), count: delta });
+                lost.push(Lost {
+                    time: now,
+                    site: site.name().to_owned(),
+                    count: delta,
+                });
             }
         }
         lost

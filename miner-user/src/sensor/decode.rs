@@ -8,15 +8,17 @@ use miner_ebpf_common::{
     PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN, PayloadRecord, RecordKind,
 };
 
-use crate::event::{
-    Connect, ConnectResult, Event, Exec, ExeId, Exit, Fork, Payload, Source,
-};
+use crate::event::{Connect, ConnectResult, Event, ExeId, Exec, Exit, Fork, Payload, Source};
 use crate::time::Mono;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("record of {got} bytes is shorter than its {kind} layout ({expected} bytes)")]
-    Truncated { kind: &'static str, got: usize, expected: usize },
+    Truncated {
+        kind: &'static str,
+        got: usize,
+        expected: usize,
+    },
     #[error("unknown record kind {0}; the eBPF object is newer than this binary")]
     UnknownKind(u16),
     #[error("unknown address family {0} in a {1} record")]
@@ -27,7 +29,11 @@ pub enum DecodeError {
 fn read_pod<T: Copy>(buf: &[u8], kind: &'static str) -> Result<T, DecodeError> {
     let expected = std::mem::size_of::<T>();
     if buf.len() < expected {
-        return Err(DecodeError::Truncated { kind, got: buf.len(), expected });
+        return Err(DecodeError::Truncated {
+            kind,
+            got: buf.len(),
+            expected,
+        });
     }
     // SAFETY: length checked; T is a #[repr(C)] Pod record from the ABI
     // crate (every bit pattern valid); read_unaligned tolerates any offset.
@@ -41,14 +47,20 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         RecordKind::Exec => Event::Exec(exec(&read_pod::<ExecRecord>(buf, "exec")?)),
         RecordKind::Fork => Event::Fork(fork(&read_pod::<ForkRecord>(buf, "fork")?)),
         RecordKind::Exit => Event::Exit(exit(&read_pod::<ExitRecord>(buf, "exit")?)),
-        RecordKind::Connect => Event::Connect(connect(&read_pod::<ConnectRecord>(buf, "connect")?)?),
-        RecordKind::Payload => Event::Payload(payload(&read_pod::<PayloadRecord>(buf, "payload")?)?),
+        RecordKind::Connect => {
+            Event::Connect(connect(&read_pod::<ConnectRecord>(buf, "connect")?)?)
+        }
+        RecordKind::Payload => {
+            Event::Payload(payload(&read_pod::<PayloadRecord>(buf, "payload")?)?)
+        }
     })
 }
 
 /// The kernel timestamp of a record without decoding it (poll-lag metric).
 pub fn ktime(buf: &[u8]) -> Option<Mono> {
-    read_pod::<Header>(buf, "header").ok().map(|h| Mono(h.ktime_ns))
+    read_pod::<Header>(buf, "header")
+        .ok()
+        .map(|h| Mono(h.ktime_ns))
 }
 
 /// A NUL-terminated (or `len`-bounded) C string, lossily as UTF-8.
@@ -97,7 +109,11 @@ fn exec(r: &ExecRecord) -> Exec {
         argv: split_args(&r.args[..args_len]),
         argv_truncated: r.flags & EXEC_FLAG_ARGS_TRUNCATED != 0,
         exe: ExeId {
-            dev: if unknown { 0 } else { kernel_dev_to_user(r.exe_dev) },
+            dev: if unknown {
+                0
+            } else {
+                kernel_dev_to_user(r.exe_dev)
+            },
             ino: r.exe_ino,
             nlink: r.exe_nlink,
             memfd: r.flags & EXEC_FLAG_MEMFD != 0,
@@ -133,7 +149,9 @@ fn exit(r: &ExitRecord) -> Exit {
 
 fn addr(family: u16, bytes: &[u8; 16], kind: &'static str) -> Result<IpAddr, DecodeError> {
     match family {
-        AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+        AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
         AF_INET6 => Ok(IpAddr::V6(Ipv6Addr::from(*bytes))),
         other => Err(DecodeError::BadFamily(other, kind)),
     }
@@ -160,7 +178,11 @@ fn payload(r: &PayloadRecord) -> Result<Payload, DecodeError> {
     let n = (r.captured as usize).min(PEEK_LEN);
     Ok(Payload {
         time: Mono(r.header.ktime_ns),
-        tgid: if untracked || r.tgid == 0 { None } else { Some(r.tgid) },
+        tgid: if untracked || r.tgid == 0 {
+            None
+        } else {
+            Some(r.tgid)
+        },
         cookie: r.cookie,
         saddr: addr(r.family, &r.saddr, "payload")?,
         sport: r.sport,
@@ -180,11 +202,17 @@ mod tests {
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: T is a Pod record; we only read its bytes.
-        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }.to_vec()
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+            .to_vec()
     }
 
     fn header(kind: RecordKind) -> Header {
-        Header { kind: kind as u16, _pad: 0, cpu: 1, ktime_ns: 42 }
+        Header {
+            kind: kind as u16,
+            _pad: 0,
+            cpu: 1,
+            ktime_ns: 42,
+        }
     }
 
     fn exec_record() -> ExecRecord {
@@ -213,7 +241,9 @@ mod tests {
 
     #[test]
     fn decodes_an_exec_record() {
-        let Event::Exec(e) = decode(&bytes_of(&exec_record())).unwrap() else { panic!("not exec") };
+        let Event::Exec(e) = decode(&bytes_of(&exec_record())).unwrap() else {
+            panic!("not exec")
+        };
         assert_eq!((e.tgid, e.ppid, e.time), (100, 1, Mono(42)));
         assert_eq!(e.comm, "xmr");
         assert_eq!(e.filename, "/tmp/.x/kworker");
@@ -236,7 +266,10 @@ mod tests {
         let mut conn: ConnectRecord = unsafe { std::mem::zeroed() };
         conn.header = header(RecordKind::Connect);
         conn.family = 7;
-        assert!(matches!(decode(&bytes_of(&conn)), Err(DecodeError::BadFamily(7, _))));
+        assert!(matches!(
+            decode(&bytes_of(&conn)),
+            Err(DecodeError::BadFamily(7, _))
+        ));
     }
 
     #[test]
@@ -248,7 +281,9 @@ mod tests {
         c.dport = 3333;
         c.ret = -libc::ECONNREFUSED;
         c.flags = CONNECT_FLAG_V4_MAPPED;
-        let Event::Connect(e) = decode(&bytes_of(&c)).unwrap() else { panic!() };
+        let Event::Connect(e) = decode(&bytes_of(&c)).unwrap() else {
+            panic!()
+        };
         assert_eq!(e.daddr, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(e.result, ConnectResult::Refused);
         assert!(e.v4_mapped);
@@ -261,7 +296,9 @@ mod tests {
         p.data[..3].copy_from_slice(b"{\"i");
         p.flags = PAYLOAD_FLAG_UNTRACKED_FLOW;
         p.tgid = 9;
-        let Event::Payload(e) = decode(&bytes_of(&p)).unwrap() else { panic!() };
+        let Event::Payload(e) = decode(&bytes_of(&p)).unwrap() else {
+            panic!()
+        };
         assert_eq!(e.daddr, "::1".parse::<IpAddr>().unwrap());
         assert_eq!(e.data, b"{\"i");
         assert_eq!(e.tgid, None, "untracked flows have no trustworthy tgid");
@@ -272,10 +309,14 @@ mod tests {
         let mut x: ExitRecord = unsafe { std::mem::zeroed() };
         x.header = header(RecordKind::Exit);
         x.exit_code = 3 << 8;
-        let Event::Exit(e) = decode(&bytes_of(&x)).unwrap() else { panic!() };
+        let Event::Exit(e) = decode(&bytes_of(&x)).unwrap() else {
+            panic!()
+        };
         assert_eq!((e.status, e.signal), (3, 0));
         x.exit_code = 9;
-        let Event::Exit(e) = decode(&bytes_of(&x)).unwrap() else { panic!() };
+        let Event::Exit(e) = decode(&bytes_of(&x)).unwrap() else {
+            panic!()
+        };
         assert_eq!((e.status, e.signal), (0, 9));
     }
 
@@ -285,7 +326,9 @@ mod tests {
         for len in 0..700 {
             let buf: Vec<u8> = (0..len)
                 .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     (seed >> 56) as u8
                 })
                 .collect();

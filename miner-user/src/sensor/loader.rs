@@ -39,14 +39,54 @@ struct Hook {
 }
 
 const HOOKS: &[Hook] = &[
-    Hook { program: "sched_process_exec", target: Target::TracePoint("sched", "sched_process_exec"), loses: "exec events", needs: "tracepoint sched/sched_process_exec" },
-    Hook { program: "sched_process_fork", target: Target::RawTracePoint("sched_process_fork"), loses: "fork events (process tree)", needs: "raw tracepoints (Linux 4.17+)" },
-    Hook { program: "sched_process_exit", target: Target::TracePoint("sched", "sched_process_exit"), loses: "exit events", needs: "tracepoint sched/sched_process_exit" },
-    Hook { program: "sched_switch", target: Target::TracePoint("sched", "sched_switch"), loses: "CPU residency", needs: "tracepoint sched/sched_switch" },
-    Hook { program: "sys_exit_connect", target: Target::TracePoint("syscalls", "sys_exit_connect"), loses: "connect results", needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)" },
-    Hook { program: "connect4", target: Target::CgroupSockAddr, loses: "IPv4 connects and egress blocking", needs: "cgroup v2 + BPF_CGROUP_INET4_CONNECT" },
-    Hook { program: "connect6", target: Target::CgroupSockAddr, loses: "IPv6 connects and egress blocking", needs: "cgroup v2 + BPF_CGROUP_INET6_CONNECT" },
-    Hook { program: "cgroup_skb_egress", target: Target::CgroupSkbEgress, loses: "pool-protocol payload peeks", needs: "cgroup v2 + BPF_CGROUP_INET_EGRESS" },
+    Hook {
+        program: "sched_process_exec",
+        target: Target::TracePoint("sched", "sched_process_exec"),
+        loses: "exec events",
+        needs: "tracepoint sched/sched_process_exec",
+    },
+    Hook {
+        program: "sched_process_fork",
+        target: Target::RawTracePoint("sched_process_fork"),
+        loses: "fork events (process tree)",
+        needs: "raw tracepoints (Linux 4.17+)",
+    },
+    Hook {
+        program: "sched_process_exit",
+        target: Target::TracePoint("sched", "sched_process_exit"),
+        loses: "exit events",
+        needs: "tracepoint sched/sched_process_exit",
+    },
+    Hook {
+        program: "sched_switch",
+        target: Target::TracePoint("sched", "sched_switch"),
+        loses: "CPU residency",
+        needs: "tracepoint sched/sched_switch",
+    },
+    Hook {
+        program: "sys_exit_connect",
+        target: Target::TracePoint("syscalls", "sys_exit_connect"),
+        loses: "connect results",
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+    },
+    Hook {
+        program: "connect4",
+        target: Target::CgroupSockAddr,
+        loses: "IPv4 connects and egress blocking",
+        needs: "cgroup v2 + BPF_CGROUP_INET4_CONNECT",
+    },
+    Hook {
+        program: "connect6",
+        target: Target::CgroupSockAddr,
+        loses: "IPv6 connects and egress blocking",
+        needs: "cgroup v2 + BPF_CGROUP_INET6_CONNECT",
+    },
+    Hook {
+        program: "cgroup_skb_egress",
+        target: Target::CgroupSkbEgress,
+        loses: "pool-protocol payload peeks",
+        needs: "cgroup v2 + BPF_CGROUP_INET_EGRESS",
+    },
 ];
 
 /// What happened to one hook at start.
@@ -72,13 +112,24 @@ pub struct Sensor {
 
 fn verifier_error(program: &'static str, e: ProgramError) -> SensorError {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(12)..].join("\n");
-            SensorError::Verifier { program, reason: io_error.to_string(), log_tail: tail }
+            SensorError::Verifier {
+                program,
+                reason: io_error.to_string(),
+                log_tail: tail,
+            }
         }
-        other => SensorError::Verifier { program, reason: other.to_string(), log_tail: String::new() },
+        other => SensorError::Verifier {
+            program,
+            reason: other.to_string(),
+            log_tail: String::new(),
+        },
     }
 }
 
@@ -101,7 +152,7 @@ impl Sensor {
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
             .load(EBPF_OBJECT)
-            .map_err(SensorError::Load)?;
+            .map_err(|e| SensorError::Load(Box::new(e)))?;
 
         // Kernel-side log lines (aya-log) go to our logger.
         match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -109,7 +160,11 @@ impl Sensor {
             Err(e) => log::warn!("kernel-side logging unavailable: {e}"),
         }
 
-        let cgroup_path = cfg.cgroup_path.as_ref().map(PathBuf::from).or_else(probe::find_cgroup2);
+        let cgroup_path = cfg
+            .cgroup_path
+            .as_ref()
+            .map(PathBuf::from)
+            .or_else(probe::find_cgroup2);
         let mut hooks = Vec::new();
         for hook in HOOKS {
             let status = attach(&mut ebpf, hook, cgroup_path.as_deref())?;
@@ -131,40 +186,72 @@ impl Sensor {
         if !hooks.iter().any(|h| h.attached) {
             return Err(SensorError::RequiredHooks("no hook attached".into()));
         }
-        Ok(Sensor { ebpf, hooks, offsets, cgroup_path })
+        Ok(Sensor {
+            ebpf,
+            hooks,
+            offsets,
+            cgroup_path,
+        })
     }
 
     pub fn attached(&self, program: &str) -> bool {
-        self.hooks.iter().any(|h| h.program == program && h.attached)
+        self.hooks
+            .iter()
+            .any(|h| h.program == program && h.attached)
     }
 
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, SensorError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or(SensorError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|source| SensorError::Map { name: "EVENTS", source })
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(SensorError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(map_error("EVENTS"))
     }
 
     pub fn take_cpu_map(&mut self) -> Result<BpfHashMap<MapData, u32, u64>, SensorError> {
-        let map = self.ebpf.take_map("CPU_NS").ok_or(SensorError::MissingMap("CPU_NS"))?;
-        BpfHashMap::try_from(map).map_err(|source| SensorError::Map { name: "CPU_NS", source })
+        let map = self
+            .ebpf
+            .take_map("CPU_NS")
+            .ok_or(SensorError::MissingMap("CPU_NS"))?;
+        BpfHashMap::try_from(map).map_err(map_error("CPU_NS"))
     }
 
     pub fn take_drops(&mut self) -> Result<PerCpuArray<MapData, u64>, SensorError> {
-        let map = self.ebpf.take_map("DROPS").ok_or(SensorError::MissingMap("DROPS"))?;
-        PerCpuArray::try_from(map).map_err(|source| SensorError::Map { name: "DROPS", source })
+        let map = self
+            .ebpf
+            .take_map("DROPS")
+            .ok_or(SensorError::MissingMap("DROPS"))?;
+        PerCpuArray::try_from(map).map_err(map_error("DROPS"))
     }
 
     pub fn take_blocklist(&mut self) -> Result<Blocklist, SensorError> {
-        let tgids = self.ebpf.take_map("BLOCKED_TGIDS").ok_or(SensorError::MissingMap("BLOCKED_TGIDS"))?;
-        let dests = self.ebpf.take_map("BLOCKED_DESTS").ok_or(SensorError::MissingMap("BLOCKED_DESTS"))?;
+        let tgids = self
+            .ebpf
+            .take_map("BLOCKED_TGIDS")
+            .ok_or(SensorError::MissingMap("BLOCKED_TGIDS"))?;
+        let dests = self
+            .ebpf
+            .take_map("BLOCKED_DESTS")
+            .ok_or(SensorError::MissingMap("BLOCKED_DESTS"))?;
         Ok(Blocklist::new(
-            BpfHashMap::try_from(tgids).map_err(|source| SensorError::Map { name: "BLOCKED_TGIDS", source })?,
-            BpfHashMap::try_from(dests).map_err(|source| SensorError::Map { name: "BLOCKED_DESTS", source })?,
+            BpfHashMap::try_from(tgids).map_err(map_error("BLOCKED_TGIDS"))?,
+            BpfHashMap::try_from(dests).map_err(map_error("BLOCKED_DESTS"))?,
         ))
     }
 
     /// Kernel program ids, for `bpf_stats` run-time accounting in benchmarks.
     pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
-        self.hooks.iter().filter_map(|h| h.prog_id.map(|id| (h.program, id))).collect()
+        self.hooks
+            .iter()
+            .filter_map(|h| h.prog_id.map(|id| (h.program, id)))
+            .collect()
+    }
+}
+
+fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> SensorError {
+    move |source| SensorError::Map {
+        name,
+        source: Box::new(source),
     }
 }
 
@@ -183,43 +270,75 @@ fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     tokio::spawn(async move {
         let mut fd = fd;
         loop {
-            let Ok(mut guard) = fd.readable_mut().await else { return };
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
             guard.get_inner_mut().flush();
             guard.clear_ready();
         }
     });
 }
 
-fn attach(ebpf: &mut Ebpf, hook: &Hook, cgroup: Option<&std::path::Path>) -> Result<HookStatus, SensorError> {
-    let prog = ebpf.program_mut(hook.program).ok_or(SensorError::MissingProgram(hook.program))?;
-    let mut status = HookStatus { program: hook.program, attached: false, error: None, verified_insns: None, prog_id: None };
+fn attach(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    cgroup: Option<&std::path::Path>,
+) -> Result<HookStatus, SensorError> {
+    let prog = ebpf
+        .program_mut(hook.program)
+        .ok_or(SensorError::MissingProgram(hook.program))?;
+    let mut status = HookStatus {
+        program: hook.program,
+        attached: false,
+        error: None,
+        verified_insns: None,
+        prog_id: None,
+    };
     let degrade = |status: &mut HookStatus, what: String| {
-        status.error = Some(format!("{what} (needs {}; without it: no {})", hook.needs, hook.loses));
+        status.error = Some(format!(
+            "{what} (needs {}; without it: no {})",
+            hook.needs, hook.loses
+        ));
     };
     let cgroup_file = || -> Result<File, String> {
-        let path = cgroup.ok_or_else(|| "no cgroup v2 mount found; set sensor.cgroup_path".to_string())?;
+        let path =
+            cgroup.ok_or_else(|| "no cgroup v2 mount found; set sensor.cgroup_path".to_string())?;
         File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))
     };
     let result: Result<(), String> = match hook.target {
         Target::TracePoint(category, name) => {
-            let p: &mut TracePoint = prog.try_into().map_err(|_| SensorError::MissingProgram(hook.program))?;
+            let p: &mut TracePoint = prog
+                .try_into()
+                .map_err(|_| SensorError::MissingProgram(hook.program))?;
             p.load().map_err(|e| verifier_error(hook.program, e))?;
-            p.attach(category, name).map(|_| ()).map_err(|e| format!("attach to {category}/{name}: {e}"))
+            p.attach(category, name)
+                .map(|_| ())
+                .map_err(|e| format!("attach to {category}/{name}: {e}"))
         }
         Target::RawTracePoint(name) => {
-            let p: &mut RawTracePoint = prog.try_into().map_err(|_| SensorError::MissingProgram(hook.program))?;
+            let p: &mut RawTracePoint = prog
+                .try_into()
+                .map_err(|_| SensorError::MissingProgram(hook.program))?;
             p.load().map_err(|e| verifier_error(hook.program, e))?;
-            p.attach(name).map(|_| ()).map_err(|e| format!("attach to raw tracepoint {name}: {e}"))
+            p.attach(name)
+                .map(|_| ())
+                .map_err(|e| format!("attach to raw tracepoint {name}: {e}"))
         }
         Target::CgroupSockAddr => {
-            let p: &mut CgroupSockAddr = prog.try_into().map_err(|_| SensorError::MissingProgram(hook.program))?;
+            let p: &mut CgroupSockAddr = prog
+                .try_into()
+                .map_err(|_| SensorError::MissingProgram(hook.program))?;
             p.load().map_err(|e| verifier_error(hook.program, e))?;
             cgroup_file().and_then(|f| {
-                p.attach(f, CgroupAttachMode::Single).map(|_| ()).map_err(|e| format!("attach to cgroup: {e}"))
+                p.attach(f, CgroupAttachMode::Single)
+                    .map(|_| ())
+                    .map_err(|e| format!("attach to cgroup: {e}"))
             })
         }
         Target::CgroupSkbEgress => {
-            let p: &mut CgroupSkb = prog.try_into().map_err(|_| SensorError::MissingProgram(hook.program))?;
+            let p: &mut CgroupSkb = prog
+                .try_into()
+                .map_err(|_| SensorError::MissingProgram(hook.program))?;
             p.load().map_err(|e| verifier_error(hook.program, e))?;
             cgroup_file().and_then(|f| {
                 p.attach(f, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)

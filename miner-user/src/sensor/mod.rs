@@ -17,29 +17,33 @@ pub use loader::{HookStatus, Sensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
-    #[error("not enough privilege to load eBPF programs (euid {euid}): run as root, or with CAP_BPF + CAP_PERFMON (+ CAP_SYS_ADMIN for cgroup hooks)")]
+    #[error(
+        "not enough privilege to load eBPF programs (euid {euid}): run as root, or with CAP_BPF + CAP_PERFMON (+ CAP_SYS_ADMIN for cgroup hooks)"
+    )]
     Privileges { euid: u32 },
-    #[error("no kernel BTF at {path}: minerwatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distributions since 2020)")]
+    #[error(
+        "no kernel BTF at {path}: minerwatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distributions since 2020)"
+    )]
     NoBtf { path: &'static str },
     #[error("kernel {release} is too old: minerwatch needs Linux 5.8 or newer (BPF ring buffer)")]
     OldKernel { release: String },
-    #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed ({reason}); run `mount -t tracefs tracefs /sys/kernel/tracing` as root")]
+    #[error(
+        "tracefs is not mounted at /sys/kernel/tracing and mounting it failed ({reason}); run `mount -t tracefs tracefs /sys/kernel/tracing` as root"
+    )]
     Tracefs { reason: String },
     #[error(transparent)]
     Btf(#[from] btf::BtfError),
-    #[error("this binary was built without its eBPF object (AYA_BUILD_SKIP=1); rebuild with `cargo xtask build`")]
+    #[error(
+        "this binary was built without its eBPF object (AYA_BUILD_SKIP=1); rebuild with `cargo xtask build`"
+    )]
     NoObject,
     #[error("loading the eBPF object failed: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("the verifier rejected program {program}: {reason}\n{log_tail}")]
-    Verifier { program: &'static str, reason: String, log_tail: String },
-    #[error("attaching {program} to {target} failed: {source}; {hint}")]
-    Attach {
+    Verifier {
         program: &'static str,
-        target: String,
-        hint: &'static str,
-        #[source]
-        source: aya::programs::ProgramError,
+        reason: String,
+        log_tail: String,
     },
     #[error("program {0} is missing from the eBPF object; rebuild with `cargo xtask build`")]
     MissingProgram(&'static str),
@@ -49,7 +53,7 @@ pub enum SensorError {
     Map {
         name: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("hooks failed to attach and --require-all is set: {0}")]
     RequiredHooks(String),

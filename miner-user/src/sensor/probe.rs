@@ -29,7 +29,9 @@ pub fn check_privileges() -> Result<(), SensorError> {
         Ok(())
     } else {
         // SAFETY: geteuid has no preconditions.
-        Err(SensorError::Privileges { euid: unsafe { libc::geteuid() } })
+        Err(SensorError::Privileges {
+            euid: unsafe { libc::geteuid() },
+        })
     }
 }
 
@@ -47,7 +49,9 @@ pub fn check_kernel() -> Result<String, SensorError> {
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let mut nums = release.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u32>().ok());
     let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
     if (major, minor) >= (5, 8) {
         Ok(release)
@@ -69,13 +73,21 @@ pub fn ensure_tracefs() -> Result<(), SensorError> {
     let fstype = c"tracefs";
     // SAFETY: valid NUL-terminated strings; null data is allowed.
     let rc = unsafe {
-        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc == 0 && events.exists() {
         log::info!("mounted tracefs at {TRACEFS_PATH}");
         Ok(())
     } else {
-        Err(SensorError::Tracefs { reason: std::io::Error::last_os_error().to_string() })
+        Err(SensorError::Tracefs {
+            reason: std::io::Error::last_os_error().to_string(),
+        })
     }
 }
 
@@ -110,9 +122,16 @@ mod tests {
         let hybrid = "30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
                       31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n\
                       32 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
-        assert_eq!(parse_cgroup2_mount(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        let pure = "30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(parse_cgroup2_mount(pure), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(
+            parse_cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let pure =
+            "30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            parse_cgroup2_mount(pure),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
         assert_eq!(parse_cgroup2_mount("garbage\n\n - \n"), None);
     }
 

@@ -87,7 +87,14 @@ async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stats: &Re
             return true;
         }
         let full = events.len() == MAX_BATCH;
-        if tx.send(Batch { events, drained_at: now }).await.is_err() {
+        if tx
+            .send(Batch {
+                events,
+                drained_at: now,
+            })
+            .await
+            .is_err()
+        {
             return false;
         }
         if !full {

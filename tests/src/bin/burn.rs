@@ -8,7 +8,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
-    let duty: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100).clamp(1, 100);
+    let duty: u64 = args
+        .get(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 100);
     let deadline = Instant::now() + Duration::from_secs_f64(secs.clamp(0.0, 600.0));
     let handles: Vec<_> = (0..threads.clamp(1, 64))
         .map(|_| std::thread::spawn(move || burn(deadline, duty)))

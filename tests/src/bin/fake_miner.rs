@@ -29,16 +29,35 @@ struct Opts {
 
 fn opts() -> Opts {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     Opts {
         pool: get("--pool"),
         proto: get("--proto").unwrap_or_else(|| "xmrig".into()),
-        threads: get("--threads").and_then(|s| s.parse().ok()).unwrap_or(1).clamp(1, 64),
-        duty: get("--duty").and_then(|s| s.parse().ok()).unwrap_or(100).clamp(1, 100),
-        seconds: get("--seconds").and_then(|s| s.parse().ok()).unwrap_or(20.0f64).clamp(0.0, 600.0),
-        workers: get("--workers").and_then(|s| s.parse().ok()).unwrap_or(0).min(16),
+        threads: get("--threads")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1)
+            .clamp(1, 64),
+        duty: get("--duty")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100)
+            .clamp(1, 100),
+        seconds: get("--seconds")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20.0f64)
+            .clamp(0.0, 600.0),
+        workers: get("--workers")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+            .min(16),
         daemonize: args.iter().any(|a| a == "--daemonize"),
-        delay_connect_ms: get("--delay-connect-ms").and_then(|s| s.parse().ok()).unwrap_or(0),
+        delay_connect_ms: get("--delay-connect-ms")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
     }
 }
 
@@ -96,7 +115,9 @@ fn main() {
 }
 
 fn hash_threads(threads: usize, duty: u32, deadline: Instant) {
-    let hs: Vec<_> = (0..threads).map(|i| std::thread::spawn(move || hash(i as u64, duty, deadline))).collect();
+    let hs: Vec<_> = (0..threads)
+        .map(|i| std::thread::spawn(move || hash(i as u64, duty, deadline)))
+        .collect();
     let mut n = 0u64;
     for h in hs {
         n += h.join().unwrap_or(0);
@@ -158,9 +179,13 @@ fn talk(mut c: TcpStream, proto: &str, deadline: Instant) {
         if proto != "tls" && proto != "none" && last_submit.elapsed() > Duration::from_secs(2) {
             id += 1;
             let line = if proto == "stratum" {
-                format!(r#"{{"id": {id}, "method": "mining.submit", "params": ["worker1.rig", "1", "00000000", "504e86b9", "{id:08x}"]}}"#)
+                format!(
+                    r#"{{"id": {id}, "method": "mining.submit", "params": ["worker1.rig", "1", "00000000", "504e86b9", "{id:08x}"]}}"#
+                )
             } else {
-                format!(r#"{{"id":{id},"jsonrpc":"2.0","method":"submit","params":{{"id":"sess1","job_id":"1","nonce":"{id:08x}","result":"e1364b8782719d7683e2ccd3d8f724bc59dfa780a9e960e7c0e0046acdb40100"}}}}"#)
+                format!(
+                    r#"{{"id":{id},"jsonrpc":"2.0","method":"submit","params":{{"id":"sess1","job_id":"1","nonce":"{id:08x}","result":"e1364b8782719d7683e2ccd3d8f724bc59dfa780a9e960e7c0e0046acdb40100"}}}}"#
+                )
             };
             if c.write_all(format!("{line}\n").as_bytes()).is_err() {
                 return;

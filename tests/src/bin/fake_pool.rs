@@ -15,9 +15,17 @@ use std::{
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let addr = get("--addr").unwrap_or_else(|| "127.0.0.1:0".into());
-    let secs: u64 = get("--seconds").and_then(|s| s.parse().ok()).unwrap_or(60).min(600);
+    let secs: u64 = get("--seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60)
+        .min(600);
     let listener = match TcpListener::bind(&addr) {
         Ok(l) => l,
         Err(e) => {
@@ -43,7 +51,9 @@ fn main() {
 fn serve(stream: TcpStream, deadline: Instant) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let Ok(mut out) = stream.try_clone() else { return };
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let mut job = 0u64;
@@ -52,17 +62,30 @@ fn serve(stream: TcpStream, deadline: Instant) {
         match reader.read_line(&mut line) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             Err(_) => return,
         }
-        let Ok(req) = serde_json::from_str::<serde_json::Value>(line.trim()) else { continue };
+        let Ok(req) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+            continue;
+        };
         let id = req.get("id").cloned().unwrap_or(serde_json::Value::Null);
         let method = req.get("method").and_then(|m| m.as_str()).unwrap_or("");
         job += 1;
         let replies: Vec<String> = match method {
             "mining.subscribe" => vec![
-                format!(r#"{{"id":{id},"result":[[["mining.notify","ae6812eb4cd7735a"]],"08000002",4],"error":null}}"#),
-                format!(r#"{{"id":null,"method":"mining.notify","params":["{job:x}","4d16b6f85af6e2198f44ae2a6de67f78487ae5611b77c6c0440b921e00000000","01000000010000","ffffffff",[],"00000002","1c2ac4af","504e86b9",true]}}"#),
+                format!(
+                    r#"{{"id":{id},"result":[[["mining.notify","ae6812eb4cd7735a"]],"08000002",4],"error":null}}"#
+                ),
+                format!(
+                    r#"{{"id":null,"method":"mining.notify","params":["{job:x}","4d16b6f85af6e2198f44ae2a6de67f78487ae5611b77c6c0440b921e00000000","01000000010000","ffffffff",[],"00000002","1c2ac4af","504e86b9",true]}}"#
+                ),
             ],
             "mining.authorize" | "mining.submit" | "mining.extranonce.subscribe" => {
                 vec![format!(r#"{{"id":{id},"result":true,"error":null}}"#)]
@@ -70,8 +93,12 @@ fn serve(stream: TcpStream, deadline: Instant) {
             "login" => vec![format!(
                 r#"{{"id":{id},"jsonrpc":"2.0","error":null,"result":{{"id":"sess1","job":{{"blob":"0707f8c9a38a06","job_id":"{job}","target":"b88d0600","algo":"rx/0","height":3000000,"seed_hash":"00"}},"extensions":["keepalive"],"status":"OK"}}}}"#
             )],
-            "submit" => vec![format!(r#"{{"id":{id},"jsonrpc":"2.0","error":null,"result":{{"status":"OK"}}}}"#)],
-            "keepalived" => vec![format!(r#"{{"id":{id},"jsonrpc":"2.0","error":null,"result":{{"status":"KEEPALIVED"}}}}"#)],
+            "submit" => vec![format!(
+                r#"{{"id":{id},"jsonrpc":"2.0","error":null,"result":{{"status":"OK"}}}}"#
+            )],
+            "keepalived" => vec![format!(
+                r#"{{"id":{id},"jsonrpc":"2.0","error":null,"result":{{"status":"KEEPALIVED"}}}}"#
+            )],
             _ => vec![],
         };
         for r in replies {

@@ -36,13 +36,25 @@ impl Harness {
         let (sensor, poller) = rt.block_on(async {
             let mut sensor = Sensor::load(&cfg).expect("loading the eBPF programs (needs root)");
             for h in &sensor.hooks {
-                assert!(h.attached, "hook {} did not attach: {:?}", h.program, h.error);
+                assert!(
+                    h.attached,
+                    "hook {} did not attach: {:?}",
+                    h.program, h.error
+                );
             }
             let ring = sensor.take_ring().expect("ring");
-            let poller = CpuPoller::new(sensor.take_cpu_map().expect("cpu"), sensor.take_drops().expect("drops"));
+            let poller = CpuPoller::new(
+                sensor.take_cpu_map().expect("cpu"),
+                sensor.take_drops().expect("drops"),
+            );
             let (tx, mut rx) = tokio::sync::mpsc::channel::<ringbuf::Batch>(1024);
             let stats = Arc::new(ringbuf::ReaderStats::default());
-            tokio::spawn(ringbuf::run(ring, Duration::from_millis(cfg.drain_interval_ms), tx, stats));
+            tokio::spawn(ringbuf::run(
+                ring,
+                Duration::from_millis(cfg.drain_interval_ms),
+                tx,
+                stats,
+            ));
             let sink = events.clone();
             tokio::spawn(async move {
                 while let Some(batch) = rx.recv().await {
@@ -53,7 +65,12 @@ impl Harness {
             });
             (sensor, poller)
         });
-        Harness { events, poller: Arc::new(Mutex::new(poller)), _rt: rt, _sensor: sensor }
+        Harness {
+            events,
+            poller: Arc::new(Mutex::new(poller)),
+            _rt: rt,
+            _sensor: sensor,
+        }
     }
 
     /// Wait until an event matches `pred`, up to `timeout`.
@@ -72,7 +89,14 @@ impl Harness {
 
     /// Every event so far that matches `pred`.
     pub fn matching(&self, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
-        self.events.0.lock().expect("lock").iter().filter(|e| pred(e)).cloned().collect()
+        self.events
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|e| pred(e))
+            .cloned()
+            .collect()
     }
 
     pub fn clear(&self) {
@@ -98,5 +122,9 @@ pub fn copy_binary(src: &std::path::Path, dir: &std::path::Path, name: &str) -> 
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos() % 100_000)
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() % 100_000
+    )
 }
