@@ -16,6 +16,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut cfg = SensorConfig::default();
     cfg.require_all |= args.require_all;
     let mut sensor = Sensor::load(&cfg)?;
+    sensor.start_kernel_log();
     for h in &sensor.hooks {
         if h.attached {
             log::info!(

@@ -108,6 +108,7 @@ pub struct Sensor {
     pub hooks: Vec<HookStatus>,
     pub offsets: KernelOffsets,
     pub cgroup_path: Option<PathBuf>,
+    kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 fn verifier_error(program: &'static str, e: ProgramError) -> SensorError {
@@ -154,11 +155,15 @@ impl Sensor {
             .load(EBPF_OBJECT)
             .map_err(|e| SensorError::Load(Box::new(e)))?;
 
-        // Kernel-side log lines (aya-log) go to our logger.
-        match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(logger) => spawn_kernel_logger(logger),
-            Err(e) => log::warn!("kernel-side logging unavailable: {e}"),
-        }
+        // Kernel-side log lines (aya-log) go to our logger once a runtime
+        // drains them (`start_kernel_log`).
+        let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                log::warn!("kernel-side logging unavailable: {e}");
+                None
+            }
+        };
 
         let cgroup_path = cfg
             .cgroup_path
@@ -191,7 +196,16 @@ impl Sensor {
             hooks,
             offsets,
             cgroup_path,
+            kernel_log,
         })
+    }
+
+    /// Forward aya-log messages from the programs to the `log` crate.
+    /// Needs a tokio runtime.
+    pub fn start_kernel_log(&mut self) {
+        if let Some(logger) = self.kernel_log.take() {
+            spawn_kernel_logger(logger);
+        }
     }
 
     pub fn attached(&self, program: &str) -> bool {
