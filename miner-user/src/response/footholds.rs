@@ -102,7 +102,6 @@ fn candidates(root: &Path) -> Vec<(&'static str, PathBuf)> {
         add_dir("systemd", j(d), 3);
     }
     add_dir("shell_profile", j("/etc/profile.d"), 1);
-    let mut out = out;
     out.push(("cron", j("/etc/crontab")));
     out.push(("rc_local", j("/etc/rc.local")));
     out.push(("ld_preload", j("/etc/ld.so.preload")));
