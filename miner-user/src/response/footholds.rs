@@ -158,17 +158,16 @@ pub fn scan(root: &Path, needles: &Needles, now: SystemTime, fresh: Duration) ->
             continue;
         }
         let shown = path.display().to_string();
-        if kind == "authorized_keys" {
-            if let Ok(m) = meta.modified()
-                && now.duration_since(m).unwrap_or_default() <= fresh
-            {
-                found.push(Foothold {
-                    kind: kind.into(),
-                    path: shown.clone(),
-                    line: 0,
-                    text: "changed within the last day".into(),
-                });
-            }
+        if kind == "authorized_keys"
+            && let Ok(m) = meta.modified()
+            && now.duration_since(m).unwrap_or_default() <= fresh
+        {
+            found.push(Foothold {
+                kind: kind.into(),
+                path: shown.clone(),
+                line: 0,
+                text: "changed within the last day".into(),
+            });
         }
         if needles.is_empty() {
             continue;

@@ -206,13 +206,13 @@ pub fn kill_tree(
         i += 1;
     }
     for o in &opened {
-        if let Err(e) = pidfd_signal(&o.fd, libc::SIGKILL) {
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                outcomes.push((
-                    o.tgid,
-                    KillOutcome::Failed(format!("pidfd_send_signal: {e}")),
-                ));
-            }
+        if let Err(e) = pidfd_signal(&o.fd, libc::SIGKILL)
+            && e.raw_os_error() != Some(libc::ESRCH)
+        {
+            outcomes.push((
+                o.tgid,
+                KillOutcome::Failed(format!("pidfd_send_signal: {e}")),
+            ));
         }
     }
     let deadline = started + timeout;
