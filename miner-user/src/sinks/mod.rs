@@ -7,3 +7,5 @@
 //! has what shutdown needs.
 
 pub mod config;
+pub mod http;
+pub mod metrics;
