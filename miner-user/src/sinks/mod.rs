@@ -9,3 +9,5 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod alerts;
+pub mod webhook;
