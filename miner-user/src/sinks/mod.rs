@@ -11,3 +11,4 @@ pub mod http;
 pub mod metrics;
 pub mod alerts;
 pub mod webhook;
+pub mod tail;
