@@ -12,3 +12,5 @@ pub mod metrics;
 pub mod alerts;
 pub mod webhook;
 pub mod tail;
+pub mod lifecycle;
+pub mod recorder;
