@@ -11,7 +11,10 @@ use crate::config::Config;
 
 pub fn print(cfg: &Config, out: &mut impl Write) -> anyhow::Result<()> {
     let text = toml::to_string_pretty(cfg).context("serialising the configuration")?;
-    writeln!(out, "# minerwatch effective configuration (file + flags); unset optional keys are omitted")?;
+    writeln!(
+        out,
+        "# minerwatch effective configuration (file + flags); unset optional keys are omitted"
+    )?;
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
@@ -35,7 +38,10 @@ mod tests {
         let mut out = Vec::new();
         print(&cfg, &mut out).expect("print");
         let text = String::from_utf8(out).expect("utf-8");
-        assert!(text.contains("[metrics]\nenabled = true\naddr = \"127.0.0.1:9000\""), "{text}");
+        assert!(
+            text.contains("[metrics]\nenabled = true\naddr = \"127.0.0.1:9000\""),
+            "{text}"
+        );
         assert_eq!(parse(&text, "printed").expect("parses"), cfg);
 
         let mut out = Vec::new();

@@ -87,20 +87,24 @@ impl TailArgs {
         if !self.kind.is_empty() && !self.kind.contains(&m.kind) {
             return false;
         }
-        if let Some(pid) = self.pid {
-            if m.tgid != Some(pid) && m.pid != Some(pid) {
-                return false;
-            }
+        if let Some(pid) = self.pid
+            && m.tgid != Some(pid)
+            && m.pid != Some(pid)
+        {
+            return false;
         }
-        if let Some(needle) = &self.comm {
-            if !m.comm.as_deref().is_some_and(|c| c.contains(needle.as_str())) {
-                return false;
-            }
+        if let Some(needle) = &self.comm
+            && !m
+                .comm
+                .as_deref()
+                .is_some_and(|c| c.contains(needle.as_str()))
+        {
+            return false;
         }
-        if let (Some(min), Some(sev)) = (self.min_severity, m.severity) {
-            if sev < min {
-                return false;
-            }
+        if let (Some(min), Some(sev)) = (self.min_severity, m.severity)
+            && sev < min
+        {
+            return false;
         }
         true
     }
@@ -117,7 +121,8 @@ pub async fn run(args: TailArgs) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let color = !args.json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color =
+        !args.json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut stdout = tokio::io::stdout();
     tokio::select! {
         res = stream_to(&args, stream, &mut stdout, color) => match res? {
@@ -161,7 +166,10 @@ pub async fn stream_to(
     let mut header = !args.json;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).await.context("reading from the daemon")?;
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .await
+            .context("reading from the daemon")?;
         if n == 0 {
             let _ = write_out(out, &buf).await;
             return Ok(End::DaemonClosed);
@@ -176,7 +184,10 @@ pub async fn stream_to(
         };
         if msg.kind == TailKind::Error {
             let _ = write_out(out, &buf).await;
-            return Ok(End::Refused(msg.message.unwrap_or_else(|| "the daemon refused the connection".into())));
+            return Ok(End::Refused(
+                msg.message
+                    .unwrap_or_else(|| "the daemon refused the connection".into()),
+            ));
         }
         if header {
             buf.extend_from_slice(header_row(color).as_bytes());
@@ -216,7 +227,9 @@ pub fn connect_error(socket: &Path, e: &std::io::Error) -> String {
     let path = socket.display();
     match e.kind() {
         std::io::ErrorKind::NotFound => {
-            format!("minerwatch daemon is not running: no socket at {path}; start it with `minerwatch run`")
+            format!(
+                "minerwatch daemon is not running: no socket at {path}; start it with `minerwatch run`"
+            )
         }
         std::io::ErrorKind::ConnectionRefused => format!(
             "minerwatch daemon is not running: nothing listens on {path} (a stale socket); start it with `minerwatch run`"
@@ -240,8 +253,15 @@ const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
 pub fn header_row(color: bool) -> String {
-    let row = format!("{:<TIME_W$} {:<KIND_W$} {:>PID_W$} {:<COMM_W$} DETAIL\n", "TIME", "KIND", "PID", "COMM");
-    if color { format!("\x1b[1m{}{RESET}\n", row.trim_end()) } else { row }
+    let row = format!(
+        "{:<TIME_W$} {:<KIND_W$} {:>PID_W$} {:<COMM_W$} DETAIL\n",
+        "TIME", "KIND", "PID", "COMM"
+    );
+    if color {
+        format!("\x1b[1m{}{RESET}\n", row.trim_end())
+    } else {
+        row
+    }
 }
 
 /// One table row: TIME KIND PID COMM DETAIL, fixed-width columns, DETAIL
@@ -253,9 +273,19 @@ pub fn format_row(m: &TailMessage, color: bool) -> String {
         .time
         .split_once('T')
         .map(|(_, t)| t.trim_end_matches('Z'))
-        .unwrap_or(if m.time.is_empty() { "" } else { m.time.as_str() });
-    let pid = m.tgid.or(m.pid).map_or_else(|| "-".to_owned(), |p| p.to_string());
-    let comm: String = sanitize(m.comm.as_deref().unwrap_or("-")).chars().take(COMM_W).collect();
+        .unwrap_or(if m.time.is_empty() {
+            ""
+        } else {
+            m.time.as_str()
+        });
+    let pid = m
+        .tgid
+        .or(m.pid)
+        .map_or_else(|| "-".to_owned(), |p| p.to_string());
+    let comm: String = sanitize(m.comm.as_deref().unwrap_or("-"))
+        .chars()
+        .take(COMM_W)
+        .collect();
     let detail = match m.kind {
         TailKind::Skipped => format!(
             "missed {} messages: this client read too slowly (the daemon does not wait)",
@@ -263,7 +293,9 @@ pub fn format_row(m: &TailMessage, color: bool) -> String {
         ),
         TailKind::Error => m.message.clone().unwrap_or_default(),
         TailKind::Alert => {
-            let sev = m.severity.map_or("ALERT".to_owned(), |s| s.name().to_ascii_uppercase());
+            let sev = m
+                .severity
+                .map_or("ALERT".to_owned(), |s| s.name().to_ascii_uppercase());
             format!("{sev} {}", m.detail)
         }
         _ => m.detail.clone(),
@@ -289,7 +321,9 @@ pub fn format_row(m: &TailMessage, color: bool) -> String {
 
 /// Control characters (C0, DEL, C1) become `?`.
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -302,7 +336,10 @@ mod tests {
     use crate::sinks::tail::{TailHub, TailServer};
 
     fn msg(kind: TailKind) -> TailMessage {
-        TailMessage { time: "2026-05-20T10:11:12.345Z".into(), ..TailMessage::new(kind) }
+        TailMessage {
+            time: "2026-05-20T10:11:12.345Z".into(),
+            ..TailMessage::new(kind)
+        }
     }
 
     #[test]
@@ -320,7 +357,11 @@ mod tests {
             detail: "pool_protocol_unverified: login to 10.0.0.1:3333".into(),
             ..msg(TailKind::Alert)
         };
-        let cpu = TailMessage { tgid: Some(77), detail: "cpu 0.98 cores".into(), ..msg(TailKind::Cpu) };
+        let cpu = TailMessage {
+            tgid: Some(77),
+            detail: "cpu 0.98 cores".into(),
+            ..msg(TailKind::Cpu)
+        };
         let skipped = TailMessage::skipped(12);
         let long_comm = TailMessage {
             pid: Some(9),
@@ -329,33 +370,52 @@ mod tests {
             ..msg(TailKind::Fork)
         };
         let cases: &[(&TailMessage, &str)] = &[
-            (&exec, "10:11:12.345 exec          4242 xmrig           exec ./xmrig -o pool:3333"),
+            (
+                &exec,
+                "10:11:12.345 exec          4242 xmrig           exec ./xmrig -o pool:3333",
+            ),
             (
                 &alert,
                 "10:11:12.345 alert         4242 kworkerds       CRITICAL pool_protocol_unverified: login to 10.0.0.1:3333",
             ),
-            (&cpu, "10:11:12.345 cpu             77 -               cpu 0.98 cores"),
+            (
+                &cpu,
+                "10:11:12.345 cpu             77 -               cpu 0.98 cores",
+            ),
             (
                 &skipped,
                 "             skipped          - -               missed 12 messages: this client read too slowly (the daemon does not wait)",
             ),
-            (&long_comm, "10:11:12.345 fork             9 a-very-long-com fork from 1"),
+            (
+                &long_comm,
+                "10:11:12.345 fork             9 a-very-long-com fork from 1",
+            ),
         ];
         for (m, want) in cases {
             assert_eq!(format_row(m, false), *want, "kind {:?}", m.kind);
         }
-        assert_eq!(header_row(false), "TIME         KIND           PID COMM            DETAIL\n");
+        assert_eq!(
+            header_row(false),
+            "TIME         KIND           PID COMM            DETAIL\n"
+        );
         // DETAIL starts in the same column on every row.
         let col = header_row(false).find("DETAIL").expect("header");
         for (m, _) in cases {
             let row = format_row(m, false);
-            assert_eq!(row.char_indices().nth(col - 1).map(|(_, c)| c), Some(' '), "{row}");
+            assert_eq!(
+                row.char_indices().nth(col - 1).map(|(_, c)| c),
+                Some(' '),
+                "{row}"
+            );
         }
     }
 
     #[test]
     fn colours_follow_severity() {
-        let alert = |s| TailMessage { severity: Some(s), ..msg(TailKind::Alert) };
+        let alert = |s| TailMessage {
+            severity: Some(s),
+            ..msg(TailKind::Alert)
+        };
         assert!(format_row(&alert(Severity::Critical), true).starts_with(BOLD_RED));
         assert!(format_row(&alert(Severity::High), true).starts_with(RED));
         assert!(format_row(&alert(Severity::Medium), true).starts_with(YELLOW));
@@ -377,9 +437,21 @@ mod tests {
 
     #[test]
     fn filters() {
-        let exec = TailMessage { tgid: Some(10), pid: Some(11), comm: Some("xmrig".into()), ..msg(TailKind::Exec) };
-        let low = TailMessage { severity: Some(Severity::Low), comm: Some("bash".into()), ..msg(TailKind::Alert) };
-        let high = TailMessage { severity: Some(Severity::High), ..msg(TailKind::Alert) };
+        let exec = TailMessage {
+            tgid: Some(10),
+            pid: Some(11),
+            comm: Some("xmrig".into()),
+            ..msg(TailKind::Exec)
+        };
+        let low = TailMessage {
+            severity: Some(Severity::Low),
+            comm: Some("bash".into()),
+            ..msg(TailKind::Alert)
+        };
+        let high = TailMessage {
+            severity: Some(Severity::High),
+            ..msg(TailKind::Alert)
+        };
         let skipped = TailMessage::skipped(3);
         let args = |f: fn(&mut TailArgs)| {
             let mut a = TailArgs::default();
@@ -388,20 +460,75 @@ mod tests {
         };
         let cases: &[(&str, TailArgs, &TailMessage, bool)] = &[
             ("no filter", TailArgs::default(), &exec, true),
-            ("kind match", args(|a| a.kind = vec![TailKind::Connect, TailKind::Exec]), &exec, true),
-            ("kind miss", args(|a| a.kind = vec![TailKind::Connect]), &exec, false),
+            (
+                "kind match",
+                args(|a| a.kind = vec![TailKind::Connect, TailKind::Exec]),
+                &exec,
+                true,
+            ),
+            (
+                "kind miss",
+                args(|a| a.kind = vec![TailKind::Connect]),
+                &exec,
+                false,
+            ),
             ("pid by tgid", args(|a| a.pid = Some(10)), &exec, true),
             ("pid by thread", args(|a| a.pid = Some(11)), &exec, true),
             ("pid miss", args(|a| a.pid = Some(12)), &exec, false),
-            ("comm substring", args(|a| a.comm = Some("mri".into())), &exec, true),
-            ("comm miss", args(|a| a.comm = Some("bash".into())), &exec, false),
-            ("comm absent", args(|a| a.comm = Some("x".into())), &high, false),
-            ("alerts only hides exec", args(|a| a.alerts_only = true), &exec, false),
-            ("alerts only shows alert", args(|a| a.alerts_only = true), &low, true),
-            ("min severity hides low", args(|a| a.min_severity = Some(Severity::High)), &low, false),
-            ("min severity keeps high", args(|a| a.min_severity = Some(Severity::High)), &high, true),
-            ("min severity ignores exec", args(|a| a.min_severity = Some(Severity::High)), &exec, true),
-            ("skipped always shown", args(|a| a.kind = vec![TailKind::Alert]), &skipped, true),
+            (
+                "comm substring",
+                args(|a| a.comm = Some("mri".into())),
+                &exec,
+                true,
+            ),
+            (
+                "comm miss",
+                args(|a| a.comm = Some("bash".into())),
+                &exec,
+                false,
+            ),
+            (
+                "comm absent",
+                args(|a| a.comm = Some("x".into())),
+                &high,
+                false,
+            ),
+            (
+                "alerts only hides exec",
+                args(|a| a.alerts_only = true),
+                &exec,
+                false,
+            ),
+            (
+                "alerts only shows alert",
+                args(|a| a.alerts_only = true),
+                &low,
+                true,
+            ),
+            (
+                "min severity hides low",
+                args(|a| a.min_severity = Some(Severity::High)),
+                &low,
+                false,
+            ),
+            (
+                "min severity keeps high",
+                args(|a| a.min_severity = Some(Severity::High)),
+                &high,
+                true,
+            ),
+            (
+                "min severity ignores exec",
+                args(|a| a.min_severity = Some(Severity::High)),
+                &exec,
+                true,
+            ),
+            (
+                "skipped always shown",
+                args(|a| a.kind = vec![TailKind::Alert]),
+                &skipped,
+                true,
+            ),
         ];
         for (name, a, m, want) in cases {
             assert_eq!(a.wants(m), *want, "case: {name}");
@@ -416,17 +543,35 @@ mod tests {
             tail: TailArgs,
         }
         let cli = <Cli as clap::Parser>::try_parse_from([
-            "tail", "--kind", "exec,connect", "--kind", "alert", "--min-severity", "high", "--pid", "7",
+            "tail",
+            "--kind",
+            "exec,connect",
+            "--kind",
+            "alert",
+            "--min-severity",
+            "high",
+            "--pid",
+            "7",
         ])
         .expect("parses");
-        assert_eq!(cli.tail.kind, vec![TailKind::Exec, TailKind::Connect, TailKind::Alert]);
+        assert_eq!(
+            cli.tail.kind,
+            vec![TailKind::Exec, TailKind::Connect, TailKind::Alert]
+        );
         assert_eq!(cli.tail.min_severity, Some(Severity::High));
         assert_eq!(cli.tail.socket, Path::new(defaults::TAIL_SOCKET));
-        let err = <Cli as clap::Parser>::try_parse_from(["tail", "--kind", "nope"]).err().expect("rejected");
+        let err = <Cli as clap::Parser>::try_parse_from(["tail", "--kind", "nope"])
+            .err()
+            .expect("rejected");
         assert!(err.to_string().contains("unknown kind \"nope\""), "{err}");
-        let help = <Cli as clap::CommandFactory>::command().render_long_help().to_string();
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
         assert!(help.contains("Example: --kind exec,connect"), "{help}");
-        assert!(help.contains("minerwatch tail --alerts-only --min-severity high"), "{help}");
+        assert!(
+            help.contains("minerwatch tail --alerts-only --min-severity high"),
+            "{help}"
+        );
     }
 
     #[tokio::test]
@@ -436,14 +581,26 @@ mod tests {
         let e = UnixStream::connect(&socket).await.expect_err("no daemon");
         assert_eq!(
             connect_error(&socket, &e),
-            format!("minerwatch daemon is not running: no socket at {}; start it with `minerwatch run`", socket.display())
+            format!(
+                "minerwatch daemon is not running: no socket at {}; start it with `minerwatch run`",
+                socket.display()
+            )
         );
-        let code = run(TailArgs { socket: socket.clone(), ..TailArgs::default() }).await.expect("runs");
+        let code = run(TailArgs {
+            socket: socket.clone(),
+            ..TailArgs::default()
+        })
+        .await
+        .expect("runs");
         assert_eq!(code, 1);
 
         drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
         let e = UnixStream::connect(&socket).await.expect_err("stale");
-        assert!(connect_error(&socket, &e).contains("nothing listens on"), "{}", connect_error(&socket, &e));
+        assert!(
+            connect_error(&socket, &e).contains("nothing listens on"),
+            "{}",
+            connect_error(&socket, &e)
+        );
         let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         assert_eq!(
             connect_error(Path::new("/run/m.sock"), &denied),
@@ -455,8 +612,13 @@ mod tests {
     async fn refusal_line_becomes_the_message() {
         let input: &[u8] = b"{\"kind\":\"error\",\"message\":\"permission denied: minerwatch tail requires root\"}\n";
         let mut out = Vec::new();
-        let end = stream_to(&TailArgs::default(), input, &mut out, false).await.expect("stream");
-        assert_eq!(end, End::Refused("permission denied: minerwatch tail requires root".into()));
+        let end = stream_to(&TailArgs::default(), input, &mut out, false)
+            .await
+            .expect("stream");
+        assert_eq!(
+            end,
+            End::Refused("permission denied: minerwatch tail requires root".into())
+        );
         assert!(out.is_empty());
     }
 
@@ -464,7 +626,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prints_filtered_stream_from_the_daemon() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = TailConfig { socket: dir.path().join("m.sock"), ..TailConfig::default() };
+        let cfg = TailConfig {
+            socket: dir.path().join("m.sock"),
+            ..TailConfig::default()
+        };
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         let hub = TailHub::new(&cfg, &metrics);
         let server = TailServer::bind(&cfg, hub.clone()).expect("bind");
@@ -472,11 +637,18 @@ mod tests {
         let task = tokio::spawn(server.run(async {
             let _ = stop_rx.await;
         }));
-        let json_args = TailArgs { socket: cfg.socket.clone(), json: true, kind: vec![TailKind::Connect], ..TailArgs::default() };
+        let json_args = TailArgs {
+            socket: cfg.socket.clone(),
+            json: true,
+            kind: vec![TailKind::Connect],
+            ..TailArgs::default()
+        };
         let stream = UnixStream::connect(&cfg.socket).await.expect("connect");
         let client = tokio::spawn(async move {
             let mut out = Vec::new();
-            let end = stream_to(&json_args, stream, &mut out, false).await.expect("stream");
+            let end = stream_to(&json_args, stream, &mut out, false)
+                .await
+                .expect("stream");
             (end, String::from_utf8(out).expect("utf-8"))
         });
         let t0 = std::time::Instant::now();
@@ -484,8 +656,15 @@ mod tests {
             assert!(t0.elapsed() < std::time::Duration::from_secs(5));
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        hub.publish(&TailMessage { detail: "exec x".into(), ..msg(TailKind::Exec) });
-        hub.publish(&TailMessage { tgid: Some(5), detail: "connect 1.2.3.4:3333 connected".into(), ..msg(TailKind::Connect) });
+        hub.publish(&TailMessage {
+            detail: "exec x".into(),
+            ..msg(TailKind::Exec)
+        });
+        hub.publish(&TailMessage {
+            tgid: Some(5),
+            detail: "connect 1.2.3.4:3333 connected".into(),
+            ..msg(TailKind::Connect)
+        });
         let _ = stop_tx.send(());
         task.await.expect("server");
         let (end, out) = client.await.expect("client");

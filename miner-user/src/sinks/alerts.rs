@@ -42,7 +42,11 @@ pub enum AlertError {
         source: io::Error,
     },
     #[error("alert file {}: short write ({wrote} of {len} bytes; disk full?)", path.display())]
-    ShortWrite { path: PathBuf, wrote: usize, len: usize },
+    ShortWrite {
+        path: PathBuf,
+        wrote: usize,
+        len: usize,
+    },
     #[error("writing alert to stdout failed: {0}")]
     Stdout(#[source] io::Error),
     #[error("serialising alert failed: {0}")]
@@ -175,7 +179,11 @@ impl AlertRecord {
             evidence: v
                 .evidence
                 .iter()
-                .map(|e| AlertEvidence { signal: e.signal.clone(), time: clock.rfc3339(e.time), detail: e.detail.clone() })
+                .map(|e| AlertEvidence {
+                    signal: e.signal.clone(),
+                    time: clock.rfc3339(e.time),
+                    detail: e.detail.clone(),
+                })
                 .collect(),
             latency_ms: v.latency_ms,
             members: v.members.clone(),
@@ -241,24 +249,37 @@ impl AlertSink {
     pub fn new(cfg: &AlertsConfig, metrics: Arc<Metrics>) -> Result<AlertSink, AlertError> {
         let file = cfg.file.as_deref().map(AlertFile::open).transpose()?;
         let webhook = match &cfg.webhook_url {
-            Some(url) => Some(Webhook::start(url, cfg, metrics.webhook_deliveries.clone())?),
+            Some(url) => Some(Webhook::start(
+                url,
+                cfg,
+                metrics.webhook_deliveries.clone(),
+            )?),
             None => None,
         };
-        Ok(AlertSink { stdout: cfg.stdout, file, webhook, metrics })
+        Ok(AlertSink {
+            stdout: cfg.stdout,
+            file,
+            webhook,
+            metrics,
+        })
     }
 
     /// Writes one alert everywhere and counts it (`minerwatch_alerts_total`,
     /// detection latency). Every destination is tried even if one fails;
     /// the first failure is returned.
     pub fn emit(&mut self, rec: &AlertRecord) -> Result<(), AlertError> {
-        self.metrics.observe_alert(rec.rule.name(), rec.severity.name(), rec.latency_ms);
+        self.metrics
+            .observe_alert(rec.rule.name(), rec.severity.name(), rec.latency_ms);
         self.write(rec)
     }
 
     /// Writes one action record everywhere and counts it
     /// (`minerwatch_actions_total{action,result}`).
     pub fn emit_action(&mut self, rec: &ActionRecord) -> Result<(), AlertError> {
-        self.metrics.actions.with_label_values(&[rec.action.as_str(), rec.result.as_str()]).inc();
+        self.metrics
+            .actions
+            .with_label_values(&[rec.action.as_str(), rec.result.as_str()])
+            .inc();
         self.write(rec)
     }
 
@@ -272,10 +293,10 @@ impl AlertSink {
                 first_err.get_or_insert(AlertError::Stdout(e));
             }
         }
-        if let Some(file) = &mut self.file {
-            if let Err(e) = file.append(&line) {
-                first_err.get_or_insert(e);
-            }
+        if let Some(file) = &mut self.file
+            && let Err(e) = file.append(&line)
+        {
+            first_err.get_or_insert(e);
         }
         if let Some(hook) = &self.webhook {
             hook.enqueue(Arc::from(line));
@@ -286,10 +307,12 @@ impl AlertSink {
     /// For shutdown: stdout and the file are already durable line by line;
     /// this gives queued webhook posts up to `deadline` to go out.
     pub fn flush(&mut self, deadline: Duration) -> Result<(), AlertError> {
-        if let Some(hook) = &mut self.webhook {
-            if !hook.close(deadline) {
-                log::warn!("alert webhook: queued alerts not delivered within {deadline:?} of shutdown");
-            }
+        if let Some(hook) = &mut self.webhook
+            && !hook.close(deadline)
+        {
+            log::warn!(
+                "alert webhook: queued alerts not delivered within {deadline:?} of shutdown"
+            );
         }
         self.webhook = None;
         io::stdout().flush().map_err(AlertError::Stdout)
@@ -304,12 +327,18 @@ struct AlertFile {
 
 impl AlertFile {
     fn open(path: &Path) -> Result<AlertFile, AlertError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|source| AlertError::CreateDir { path: dir.to_owned(), source })?;
+                .map_err(|source| AlertError::CreateDir {
+                    path: dir.to_owned(),
+                    source,
+                })?;
         }
         let file = OpenOptions::new()
             .append(true)
@@ -317,8 +346,14 @@ impl AlertFile {
             .read(true)
             .mode(0o600)
             .open(path)
-            .map_err(|source| AlertError::Open { path: path.to_owned(), source })?;
-        let mut f = AlertFile { path: path.to_owned(), file };
+            .map_err(|source| AlertError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let mut f = AlertFile {
+            path: path.to_owned(),
+            file,
+        };
         f.end_partial_line()?;
         Ok(f)
     }
@@ -327,14 +362,22 @@ impl AlertFile {
     /// so the next alert starts a line of its own and parsers lose only the
     /// damaged one.
     fn end_partial_line(&mut self) -> Result<(), AlertError> {
-        let len = self.file.metadata().map_err(|source| self.write_err(source))?.len();
+        let len = self
+            .file
+            .metadata()
+            .map_err(|source| self.write_err(source))?
+            .len();
         if len == 0 {
             return Ok(());
         }
         let mut last = [0u8];
-        self.file.read_exact_at(&mut last, len - 1).map_err(|source| self.write_err(source))?;
+        self.file
+            .read_exact_at(&mut last, len - 1)
+            .map_err(|source| self.write_err(source))?;
         if last[0] != b'\n' {
-            self.file.write_all(b"\n").map_err(|source| self.write_err(source))?;
+            self.file
+                .write_all(b"\n")
+                .map_err(|source| self.write_err(source))?;
         }
         Ok(())
     }
@@ -353,13 +396,22 @@ impl AlertFile {
         };
         if wrote != line.len() {
             let _ = self.file.write(b"\n");
-            return Err(AlertError::ShortWrite { path: self.path.clone(), wrote, len: line.len() });
+            return Err(AlertError::ShortWrite {
+                path: self.path.clone(),
+                wrote,
+                len: line.len(),
+            });
         }
-        self.file.sync_data().map_err(|source| self.write_err(source))
+        self.file
+            .sync_data()
+            .map_err(|source| self.write_err(source))
     }
 
     fn write_err(&self, source: io::Error) -> AlertError {
-        AlertError::Write { path: self.path.clone(), source }
+        AlertError::Write {
+            path: self.path.clone(),
+            source,
+        }
     }
 }
 
@@ -381,7 +433,11 @@ pub(crate) mod tests {
             ppid: 1,
             comm: "kworkerds".into(),
             exe: Some("/tmp/.x/kworkerds".into()),
-            cmdline: vec!["/tmp/.x/kworkerds".into(), "-o".into(), "pool.example:3333".into()],
+            cmdline: vec![
+                "/tmp/.x/kworkerds".into(),
+                "-o".into(),
+                "pool.example:3333".into(),
+            ],
             uid: 33,
             cgroup_id: 7,
             cgroup: Some("/kubepods/besteffort/pod1234/abcd".into()),
@@ -417,7 +473,10 @@ pub(crate) mod tests {
                     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                         f.write_str("an object")
                     }
-                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut m: A,
+                    ) -> Result<Keys, A::Error> {
                         let mut keys = Vec::new();
                         while let Some(k) = m.next_key::<String>()? {
                             m.next_value::<serde::de::IgnoredAny>()?;
@@ -441,18 +500,43 @@ pub(crate) mod tests {
         assert_eq!(
             top_level_keys(&line),
             [
-                "time", "kind", "rule", "severity", "pid", "tgid", "ppid", "comm", "exe", "cmdline", "uid", "cgroup",
-                "cgroup_id", "container_id", "provenance", "evidence", "latency_ms", "members", "would", "actions"
+                "time",
+                "kind",
+                "rule",
+                "severity",
+                "pid",
+                "tgid",
+                "ppid",
+                "comm",
+                "exe",
+                "cmdline",
+                "uid",
+                "cgroup",
+                "cgroup_id",
+                "container_id",
+                "provenance",
+                "evidence",
+                "latency_ms",
+                "members",
+                "would",
+                "actions"
             ]
         );
         assert_eq!(v["kind"], "alert");
         assert_eq!(v["rule"], "pool_protocol_unverified");
         assert_eq!(v["severity"], "critical");
         assert_eq!(v["provenance"]["verdict"], "unverified");
-        assert_eq!(v["provenance"]["reasons"], serde_json::json!(["not-packaged", "hidden-dir"]));
+        assert_eq!(
+            v["provenance"]["reasons"],
+            serde_json::json!(["not-packaged", "hidden-dir"])
+        );
         assert_eq!(v["evidence"][0]["signal"], "pool_protocol");
         assert_eq!(v["time"], clock.rfc3339(Mono::from_secs(12)));
-        assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z') && t.contains('T')));
+        assert!(
+            v["time"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.contains('T'))
+        );
         let back: AlertRecord = serde_json::from_value(v).expect("round trip");
         assert_eq!(back, rec);
     }
@@ -460,10 +544,29 @@ pub(crate) mod tests {
     #[test]
     fn action_record_fields() {
         let clock = WallClock::new();
-        let rec = ActionRecord::new(Mono::from_secs(1), &clock, "kill", 4242, "ok", "pool_protocol_unverified", 12);
+        let rec = ActionRecord::new(
+            Mono::from_secs(1),
+            &clock,
+            "kill",
+            4242,
+            "ok",
+            "pool_protocol_unverified",
+            12,
+        );
         let line = serde_json::to_string(&rec).expect("serialise");
         let v: serde_json::Value = serde_json::from_str(&line).expect("parse");
-        assert_eq!(top_level_keys(&line), ["time", "kind", "action", "target", "result", "reason", "latency_ms"]);
+        assert_eq!(
+            top_level_keys(&line),
+            [
+                "time",
+                "kind",
+                "action",
+                "target",
+                "result",
+                "reason",
+                "latency_ms"
+            ]
+        );
         assert_eq!(v["kind"], "action");
     }
 
@@ -472,34 +575,67 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/alerts.jsonl");
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let cfg = AlertsConfig { stdout: false, file: Some(path.clone()), ..AlertsConfig::default() };
+        let cfg = AlertsConfig {
+            stdout: false,
+            file: Some(path.clone()),
+            ..AlertsConfig::default()
+        };
         let rec = AlertRecord::from_verdict(&verdict(), &WallClock::new(), None, None);
         {
             let mut sink = AlertSink::new(&cfg, metrics.clone()).expect("sink");
             sink.emit(&rec).expect("emit");
         }
         // A crash mid-line in an earlier life of the file.
-        OpenOptions::new().append(true).open(&path).expect("open").write_all(b"{\"torn").expect("write");
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open")
+            .write_all(b"{\"torn")
+            .expect("write");
         {
             let mut sink = AlertSink::new(&cfg, metrics.clone()).expect("reopen");
             sink.emit(&rec).expect("emit");
-            let act = ActionRecord::new(Mono(1), &WallClock::new(), "kill", 4242, "would", "observe mode", 0);
+            let act = ActionRecord::new(
+                Mono(1),
+                &WallClock::new(),
+                "kill",
+                4242,
+                "would",
+                "observe mode",
+                0,
+            );
             sink.emit_action(&act).expect("emit action");
             sink.flush(Duration::from_millis(10)).expect("flush");
         }
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
-        assert_eq!(serde_json::from_str::<AlertRecord>(lines[0]).expect("alert line"), rec);
+        assert_eq!(
+            serde_json::from_str::<AlertRecord>(lines[0]).expect("alert line"),
+            rec
+        );
         assert_eq!(lines[1], "{\"torn");
-        assert_eq!(serde_json::from_str::<AlertRecord>(lines[2]).expect("alert line"), rec);
+        assert_eq!(
+            serde_json::from_str::<AlertRecord>(lines[2]).expect("alert line"),
+            rec
+        );
         assert!(lines[3].contains("\"kind\":\"action\""));
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = std::fs::metadata(path.parent().expect("dir")).expect("stat").permissions().mode() & 0o777;
+        let dir_mode = std::fs::metadata(path.parent().expect("dir"))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dir_mode, 0o700);
-        let count = metrics.alerts.with_label_values(&["pool_protocol_unverified", "critical"]).get();
+        let count = metrics
+            .alerts
+            .with_label_values(&["pool_protocol_unverified", "critical"])
+            .get();
         assert_eq!(count, 2);
-        assert_eq!(metrics.actions.with_label_values(&["kill", "would"]).get(), 1);
+        assert_eq!(
+            metrics.actions.with_label_values(&["kill", "would"]).get(),
+            1
+        );
     }
 }

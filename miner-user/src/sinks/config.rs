@@ -49,17 +49,17 @@ impl Default for AlertsConfig {
 
 impl AlertsConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
-        if let Some(file) = &self.file {
-            if file.as_os_str().is_empty() || file.is_relative() {
-                return Err(Invalid::new(
-                    "alerts.file",
-                    format!(
-                        "{:?} is not an absolute path; use e.g. {:?}",
-                        file.display().to_string(),
-                        defaults::ALERTS_FILE
-                    ),
-                ));
-            }
+        if let Some(file) = &self.file
+            && (file.as_os_str().is_empty() || file.is_relative())
+        {
+            return Err(Invalid::new(
+                "alerts.file",
+                format!(
+                    "{:?} is not an absolute path; use e.g. {:?}",
+                    file.display().to_string(),
+                    defaults::ALERTS_FILE
+                ),
+            ));
         }
         if let Some(url) = &self.webhook_url {
             check_url(url).map_err(|why| {
@@ -72,7 +72,10 @@ impl AlertsConfig {
         if !(1..=1_000_000).contains(&self.webhook_queue) {
             return Err(Invalid::new(
                 "alerts.webhook_queue",
-                format!("{} is out of range; use 1..=1000000 (default 1024)", self.webhook_queue),
+                format!(
+                    "{} is out of range; use 1..=1000000 (default 1024)",
+                    self.webhook_queue
+                ),
             ));
         }
         if !(100..=120_000).contains(&self.webhook_timeout_ms) {
@@ -87,7 +90,10 @@ impl AlertsConfig {
         if self.webhook_retries > 100 {
             return Err(Invalid::new(
                 "alerts.webhook_retries",
-                format!("{} is out of range; use 0..=100 (default 3)", self.webhook_retries),
+                format!(
+                    "{} is out of range; use 0..=100 (default 3)",
+                    self.webhook_retries
+                ),
             ));
         }
         if !(1..=600_000).contains(&self.webhook_backoff_ms) {
@@ -133,7 +139,10 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { enabled: true, addr: defaults::METRICS_ADDR.to_owned() }
+        MetricsConfig {
+            enabled: true,
+            addr: defaults::METRICS_ADDR.to_owned(),
+        }
     }
 }
 
@@ -151,7 +160,11 @@ impl MetricsConfig {
 /// Parses IP:PORT, explaining a port out of range apart from other typos
 /// because `SocketAddr`'s own error says neither.
 pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
-    let fix = format!("use IP:PORT such as {} or [::]:{}", defaults::METRICS_ADDR, defaults::METRICS_PORT);
+    let fix = format!(
+        "use IP:PORT such as {} or [::]:{}",
+        defaults::METRICS_ADDR,
+        defaults::METRICS_PORT
+    );
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -223,7 +236,10 @@ impl TailConfig {
         if !(1..=1_000_000).contains(&self.client_queue) {
             return Err(Invalid::new(
                 "tail.client_queue",
-                format!("{} is out of range; use 1..=1000000 (default 4096)", self.client_queue),
+                format!(
+                    "{} is out of range; use 1..=1000000 (default 4096)",
+                    self.client_queue
+                ),
             ));
         }
         if !(100..=600_000).contains(&self.stall_timeout_ms) {
@@ -238,7 +254,10 @@ impl TailConfig {
         if !(1..=1024).contains(&self.max_clients) {
             return Err(Invalid::new(
                 "tail.max_clients",
-                format!("{} is out of range; use 1..=1024 (default 16)", self.max_clients),
+                format!(
+                    "{} is out of range; use 1..=1024 (default 16)",
+                    self.max_clients
+                ),
             ));
         }
         Ok(())

@@ -78,13 +78,29 @@ mod tests {
     async fn one_trigger_stops_every_server_within_the_deadline() {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let cfg = TailConfig { socket: dir.path().join("m.sock"), ..TailConfig::default() };
+        let cfg = TailConfig {
+            socket: dir.path().join("m.sock"),
+            ..TailConfig::default()
+        };
         let hub = TailHub::new(&cfg, &metrics);
         let (trigger, shutdown) = shutdown_channel();
-        let tail = tokio::spawn(TailServer::bind(&cfg, hub).expect("bind").run(shutdown.clone().wait()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let http = tokio::spawn(serve(listener, metrics, Arc::new(Health::new()), shutdown.clone().wait()));
-        let _client = tokio::net::UnixStream::connect(&cfg.socket).await.expect("connect");
+        let tail = tokio::spawn(
+            TailServer::bind(&cfg, hub)
+                .expect("bind")
+                .run(shutdown.clone().wait()),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let http = tokio::spawn(serve(
+            listener,
+            metrics,
+            Arc::new(Health::new()),
+            shutdown.clone().wait(),
+        ));
+        let _client = tokio::net::UnixStream::connect(&cfg.socket)
+            .await
+            .expect("connect");
 
         let t0 = std::time::Instant::now();
         trigger.trigger();
@@ -103,6 +119,8 @@ mod tests {
     async fn dropping_the_trigger_also_shuts_down() {
         let (trigger, shutdown) = shutdown_channel();
         drop(trigger);
-        tokio::time::timeout(Duration::from_secs(1), shutdown.wait()).await.expect("resolves");
+        tokio::time::timeout(Duration::from_secs(1), shutdown.wait())
+            .await
+            .expect("resolves");
     }
 }

@@ -8,8 +8,8 @@
 //! not absent.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::detect::{Rule, Severity};
@@ -29,14 +29,25 @@ pub enum MetricsError {
 }
 
 /// Event kinds as they appear in the `kind` label (`Event::kind`).
-const EVENT_KINDS: &[&str] = &["exec", "fork", "exit", "connect", "payload", "cpu_sample", "provenance", "lost"];
+const EVENT_KINDS: &[&str] = &[
+    "exec",
+    "fork",
+    "exit",
+    "connect",
+    "payload",
+    "cpu_sample",
+    "provenance",
+    "lost",
+];
 
 /// Detection latency: a verdict within 2 s is the goal, 30 s the bound.
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
 /// Hashing an executable: from a cached hit (µs) to a large binary (s).
 const HASH_BUCKETS: &[f64] = &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 /// Kernel → user space: the reader drains every 25 ms by default.
-const LAG_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+const LAG_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -80,24 +91,40 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         let m = Metrics {
-            events: counter_vec(r, "minerwatch_events_total", "Events decoded, by kind.", &["kind"])?,
+            events: counter_vec(
+                r,
+                "minerwatch_events_total",
+                "Events decoded, by kind.",
+                &["kind"],
+            )?,
             events_lost: counter_vec(
                 r,
                 "minerwatch_events_lost_total",
                 "Events lost before the detector saw them, by event kind or drop site.",
                 &["kind"],
             )?,
-            decode_errors: counter(r, "minerwatch_decode_errors_total", "Ring-buffer records that failed to decode.")?,
-            alerts: counter_vec(r, "minerwatch_alerts_total", "Alerts emitted, by rule and severity.", &[
-                "rule", "severity",
-            ])?,
+            decode_errors: counter(
+                r,
+                "minerwatch_decode_errors_total",
+                "Ring-buffer records that failed to decode.",
+            )?,
+            alerts: counter_vec(
+                r,
+                "minerwatch_alerts_total",
+                "Alerts emitted, by rule and severity.",
+                &["rule", "severity"],
+            )?,
             detection_latency: histogram(
                 r,
                 "minerwatch_detection_latency_seconds",
                 "Verdict time minus the first evidence (or process start).",
                 LATENCY_BUCKETS,
             )?,
-            tracked_processes: gauge(r, "minerwatch_tracked_processes", "Processes in the process table.")?,
+            tracked_processes: gauge(
+                r,
+                "minerwatch_tracked_processes",
+                "Processes in the process table.",
+            )?,
             provenance_checks: counter_vec(
                 r,
                 "minerwatch_provenance_checks_total",
@@ -123,9 +150,12 @@ impl Metrics {
                 "minerwatch_tail_skipped_total",
                 "Live-tail messages dropped because a client fell behind.",
             )?,
-            actions: counter_vec(r, "minerwatch_actions_total", "Response actions, by action and result.", &[
-                "action", "result",
-            ])?,
+            actions: counter_vec(
+                r,
+                "minerwatch_actions_total",
+                "Response actions, by action and result.",
+                &["action", "result"],
+            )?,
             webhook_deliveries: counter_vec(
                 r,
                 "minerwatch_webhook_deliveries_total",
@@ -134,10 +164,16 @@ impl Metrics {
             )?,
             build_info: {
                 let g = IntGaugeVec::new(
-                    Opts::new("minerwatch_build_info", "Version and eBPF ABI of this binary (always 1)."),
+                    Opts::new(
+                        "minerwatch_build_info",
+                        "Version and eBPF ABI of this binary (always 1).",
+                    ),
                     &["version", "abi"],
                 )
-                .map_err(|source| MetricsError::Register { name: "minerwatch_build_info", source })?;
+                .map_err(|source| MetricsError::Register {
+                    name: "minerwatch_build_info",
+                    source,
+                })?;
                 register(r, "minerwatch_build_info", g.clone())?;
                 g
             },
@@ -155,7 +191,10 @@ impl Metrics {
             m.webhook_deliveries.with_label_values(&[result]);
         }
         m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), &miner_ebpf_common::ABI_VERSION.to_string()])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                &miner_ebpf_common::ABI_VERSION.to_string(),
+            ])
             .set(1);
         #[cfg(target_os = "linux")]
         register(
@@ -173,7 +212,9 @@ impl Metrics {
     /// The text exposition format, as served on `/metrics`.
     pub fn encode(&self) -> Result<String, MetricsError> {
         let mut out = Vec::with_capacity(16 * 1024);
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).map_err(MetricsError::Encode)?;
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .map_err(MetricsError::Encode)?;
         // The encoder only writes UTF-8 (names, labels and floats).
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
@@ -182,13 +223,16 @@ impl Metrics {
     pub fn observe_event(&self, ev: &Event) {
         self.events.with_label_values(&[ev.kind()]).inc();
         if let Event::Lost(lost) = ev {
-            self.events_lost.with_label_values(&[lost.site.as_str()]).inc_by(lost.count);
+            self.events_lost
+                .with_label_values(&[lost.site.as_str()])
+                .inc_by(lost.count);
         }
     }
 
     /// Kernel timestamp of a record vs. when user space decoded it.
     pub fn observe_poll_lag(&self, kernel: Mono, decoded: Mono) {
-        self.ringbuf_poll_lag.observe(decoded.saturating_sub(kernel) as f64 / 1e9);
+        self.ringbuf_poll_lag
+            .observe(decoded.saturating_sub(kernel) as f64 / 1e9);
     }
 
     /// Counts one alert and its detection latency.
@@ -203,17 +247,25 @@ fn register<C: prometheus::core::Collector + 'static>(
     name: &'static str,
     c: C,
 ) -> Result<(), MetricsError> {
-    r.register(Box::new(c)).map_err(|source| MetricsError::Register { name, source })
+    r.register(Box::new(c))
+        .map_err(|source| MetricsError::Register { name, source })
 }
 
 fn counter(r: &Registry, name: &'static str, help: &str) -> Result<IntCounter, MetricsError> {
-    let c = IntCounter::new(name, help).map_err(|source| MetricsError::Register { name, source })?;
+    let c =
+        IntCounter::new(name, help).map_err(|source| MetricsError::Register { name, source })?;
     register(r, name, c.clone())?;
     Ok(c)
 }
 
-fn counter_vec(r: &Registry, name: &'static str, help: &str, labels: &[&str]) -> Result<IntCounterVec, MetricsError> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).map_err(|source| MetricsError::Register { name, source })?;
+fn counter_vec(
+    r: &Registry,
+    name: &'static str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, MetricsError> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .map_err(|source| MetricsError::Register { name, source })?;
     register(r, name, c.clone())?;
     Ok(c)
 }
@@ -224,7 +276,12 @@ fn gauge(r: &Registry, name: &'static str, help: &str) -> Result<IntGauge, Metri
     Ok(g)
 }
 
-fn histogram(r: &Registry, name: &'static str, help: &str, buckets: &[f64]) -> Result<Histogram, MetricsError> {
+fn histogram(
+    r: &Registry,
+    name: &'static str,
+    help: &str,
+    buckets: &[f64],
+) -> Result<Histogram, MetricsError> {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
         .map_err(|source| MetricsError::Register { name, source })?;
     register(r, name, h.clone())?;

@@ -6,11 +6,11 @@
 //! ([`tail`]) and the replayable recording ([`recorder`]). [`lifecycle`]
 //! has what shutdown needs.
 
+pub mod alerts;
 pub mod config;
 pub mod http;
-pub mod metrics;
-pub mod alerts;
-pub mod webhook;
-pub mod tail;
 pub mod lifecycle;
+pub mod metrics;
 pub mod recorder;
+pub mod tail;
+pub mod webhook;

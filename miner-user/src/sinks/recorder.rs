@@ -38,6 +38,9 @@ pub enum RecorderError {
 }
 
 /// One line of a recording, as `replay` reads it back.
+// Each value is moved once, straight into the detector; boxing the event
+// would add an allocation per line to the replay hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordLine {
     Event(Event),
@@ -83,7 +86,10 @@ impl Recorder {
             .truncate(true)
             .mode(0o600)
             .open(path)
-            .map_err(|source| RecorderError::Create { path: path.to_owned(), source })?;
+            .map_err(|source| RecorderError::Create {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(Recorder {
             out: Some(BufWriter::with_capacity(256 * 1024, file)),
             path: path.to_owned(),
@@ -97,7 +103,10 @@ impl Recorder {
     }
 
     pub fn tick(&mut self, now: Mono) {
-        self.line(&Tick { kind: "tick", time: now });
+        self.line(&Tick {
+            kind: "tick",
+            time: now,
+        });
     }
 
     /// Lines written so far.
@@ -112,7 +121,9 @@ impl Recorder {
 
     /// Writes out everything buffered (the daemon calls this at shutdown).
     pub fn flush(&mut self) -> Result<(), RecorderError> {
-        let Some(out) = &mut self.out else { return Ok(()) };
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
         self.last_flush = Instant::now();
         let res = out.flush();
         res.map_err(|source| self.fail(source))
@@ -120,23 +131,28 @@ impl Recorder {
 
     fn line<T: Serialize>(&mut self, value: &T) {
         let Some(out) = &mut self.out else { return };
-        let res = serde_json::to_writer(&mut *out, value).map_err(io::Error::from).and_then(|()| out.write_all(b"\n"));
+        let res = serde_json::to_writer(&mut *out, value)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
         if let Err(e) = res {
             let e = self.fail(e);
             log::error!("{e}");
             return;
         }
         self.lines += 1;
-        if self.last_flush.elapsed() >= FLUSH_INTERVAL {
-            if let Err(e) = self.flush() {
-                log::error!("{e}");
-            }
+        if self.last_flush.elapsed() >= FLUSH_INTERVAL
+            && let Err(e) = self.flush()
+        {
+            log::error!("{e}");
         }
     }
 
     fn fail(&mut self, source: io::Error) -> RecorderError {
         self.out = None;
-        RecorderError::Write { path: self.path.clone(), source }
+        RecorderError::Write {
+            path: self.path.clone(),
+            source,
+        }
     }
 }
 
@@ -170,7 +186,10 @@ mod tests {
             RecordLine::Event(Event::CpuSample(CpuSample {
                 time: Mono(1_000_000_001),
                 interval_ns: 1_000_000_000,
-                usage: vec![CpuUsage { tgid: 3, on_cpu_ns: 9 }],
+                usage: vec![CpuUsage {
+                    tgid: 3,
+                    on_cpu_ns: 9,
+                }],
             })),
             RecordLine::Tick(Mono(2_000_000_000)),
         ];
@@ -184,11 +203,21 @@ mod tests {
         rec.flush().expect("flush");
         assert_eq!(rec.lines(), 4);
         let text = std::fs::read_to_string(&path).expect("read");
-        assert!(text.lines().any(|l| l == r#"{"kind":"tick","time":1000000000}"#), "{text}");
-        let back: Vec<RecordLine> = text.lines().map(|l| parse_line(l).expect("parses")).collect();
+        assert!(
+            text.lines()
+                .any(|l| l == r#"{"kind":"tick","time":1000000000}"#),
+            "{text}"
+        );
+        let back: Vec<RecordLine> = text
+            .lines()
+            .map(|l| parse_line(l).expect("parses"))
+            .collect();
         assert_eq!(back, inputs);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -197,16 +226,28 @@ mod tests {
         let path = dir.path().join("rec.jsonl");
         let mut rec = Recorder::create(&path).expect("create");
         rec.tick(Mono(1));
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "", "buffered");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "",
+            "buffered"
+        );
         std::thread::sleep(FLUSH_INTERVAL + Duration::from_millis(50));
         rec.tick(Mono(2));
-        assert_eq!(std::fs::read_to_string(&path).expect("read").lines().count(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&path)
+                .expect("read")
+                .lines()
+                .count(),
+            2
+        );
     }
 
     #[test]
     fn write_failure_stops_recording_without_panicking() {
         // /dev/full fails every write with ENOSPC.
-        let Ok(mut rec) = Recorder::create(Path::new("/dev/full")) else { return };
+        let Ok(mut rec) = Recorder::create(Path::new("/dev/full")) else {
+            return;
+        };
         for i in 0..100_000 {
             rec.tick(Mono(i));
         }

@@ -147,10 +147,13 @@ impl TailKind {
 impl std::str::FromStr for TailKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        TailKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            let names: Vec<_> = TailKind::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown kind {s:?}; expected one of {}", names.join(", "))
-        })
+        TailKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = TailKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown kind {s:?}; expected one of {}", names.join(", "))
+            })
     }
 }
 
@@ -214,18 +217,27 @@ impl TailMessage {
     }
 
     pub fn skipped(count: u64) -> TailMessage {
-        TailMessage { count: Some(count), ..TailMessage::new(TailKind::Skipped) }
+        TailMessage {
+            count: Some(count),
+            ..TailMessage::new(TailKind::Skipped)
+        }
     }
 
     pub fn error(message: impl Into<String>) -> TailMessage {
-        TailMessage { message: Some(message.into()), ..TailMessage::new(TailKind::Error) }
+        TailMessage {
+            message: Some(message.into()),
+            ..TailMessage::new(TailKind::Error)
+        }
     }
 
     /// The lines an event becomes: usually one; a CPU sample becomes one per
     /// process above 0.05 core (the 20 busiest), possibly none.
     pub fn from_event(ev: &Event, clock: &WallClock) -> Vec<TailMessage> {
         let time = clock.rfc3339(ev.time());
-        let base = |kind| TailMessage { time: time.clone(), ..TailMessage::new(kind) };
+        let base = |kind| TailMessage {
+            time: time.clone(),
+            ..TailMessage::new(kind)
+        };
         let msg = match ev {
             Event::Exec(e) => {
                 let exe = e.exe_path.clone().unwrap_or_else(|| e.filename.clone());
@@ -280,7 +292,11 @@ impl TailMessage {
                 tgid: Some(e.tgid),
                 comm: Some(e.comm.clone()),
                 uid: Some(e.uid),
-                detail: format!("connect {} {}", SocketAddr::new(e.daddr, e.dport), connect_result(e.result)),
+                detail: format!(
+                    "connect {} {}",
+                    SocketAddr::new(e.daddr, e.dport),
+                    connect_result(e.result)
+                ),
                 ..base(TailKind::Connect)
             },
             Event::Payload(p) => {
@@ -293,10 +309,18 @@ impl TailMessage {
                 if p.untracked {
                     detail.push_str(" (flow predates the agent)");
                 }
-                TailMessage { tgid: p.tgid, detail, ..base(TailKind::Payload) }
+                TailMessage {
+                    tgid: p.tgid,
+                    detail,
+                    ..base(TailKind::Payload)
+                }
             }
             Event::CpuSample(s) => {
-                let mut busy: Vec<_> = s.usage.iter().filter(|u| u.cores(s.interval_ns) > CPU_MIN_CORES).collect();
+                let mut busy: Vec<_> = s
+                    .usage
+                    .iter()
+                    .filter(|u| u.cores(s.interval_ns) > CPU_MIN_CORES)
+                    .collect();
                 busy.sort_by(|a, b| b.on_cpu_ns.cmp(&a.on_cpu_ns).then(a.tgid.cmp(&b.tgid)));
                 return busy
                     .into_iter()
@@ -326,7 +350,10 @@ impl TailMessage {
                 }
                 TailMessage {
                     tgid: Some(p.tgid),
-                    exe: pv.path.clone().or_else(|| (!p.exe.name.is_empty()).then(|| p.exe.name.clone())),
+                    exe: pv
+                        .path
+                        .clone()
+                        .or_else(|| (!p.exe.name.is_empty()).then(|| p.exe.name.clone())),
                     detail,
                     ..base(TailKind::Provenance)
                 }
@@ -399,7 +426,10 @@ fn connect_result(r: ConnectResult) -> String {
 }
 
 fn reason_name(r: &crate::event::Reason) -> String {
-    serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{r:?}"))
+    serde_json::to_value(r)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{r:?}"))
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -499,7 +529,10 @@ impl TailHub {
 
     /// Lines queued for all clients and not yet taken by their writers.
     pub fn backlog(&self) -> usize {
-        self.lock().iter().map(|c| c.tx.max_capacity() - c.tx.capacity()).sum()
+        self.lock()
+            .iter()
+            .map(|c| c.tx.max_capacity() - c.tx.capacity())
+            .sum()
     }
 
     /// Offers a message to every client. Never blocks on a client: the only
@@ -540,7 +573,10 @@ impl TailHub {
         let before = clients.len();
         let skipped_total = &self.inner.skipped_total;
         clients.retain_mut(|c| {
-            match c.tx.try_send(Item { skipped_before: c.skipped, line: line.clone() }) {
+            match c.tx.try_send(Item {
+                skipped_before: c.skipped,
+                line: line.clone(),
+            }) {
                 Ok(()) => c.skipped = 0,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     c.skipped += 1;
@@ -579,7 +615,10 @@ impl TailHub {
                 return Err((stream, "minerwatch is shutting down".into()));
             }
             if clients.len() >= self.inner.max_clients {
-                let why = format!("too many tail clients ({} connected); raise tail.max_clients", clients.len());
+                let why = format!(
+                    "too many tail clients ({} connected); raise tail.max_clients",
+                    clients.len()
+                );
                 return Err((stream, why));
             }
             clients.push(Client { id, tx, skipped: 0 });
@@ -608,13 +647,20 @@ impl TailHub {
 
     fn lock(&self) -> MutexGuard<'_, Vec<Client>> {
         // A panic while holding the lock leaves a valid Vec; keep serving.
-        self.inner.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// Moves one client's queue onto its socket until the queue closes (hub
 /// shutdown), the client hangs up, or the socket stalls.
-async fn write_client(stream: UnixStream, mut rx: mpsc::Receiver<Item>, stall: Duration) -> Result<(), String> {
+async fn write_client(
+    stream: UnixStream,
+    mut rx: mpsc::Receiver<Item>,
+    stall: Duration,
+) -> Result<(), String> {
     let (mut rd, mut wr) = stream.into_split();
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut scratch = [0u8; 256];
@@ -646,7 +692,11 @@ async fn write_client(stream: UnixStream, mut rx: mpsc::Receiver<Item>, stall: D
 
 fn push_item(batch: &mut Vec<u8>, item: &Item) {
     if item.skipped_before > 0 {
-        let _ = writeln!(VecWriter(batch), "{{\"kind\":\"skipped\",\"count\":{}}}", item.skipped_before);
+        let _ = writeln!(
+            VecWriter(batch),
+            "{{\"kind\":\"skipped\",\"count\":{}}}",
+            item.skipped_before
+        );
     }
     batch.extend_from_slice(&item.line);
 }
@@ -694,23 +744,41 @@ impl TailServer {
     /// tokio runtime.
     pub fn bind(cfg: &TailConfig, hub: TailHub) -> Result<TailServer, TailError> {
         let path = cfg.socket.clone();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|source| TailError::CreateDir { path: dir.to_owned(), source })?;
+                .map_err(|source| TailError::CreateDir {
+                    path: dir.to_owned(),
+                    source,
+                })?;
         }
         remove_stale(&path)?;
-        let listener = UnixListener::bind(&path).map_err(|source| TailError::Bind { path: path.clone(), source })?;
-        let perm_err = |source| TailError::Permissions { path: path.clone(), source };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(perm_err)?;
+        let listener = UnixListener::bind(&path).map_err(|source| TailError::Bind {
+            path: path.clone(),
+            source,
+        })?;
+        let perm_err = |source| TailError::Permissions {
+            path: path.clone(),
+            source,
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(perm_err)?;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             std::os::unix::fs::chown(&path, Some(0), Some(0)).map_err(perm_err)?;
         }
         let meta = std::fs::symlink_metadata(&path).map_err(perm_err)?;
-        Ok(TailServer { listener, ident: (meta.dev(), meta.ino()), path, hub })
+        Ok(TailServer {
+            listener,
+            ident: (meta.dev(), meta.ino()),
+            path,
+            hub,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -782,15 +850,27 @@ fn remove_stale(path: &Path) -> Result<(), TailError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(TailError::RemoveStale { path: path.to_owned(), source }),
+        Err(source) => {
+            return Err(TailError::RemoveStale {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
     if !meta.file_type().is_socket() {
-        return Err(TailError::NotASocket { path: path.to_owned() });
+        return Err(TailError::NotASocket {
+            path: path.to_owned(),
+        });
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(TailError::InUse { path: path.to_owned() });
+        return Err(TailError::InUse {
+            path: path.to_owned(),
+        });
     }
-    std::fs::remove_file(path).map_err(|source| TailError::RemoveStale { path: path.to_owned(), source })
+    std::fs::remove_file(path).map_err(|source| TailError::RemoveStale {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -801,7 +881,7 @@ mod tests {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     use super::*;
-    use crate::event::{Connect, CpuSample, CpuUsage, Exec, ExeId, Lost, Payload, Source};
+    use crate::event::{Connect, CpuSample, CpuUsage, ExeId, Exec, Lost, Payload, Source};
     use crate::time::Mono;
 
     struct Served {
@@ -813,7 +893,10 @@ mod tests {
     }
 
     fn cfg_in(dir: &Path) -> TailConfig {
-        TailConfig { socket: dir.join("run/minerwatch.sock"), ..TailConfig::default() }
+        TailConfig {
+            socket: dir.join("run/minerwatch.sock"),
+            ..TailConfig::default()
+        }
     }
 
     async fn serve(cfg: impl FnOnce(&Path) -> TailConfig) -> Served {
@@ -826,23 +909,40 @@ mod tests {
         let task = tokio::spawn(server.run(async {
             let _ = rx.await;
         }));
-        Served { hub, path: cfg.socket, stop: Some(tx), task, _dir: dir }
+        Served {
+            hub,
+            path: cfg.socket,
+            stop: Some(tx),
+            task,
+            _dir: dir,
+        }
     }
 
     async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         let t0 = Instant::now();
         while !cond() {
-            assert!(t0.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
     fn numbered(i: u64) -> TailMessage {
-        TailMessage { time: "t".into(), tgid: Some(1), detail: format!("n {i}"), ..TailMessage::new(TailKind::Exec) }
+        TailMessage {
+            time: "t".into(),
+            tgid: Some(1),
+            detail: format!("n {i}"),
+            ..TailMessage::new(TailKind::Exec)
+        }
     }
 
     fn seq(msg: &TailMessage) -> u64 {
-        msg.detail.strip_prefix("n ").and_then(|n| n.parse().ok()).expect("numbered message")
+        msg.detail
+            .strip_prefix("n ")
+            .and_then(|n| n.parse().ok())
+            .expect("numbered message")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -867,8 +967,15 @@ mod tests {
 
         let t0 = Instant::now();
         let _ = s.stop.take().map(|tx| tx.send(()));
-        tokio::time::timeout(Duration::from_secs(2), &mut s.task).await.expect("stops in 2 s").expect("join");
-        assert_eq!(lines.next_line().await.expect("read"), None, "client sees EOF");
+        tokio::time::timeout(Duration::from_secs(2), &mut s.task)
+            .await
+            .expect("stops in 2 s")
+            .expect("join");
+        assert_eq!(
+            lines.next_line().await.expect("read"),
+            None,
+            "client sees EOF"
+        );
         assert!(!s.path.exists(), "socket file removed");
         eprintln!("tail shutdown took {:?}", t0.elapsed());
     }
@@ -886,7 +993,10 @@ mod tests {
             s.hub.publish(&numbered(i));
         }
         let took = t0.elapsed();
-        eprintln!("published {N} messages to a stalled client in {took:?} ({:.0} ns each)", took.as_nanos() as f64 / N as f64);
+        eprintln!(
+            "published {N} messages to a stalled client in {took:?} ({:.0} ns each)",
+            took.as_nanos() as f64 / N as f64
+        );
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -902,9 +1012,19 @@ mod tests {
         let mut expect = 0u64;
         let mut skipped_lines = 0;
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("more lines").expect("open");
+            let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("more lines")
+                .expect("open");
             if msg.kind == TailKind::Skipped {
-                assert_eq!(msg.to_line().expect("json"), format!("{{\"kind\":\"skipped\",\"count\":{}}}\n", msg.count.unwrap_or(0)).into_bytes());
+                assert_eq!(
+                    msg.to_line().expect("json"),
+                    format!(
+                        "{{\"kind\":\"skipped\",\"count\":{}}}\n",
+                        msg.count.unwrap_or(0)
+                    )
+                    .into_bytes()
+                );
                 expect += msg.count.expect("count");
                 skipped_lines += 1;
                 continue;
@@ -915,13 +1035,76 @@ mod tests {
                 break;
             }
         }
-        assert!(skipped_lines >= 1, "a stalled client must have missed messages");
+        assert!(
+            skipped_lines >= 1,
+            "a stalled client must have missed messages"
+        );
         eprintln!("skipped lines: {skipped_lines}");
+    }
+
+    /// Throughput to one client that reads as fast as it can. A measurement,
+    /// not a check: numbers depend on the machine and the build profile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement; run with --ignored --nocapture"]
+    async fn measure_throughput_to_one_client() {
+        let s = serve(cfg_in).await;
+        let stream = UnixStream::connect(&s.path).await.expect("connect");
+        let hub = s.hub.clone();
+        wait_for("client registration", || hub.client_count() == 1).await;
+        let reader = tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            let (mut got, mut skipped) = (0u64, 0u64);
+            while let Ok(Some(line)) = lines.next_line().await {
+                let msg: TailMessage = serde_json::from_str(&line).expect("json");
+                match msg.kind {
+                    TailKind::Skipped => skipped += msg.count.unwrap_or(0),
+                    _ if msg.detail == "end" => break,
+                    _ => got += 1,
+                }
+            }
+            (got, skipped)
+        });
+        const N: u64 = 1_000_000;
+        let template = numbered(0);
+        let t0 = Instant::now();
+        let publisher = {
+            let hub = s.hub.clone();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    hub.publish(&TailMessage {
+                        detail: format!("n {i}"),
+                        ..template.clone()
+                    });
+                    if i % 4096 == 0 {
+                        // Pace just enough that a reader keeping up loses nothing.
+                        while hub.backlog() > 2048 {
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+                hub.publish(&TailMessage {
+                    detail: "end".into(),
+                    ..template
+                });
+            })
+        };
+        publisher.join().expect("publisher");
+        let (got, skipped) = reader.await.expect("reader");
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "tail throughput to one client: {got} delivered, {skipped} skipped in {secs:.2} s = {:.0} msgs/s",
+            got as f64 / secs
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stalled_client_is_disconnected() {
-        let s = serve(|d| TailConfig { stall_timeout_ms: 200, client_queue: 16, ..cfg_in(d) }).await;
+        let s = serve(|d| TailConfig {
+            stall_timeout_ms: 200,
+            client_queue: 16,
+            ..cfg_in(d)
+        })
+        .await;
         let _stream = UnixStream::connect(&s.path).await.expect("connect");
         let hub = s.hub.clone();
         wait_for("client registration", || hub.client_count() == 1).await;
@@ -932,7 +1115,10 @@ mod tests {
         while s.hub.client_count() == 1 {
             assert!(t0.elapsed() < Duration::from_secs(5), "never disconnected");
             for _ in 0..100 {
-                s.hub.publish(&TailMessage { detail: filler.clone(), ..TailMessage::new(TailKind::Exec) });
+                s.hub.publish(&TailMessage {
+                    detail: filler.clone(),
+                    ..TailMessage::new(TailKind::Exec)
+                });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -941,7 +1127,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn client_over_the_limit_is_told_why() {
-        let s = serve(|d| TailConfig { max_clients: 1, ..cfg_in(d) }).await;
+        let s = serve(|d| TailConfig {
+            max_clients: 1,
+            ..cfg_in(d)
+        })
+        .await;
         let _first = UnixStream::connect(&s.path).await.expect("connect");
         let hub = s.hub.clone();
         wait_for("client registration", || hub.client_count() == 1).await;
@@ -958,22 +1148,40 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stale_socket_is_replaced_live_one_and_files_are_not() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = TailConfig { socket: dir.path().join("m.sock"), ..TailConfig::default() };
+        let cfg = TailConfig {
+            socket: dir.path().join("m.sock"),
+            ..TailConfig::default()
+        };
         let metrics = Metrics::new().expect("metrics");
         drop(std::os::unix::net::UnixListener::bind(&cfg.socket).expect("stale socket"));
-        let live = TailServer::bind(&cfg, TailHub::new(&cfg, &metrics)).expect("stale socket replaced");
+        let live =
+            TailServer::bind(&cfg, TailHub::new(&cfg, &metrics)).expect("stale socket replaced");
         let second = TailServer::bind(&cfg, TailHub::new(&cfg, &metrics));
-        assert!(matches!(second, Err(TailError::InUse { .. })), "live socket must not be replaced");
+        assert!(
+            matches!(second, Err(TailError::InUse { .. })),
+            "live socket must not be replaced"
+        );
         drop(live);
 
-        let file = TailConfig { socket: dir.path().join("plain"), ..TailConfig::default() };
+        let file = TailConfig {
+            socket: dir.path().join("plain"),
+            ..TailConfig::default()
+        };
         std::fs::write(&file.socket, b"keep me").expect("write");
-        let e = TailServer::bind(&file, TailHub::new(&file, &metrics)).err().expect("refused");
+        let e = TailServer::bind(&file, TailHub::new(&file, &metrics))
+            .err()
+            .expect("refused");
         assert_eq!(
             e.to_string(),
-            format!("{} exists and is not a socket; remove it or set tail.socket (--socket) to another path", file.socket.display())
+            format!(
+                "{} exists and is not a socket; remove it or set tail.socket (--socket) to another path",
+                file.socket.display()
+            )
         );
-        assert_eq!(std::fs::read(&file.socket).expect("still there"), b"keep me");
+        assert_eq!(
+            std::fs::read(&file.socket).expect("still there"),
+            b"keep me"
+        );
     }
 
     /// Outcome of connecting as uid/gid 65534 from a forked child.
@@ -1000,7 +1208,10 @@ mod tests {
             assert!(pid >= 0, "fork");
             if pid == 0 {
                 let out = fds[1];
-                if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
                     libc::_exit(3);
                 }
                 let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
@@ -1035,9 +1246,14 @@ mod tests {
             libc::close(fds[0]);
             let mut status = 0;
             libc::waitpid(pid, &mut status, 0);
-            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: {status}");
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child failed: {status}"
+            );
             match got.split_first() {
-                Some((b'E', rest)) => Nobody::ConnectFailed(rest.first().copied().unwrap_or(0) as i32),
+                Some((b'E', rest)) => {
+                    Nobody::ConnectFailed(rest.first().copied().unwrap_or(0) as i32)
+                }
                 Some((b'D', rest)) => Nobody::Received(String::from_utf8_lossy(rest).into_owned()),
                 _ => panic!("child said {got:?}"),
             }
@@ -1054,16 +1270,21 @@ mod tests {
         let s = serve(cfg_in).await;
         // As installed: the 0700 directory and 0600 socket keep nobody out.
         let path = s.path.clone();
-        let outcome = tokio::task::spawn_blocking(move || connect_as_nobody(&path)).await.expect("join");
+        let outcome = tokio::task::spawn_blocking(move || connect_as_nobody(&path))
+            .await
+            .expect("join");
         assert_eq!(outcome, Nobody::ConnectFailed(libc::EACCES));
 
         // With the file permissions opened up, SO_PEERCRED still refuses.
         let dir = s.path.parent().expect("dir");
-        std::fs::set_permissions(s._dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(s._dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
         let path = s.path.clone();
-        let outcome = tokio::task::spawn_blocking(move || connect_as_nobody(&path)).await.expect("join");
+        let outcome = tokio::task::spawn_blocking(move || connect_as_nobody(&path))
+            .await
+            .expect("join");
         assert_eq!(
             outcome,
             Nobody::Received(
@@ -1087,7 +1308,14 @@ mod tests {
             filename: "./xmrig".into(),
             argv: vec!["./xmrig".into(), "-o".into(), "pool:3333".into()],
             argv_truncated: false,
-            exe: ExeId { dev: 1, ino: 2, nlink: 0, memfd: false, name: "xmrig".into(), unknown: false },
+            exe: ExeId {
+                dev: 1,
+                ino: 2,
+                nlink: 0,
+                memfd: false,
+                name: "xmrig".into(),
+                unknown: false,
+            },
             exe_path: Some("/tmp/xmrig".into()),
             cgroup: None,
             source: Source::Kernel,
@@ -1104,7 +1332,10 @@ mod tests {
         };
         let exec = one(&exec_event());
         assert_eq!(exec.kind, TailKind::Exec);
-        assert_eq!((exec.pid, exec.tgid, exec.ppid, exec.uid), (Some(4242), Some(4242), Some(1), Some(33)));
+        assert_eq!(
+            (exec.pid, exec.tgid, exec.ppid, exec.uid),
+            (Some(4242), Some(4242), Some(1), Some(33))
+        );
         assert_eq!(exec.exe.as_deref(), Some("/tmp/xmrig"));
         assert_eq!(exec.detail, "exec ./xmrig -o pool:3333 [deleted]");
         assert_eq!(exec.time, clock.rfc3339(Mono::from_secs(1)));
@@ -1155,38 +1386,92 @@ mod tests {
             untracked: true,
             data: vec![0x16, 0x1b, b'"'],
         }));
-        assert_eq!(binary.detail, r#"payload 3B to [::1]:443 "\x16\x1b\"" (flow predates the agent)"#);
+        assert_eq!(
+            binary.detail,
+            r#"payload 3B to [::1]:443 "\x16\x1b\"" (flow predates the agent)"#
+        );
 
-        let lost = one(&Event::Lost(Lost { time: Mono(1), site: "exec_ring_full".into(), count: 12 }));
-        assert_eq!((lost.count, lost.detail.as_str()), (Some(12), "lost 12 events (exec_ring_full)"));
+        let lost = one(&Event::Lost(Lost {
+            time: Mono(1),
+            site: "exec_ring_full".into(),
+            count: 12,
+        }));
+        assert_eq!(
+            (lost.count, lost.detail.as_str()),
+            (Some(12), "lost 12 events (exec_ring_full)")
+        );
     }
 
     #[test]
     fn cpu_sample_lists_the_twenty_busiest_above_a_twentieth_of_a_core() {
-        let mut usage: Vec<CpuUsage> = (0..30).map(|i| CpuUsage { tgid: 100 + i, on_cpu_ns: 100_000_000 + i as u64 * 10_000_000 }).collect();
-        usage.push(CpuUsage { tgid: 1, on_cpu_ns: 40_000_000 });
-        let ev = Event::CpuSample(CpuSample { time: Mono(1), interval_ns: 1_000_000_000, usage });
+        let mut usage: Vec<CpuUsage> = (0..30)
+            .map(|i| CpuUsage {
+                tgid: 100 + i,
+                on_cpu_ns: 100_000_000 + i as u64 * 10_000_000,
+            })
+            .collect();
+        usage.push(CpuUsage {
+            tgid: 1,
+            on_cpu_ns: 40_000_000,
+        });
+        let ev = Event::CpuSample(CpuSample {
+            time: Mono(1),
+            interval_ns: 1_000_000_000,
+            usage,
+        });
         let msgs = TailMessage::from_event(&ev, &WallClock::new());
         assert_eq!(msgs.len(), 20);
-        assert_eq!((msgs[0].tgid, msgs[0].detail.as_str()), (Some(129), "cpu 0.39 cores"));
-        assert!(msgs.iter().all(|m| m.kind == TailKind::Cpu && m.tgid != Some(1)));
-        let idle = Event::CpuSample(CpuSample { time: Mono(1), interval_ns: 1_000_000_000, usage: vec![CpuUsage { tgid: 1, on_cpu_ns: 1 }] });
+        assert_eq!(
+            (msgs[0].tgid, msgs[0].detail.as_str()),
+            (Some(129), "cpu 0.39 cores")
+        );
+        assert!(
+            msgs.iter()
+                .all(|m| m.kind == TailKind::Cpu && m.tgid != Some(1))
+        );
+        let idle = Event::CpuSample(CpuSample {
+            time: Mono(1),
+            interval_ns: 1_000_000_000,
+            usage: vec![CpuUsage {
+                tgid: 1,
+                on_cpu_ns: 1,
+            }],
+        });
         assert!(TailMessage::from_event(&idle, &WallClock::new()).is_empty());
     }
 
     #[test]
     fn alert_and_action_messages() {
-        let rec = AlertRecord::from_verdict(&crate::sinks::alerts::tests::verdict(), &WallClock::new(), None, None);
+        let rec = AlertRecord::from_verdict(
+            &crate::sinks::alerts::tests::verdict(),
+            &WallClock::new(),
+            None,
+            None,
+        );
         let mut rec = rec;
         rec.would = vec!["kill 4242".into()];
         let msg = TailMessage::from_alert(&rec);
         assert_eq!(msg.kind, TailKind::Alert);
         assert_eq!(msg.severity, Some(Severity::Critical));
-        assert_eq!(msg.detail, "pool_protocol_unverified: login to 10.0.0.1:3333 | would: kill 4242");
+        assert_eq!(
+            msg.detail,
+            "pool_protocol_unverified: login to 10.0.0.1:3333 | would: kill 4242"
+        );
         let line = String::from_utf8(msg.to_line().expect("json")).expect("utf-8");
-        assert!(line.contains(r#""kind":"alert""#) && line.contains(r#""severity":"critical""#), "{line}");
+        assert!(
+            line.contains(r#""kind":"alert""#) && line.contains(r#""severity":"critical""#),
+            "{line}"
+        );
 
-        let act = ActionRecord::new(Mono(1), &WallClock::new(), "kill", 4242, "ok", "pool_protocol_unverified", 3);
+        let act = ActionRecord::new(
+            Mono(1),
+            &WallClock::new(),
+            "kill",
+            4242,
+            "ok",
+            "pool_protocol_unverified",
+            3,
+        );
         let msg = TailMessage::from_action(&act);
         assert_eq!((msg.kind, msg.tgid), (TailKind::Action, Some(4242)));
         assert_eq!(msg.detail, "kill 4242 ok: pool_protocol_unverified (3 ms)");
@@ -1194,7 +1479,10 @@ mod tests {
 
     #[test]
     fn control_lines_are_exact() {
-        assert_eq!(TailMessage::skipped(5).to_line().expect("json"), b"{\"kind\":\"skipped\",\"count\":5}\n");
+        assert_eq!(
+            TailMessage::skipped(5).to_line().expect("json"),
+            b"{\"kind\":\"skipped\",\"count\":5}\n"
+        );
         assert_eq!(
             TailMessage::error(PERMISSION_DENIED).to_line().expect("json"),
             b"{\"kind\":\"error\",\"message\":\"permission denied: minerwatch tail requires root\"}\n".to_vec()

@@ -54,7 +54,11 @@ struct Worker {
 
 impl Webhook {
     /// Starts the delivery thread for `url` (already validated by config).
-    pub fn start(url: &str, cfg: &AlertsConfig, deliveries: IntCounterVec) -> Result<Webhook, WebhookError> {
+    pub fn start(
+        url: &str,
+        cfg: &AlertsConfig,
+        deliveries: IntCounterVec,
+    ) -> Result<Webhook, WebhookError> {
         let (queue_tx, queue_rx) = mpsc::sync_channel::<Arc<[u8]>>(cfg.webhook_queue);
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -81,13 +85,21 @@ impl Webhook {
                 let _ = done_tx.send(());
             })
             .map_err(WebhookError::Spawn)?;
-        Ok(Webhook { queue: Some(queue_tx), stop: Some(stop_tx), done: done_rx, deliveries, thread: Some(thread) })
+        Ok(Webhook {
+            queue: Some(queue_tx),
+            stop: Some(stop_tx),
+            done: done_rx,
+            deliveries,
+            thread: Some(thread),
+        })
     }
 
     /// Queues one JSON body. Never blocks; `false` when it was dropped
     /// because the queue is full (counted as `dropped`).
     pub fn enqueue(&self, body: Arc<[u8]>) -> bool {
-        let Some(queue) = &self.queue else { return false };
+        let Some(queue) = &self.queue else {
+            return false;
+        };
         match queue.try_send(body) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -104,11 +116,12 @@ impl Webhook {
     pub fn close(&mut self, deadline: Duration) -> bool {
         self.queue = None;
         self.stop = None;
-        let finished = !matches!(self.done.recv_timeout(deadline), Err(RecvTimeoutError::Timeout));
-        if finished {
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+        let finished = !matches!(
+            self.done.recv_timeout(deadline),
+            Err(RecvTimeoutError::Timeout)
+        );
+        if finished && let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
         finished
     }
@@ -143,7 +156,10 @@ impl Worker {
                     return;
                 }
                 Err(e) if attempt < self.retries && !self.stopping() => {
-                    log::debug!("alert webhook attempt {} failed: {e}; retrying in {wait:?}", attempt + 1);
+                    log::debug!(
+                        "alert webhook attempt {} failed: {e}; retrying in {wait:?}",
+                        attempt + 1
+                    );
                     self.deliveries.with_label_values(&["retried"]).inc();
                     // Wakes early (Disconnected) when the daemon shuts down.
                     if let Err(RecvTimeoutError::Disconnected) = self.stop.recv_timeout(wait) {
@@ -159,7 +175,11 @@ impl Worker {
                     wait = (wait * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
-                    log::warn!("alert webhook {} failed after {} attempts: {e}", self.url, attempt + 1);
+                    log::warn!(
+                        "alert webhook {} failed after {} attempts: {e}",
+                        self.url,
+                        attempt + 1
+                    );
                     self.deliveries.with_label_values(&["failed"]).inc();
                     return;
                 }
@@ -168,9 +188,17 @@ impl Worker {
     }
 
     fn post(&self, body: &[u8]) -> Result<(), AttemptError> {
-        let resp = self.agent.post(&self.url).header("content-type", "application/json").send(body)?;
+        let resp = self
+            .agent
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .send(body)?;
         let status = resp.status().as_u16();
-        if (200..300).contains(&status) { Ok(()) } else { Err(AttemptError::Status(status)) }
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(AttemptError::Status(status))
+        }
     }
 }
 
@@ -204,7 +232,8 @@ mod tests {
     }
 
     fn counts(m: &Metrics) -> [u64; 4] {
-        ["sent", "retried", "failed", "dropped"].map(|r| m.webhook_deliveries.with_label_values(&[r]).get())
+        ["sent", "retried", "failed", "dropped"]
+            .map(|r| m.webhook_deliveries.with_label_values(&[r]).get())
     }
 
     #[test]
@@ -213,19 +242,35 @@ mod tests {
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let server = std::thread::spawn(move || {
             let mut bodies = Vec::new();
-            for status in ["500 Internal Server Error", "503 Service Unavailable", "204 No Content"] {
+            for status in [
+                "500 Internal Server Error",
+                "503 Service Unavailable",
+                "204 No Content",
+            ] {
                 let (mut s, _) = listener.accept().expect("accept");
                 let (head, body) = read_request(&mut s);
                 assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
-                assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+                assert!(
+                    head.to_ascii_lowercase()
+                        .contains("content-type: application/json"),
+                    "{head}"
+                );
                 bodies.push(body);
-                let _ = write!(s, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
             }
             bodies
         });
         let metrics = Metrics::new().expect("metrics");
-        let cfg = AlertsConfig { webhook_backoff_ms: 5, webhook_retries: 3, ..AlertsConfig::default() };
-        let mut hook = Webhook::start(&url, &cfg, metrics.webhook_deliveries.clone()).expect("start");
+        let cfg = AlertsConfig {
+            webhook_backoff_ms: 5,
+            webhook_retries: 3,
+            ..AlertsConfig::default()
+        };
+        let mut hook =
+            Webhook::start(&url, &cfg, metrics.webhook_deliveries.clone()).expect("start");
         let body: Arc<[u8]> = Arc::from(&b"{\"kind\":\"alert\"}\n"[..]);
         assert!(hook.enqueue(body.clone()));
         let bodies = server.join().expect("server");
@@ -241,12 +286,22 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/", listener.local_addr().expect("addr"));
         let metrics = Metrics::new().expect("metrics");
-        let cfg = AlertsConfig { webhook_queue: 2, webhook_timeout_ms: 60_000, ..AlertsConfig::default() };
-        let mut hook = Webhook::start(&url, &cfg, metrics.webhook_deliveries.clone()).expect("start");
+        let cfg = AlertsConfig {
+            webhook_queue: 2,
+            webhook_timeout_ms: 60_000,
+            ..AlertsConfig::default()
+        };
+        let mut hook =
+            Webhook::start(&url, &cfg, metrics.webhook_deliveries.clone()).expect("start");
         let t0 = Instant::now();
-        let accepted = (0..1000).filter(|_| hook.enqueue(Arc::from(&b"{}\n"[..]))).count();
+        let accepted = (0..1000)
+            .filter(|_| hook.enqueue(Arc::from(&b"{}\n"[..])))
+            .count();
         let took = t0.elapsed();
-        assert!(took < Duration::from_millis(500), "enqueue blocked: {took:?}");
+        assert!(
+            took < Duration::from_millis(500),
+            "enqueue blocked: {took:?}"
+        );
         assert!((2..=3).contains(&accepted), "accepted {accepted}");
         assert_eq!(counts(&metrics)[3], 1000 - accepted as u64);
         // Shutdown does not wait for the hung receiver beyond its deadline.
