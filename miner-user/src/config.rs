@@ -193,8 +193,20 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
 
 /// Parses and validates TOML text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let cfg: Config = deserialize(text, origin)?;
+    cfg.validate().map_err(|inv| ConfigError::Key {
+        origin: origin.to_owned(),
+        key: inv.key,
+        problem: inv.fix,
+    })?;
+    Ok(cfg)
+}
+
+/// TOML text → `T`, with syntax errors located by line and shape errors by
+/// the full dotted key (`detector.pool_ports[2]`).
+fn deserialize<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(text, origin, &e))?;
-    let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let (key, problem) = describe(&key, e.inner().message());
         ConfigError::Key {
@@ -202,13 +214,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
             key,
             problem,
         }
-    })?;
-    cfg.validate().map_err(|inv| ConfigError::Key {
-        origin: origin.to_owned(),
-        key: inv.key,
-        problem: inv.fix,
-    })?;
-    Ok(cfg)
+    })
 }
 
 fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
@@ -466,6 +472,38 @@ mod tests {
         assert_eq!(
             err("[tail]\nclient_queue = -1\n"),
             "config error: /etc/x.toml: key `tail.client_queue`: -1 is negative; expected a non-negative integer"
+        );
+    }
+
+    #[test]
+    fn list_elements_are_named_by_index() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Detector {
+            #[allow(dead_code)]
+            pool_ports: Vec<u16>,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Doc {
+            #[allow(dead_code)]
+            detector: Detector,
+        }
+        let e = deserialize::<Doc>(
+            "[detector]\npool_ports = [3333, 4444, \"x\"]\n",
+            "/etc/x.toml",
+        )
+        .expect_err("a string in a port list");
+        assert_eq!(
+            e.to_string(),
+            "config error: /etc/x.toml: key `detector.pool_ports[2]`: expected a non-negative \
+             integer, got a string"
+        );
+        let e = deserialize::<Doc>("[detector]\npool_ports = [3333, 70000]\n", "/etc/x.toml")
+            .expect_err("a port above 65535");
+        assert_eq!(
+            e.to_string(),
+            "config error: /etc/x.toml: key `detector.pool_ports[1]`: 70000 is above the maximum 65535"
         );
     }
 

@@ -175,11 +175,8 @@ impl Worker {
                     wait = (wait * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
-                    log::warn!(
-                        "alert webhook {} failed after {} attempts: {e}",
-                        self.url,
-                        attempt + 1
-                    );
+                    // Not the URL: webhook URLs often embed their secret.
+                    log::warn!("alert webhook failed after {} attempts: {e}", attempt + 1);
                     self.deliveries.with_label_values(&["failed"]).inc();
                     return;
                 }
