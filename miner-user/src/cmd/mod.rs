@@ -1,4 +1,5 @@
 pub mod check;
+pub mod config_print;
 pub mod replay;
 pub mod run;
 pub mod tail;

@@ -1,0 +1,641 @@
+//! Alert and action records, and the sink that writes them.
+//!
+//! The JSON field names are an interface: SIEM rules, log pipelines and the
+//! webhook receiver parse them. Add fields, never rename or retype one.
+//! Every alert goes, as one line, to stdout (the container log), to an
+//! append-only file that survives restarts, and optionally to a webhook.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::{Rule, Severity, Verdict};
+use crate::event::{ProvenanceVerdict, Reason};
+use crate::sinks::config::AlertsConfig;
+use crate::sinks::metrics::Metrics;
+use crate::sinks::webhook::{Webhook, WebhookError};
+use crate::time::{Mono, WallClock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("creating alert directory {} failed: {source}; create it or choose another --alerts-file", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening alert file {} failed: {source}; check the path and that it is writable by root", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing alert file {} failed: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("alert file {}: short write ({wrote} of {len} bytes; disk full?)", path.display())]
+    ShortWrite {
+        path: PathBuf,
+        wrote: usize,
+        len: usize,
+    },
+    #[error("writing alert to stdout failed: {0}")]
+    Stdout(#[source] io::Error),
+    #[error("serialising alert failed: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+}
+
+/// `"kind": "alert"`, a type so a record with another kind cannot parse as
+/// an alert.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    #[default]
+    Alert,
+}
+
+/// `"kind": "action"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    #[default]
+    Action,
+}
+
+/// One alert, as written to stdout, the alert file and the webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// When the detector decided, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// Always `"alert"`: alerts and actions share the stream and the file.
+    pub kind: AlertKind,
+    /// The rule that fired, snake_case (`pool_protocol_unverified`, …).
+    pub rule: Rule,
+    /// `debug`, `low`, `medium`, `high` or `critical`.
+    pub severity: Severity,
+    /// Thread that produced the deciding evidence.
+    pub pid: u32,
+    /// Process (thread group) the alert is about; the response acts on it.
+    pub tgid: u32,
+    /// Parent process.
+    pub ppid: u32,
+    /// Kernel command name (at most 15 bytes, set by the process itself:
+    /// not evidence of identity).
+    pub comm: String,
+    /// Absolute executable path if known, else the path given to execve;
+    /// `null` if neither is known.
+    pub exe: Option<String>,
+    /// Arguments as passed to execve, `argv[0]` first.
+    pub cmdline: Vec<String>,
+    /// Real user id.
+    pub uid: u32,
+    /// cgroup path, `null` if unknown.
+    pub cgroup: Option<String>,
+    /// cgroup v2 id (the inode of the cgroup directory).
+    pub cgroup_id: u64,
+    /// Container id from the cgroup path; absent outside containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Kubernetes pod UID from the cgroup path; absent outside pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Verdict on the executable; `null` if it was not checked in time.
+    pub provenance: Option<AlertProvenance>,
+    /// Signals that led to the alert, oldest first.
+    pub evidence: Vec<AlertEvidence>,
+    /// Alert time minus the earliest of process start and first evidence.
+    pub latency_ms: u64,
+    /// Other processes the alert covers (workers, the rest of the tree or
+    /// cgroup); the response acts on them too.
+    pub members: Vec<u32>,
+    /// Observe mode: what the response would have done (`kill 1234`, …).
+    pub would: Vec<String>,
+    /// Enforce mode: what the response did.
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertProvenance {
+    /// `verified` or `unverified`.
+    pub verdict: ProvenanceVerdict,
+    /// Kebab-case reasons (`not-packaged`, `memfd`, `writable-dir`, …).
+    pub reasons: Vec<Reason>,
+    /// Hex SHA-256 of the executable, `null` if it could not be read.
+    pub sha256: Option<String>,
+    /// Owning package, when verified by a package database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvidence {
+    /// `pool_protocol`, `pool_port`, `cpu_sustained`, `unverified_exec`, …
+    pub signal: String,
+    /// When the signal was seen, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// Human detail (`connect 1.2.3.4:3333`, `0.98 cores for 30 s`, …).
+    pub detail: String,
+}
+
+impl AlertRecord {
+    pub fn from_verdict(
+        v: &Verdict,
+        clock: &WallClock,
+        container_id: Option<String>,
+        pod_uid: Option<String>,
+    ) -> AlertRecord {
+        AlertRecord {
+            time: clock.rfc3339(v.time),
+            kind: AlertKind::Alert,
+            rule: v.rule,
+            severity: v.severity,
+            pid: v.pid,
+            tgid: v.tgid,
+            ppid: v.ppid,
+            comm: v.comm.clone(),
+            exe: v.exe.clone(),
+            cmdline: v.cmdline.clone(),
+            uid: v.uid,
+            cgroup: v.cgroup.clone(),
+            cgroup_id: v.cgroup_id,
+            container_id,
+            pod_uid,
+            provenance: v.provenance.as_ref().map(|p| AlertProvenance {
+                verdict: p.verdict,
+                reasons: p.reasons.clone(),
+                sha256: p.sha256.clone(),
+                package: p.package.clone(),
+            }),
+            evidence: v
+                .evidence
+                .iter()
+                .map(|e| AlertEvidence {
+                    signal: e.signal.clone(),
+                    time: clock.rfc3339(e.time),
+                    detail: e.detail.clone(),
+                })
+                .collect(),
+            latency_ms: v.latency_ms,
+            members: v.members.clone(),
+            would: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+}
+
+/// One response action (or, in observe mode, one that would have been
+/// taken), written through the same sinks as alerts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// When the action completed, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// Always `"action"`.
+    pub kind: ActionKind,
+    /// `kill`, `freeze`, `block`, `quarantine`, …
+    pub action: String,
+    /// Process (tgid) acted on.
+    pub target: u32,
+    /// `ok`, `failed`, `skipped`, `would` (observe mode), …
+    pub result: String,
+    /// Why: the rule, or why it was skipped or failed.
+    pub reason: String,
+    /// Verdict to completed action.
+    pub latency_ms: u64,
+}
+
+impl ActionRecord {
+    pub fn new(
+        time: Mono,
+        clock: &WallClock,
+        action: impl Into<String>,
+        target: u32,
+        result: impl Into<String>,
+        reason: impl Into<String>,
+        latency_ms: u64,
+    ) -> ActionRecord {
+        ActionRecord {
+            time: clock.rfc3339(time),
+            kind: ActionKind::Action,
+            action: action.into(),
+            target,
+            result: result.into(),
+            reason: reason.into(),
+            latency_ms,
+        }
+    }
+}
+
+/// Writes alert and action lines to every configured destination.
+pub struct AlertSink {
+    stdout: bool,
+    file: Option<AlertFile>,
+    webhook: Option<Webhook>,
+    metrics: Arc<Metrics>,
+}
+
+impl AlertSink {
+    /// Opens the alert file (creating it, mode 0600, and its directory,
+    /// mode 0700) and starts the webhook thread, as configured.
+    pub fn new(cfg: &AlertsConfig, metrics: Arc<Metrics>) -> Result<AlertSink, AlertError> {
+        let file = cfg.file.as_deref().map(AlertFile::open).transpose()?;
+        let webhook = match &cfg.webhook_url {
+            Some(url) => Some(Webhook::start(
+                url,
+                cfg,
+                metrics.webhook_deliveries.clone(),
+            )?),
+            None => None,
+        };
+        Ok(AlertSink {
+            stdout: cfg.stdout,
+            file,
+            webhook,
+            metrics,
+        })
+    }
+
+    /// Writes one alert everywhere and counts it (`minerwatch_alerts_total`,
+    /// detection latency). Every destination is tried even if one fails;
+    /// the first failure is returned.
+    pub fn emit(&mut self, rec: &AlertRecord) -> Result<(), AlertError> {
+        self.metrics
+            .observe_alert(rec.rule.name(), rec.severity.name(), rec.latency_ms);
+        self.write(rec)
+    }
+
+    /// Writes one action record everywhere and counts it
+    /// (`minerwatch_actions_total{action,result}`).
+    pub fn emit_action(&mut self, rec: &ActionRecord) -> Result<(), AlertError> {
+        self.metrics
+            .actions
+            .with_label_values(&[rec.action.as_str(), rec.result.as_str()])
+            .inc();
+        self.write(rec)
+    }
+
+    fn write<T: Serialize>(&mut self, rec: &T) -> Result<(), AlertError> {
+        let mut line = serde_json::to_vec(rec)?;
+        line.push(b'\n');
+        let mut first_err = None;
+        if self.stdout {
+            let mut out = io::stdout().lock();
+            if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
+                first_err.get_or_insert(AlertError::Stdout(e));
+            }
+        }
+        if let Some(file) = &mut self.file
+            && let Err(e) = file.append(&line)
+        {
+            first_err.get_or_insert(e);
+        }
+        if let Some(hook) = &self.webhook {
+            hook.enqueue(Arc::from(line));
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// For shutdown: stdout and the file are already durable line by line;
+    /// this gives queued webhook posts up to `deadline` to go out.
+    pub fn flush(&mut self, deadline: Duration) -> Result<(), AlertError> {
+        if let Some(hook) = &mut self.webhook
+            && !hook.close(deadline)
+        {
+            log::warn!(
+                "alert webhook: queued alerts not delivered within {deadline:?} of shutdown"
+            );
+        }
+        self.webhook = None;
+        io::stdout().flush().map_err(AlertError::Stdout)
+    }
+}
+
+/// The append-only alert file.
+struct AlertFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl AlertFile {
+    fn open(path: &Path) -> Result<AlertFile, AlertError> {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| AlertError::CreateDir {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .read(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| AlertError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let mut f = AlertFile {
+            path: path.to_owned(),
+            file,
+        };
+        f.end_partial_line()?;
+        Ok(f)
+    }
+
+    /// A crash or a full disk can leave a partial last line; terminate it
+    /// so the next alert starts a line of its own and parsers lose only the
+    /// damaged one.
+    fn end_partial_line(&mut self) -> Result<(), AlertError> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|source| self.write_err(source))?
+            .len();
+        if len == 0 {
+            return Ok(());
+        }
+        let mut last = [0u8];
+        self.file
+            .read_exact_at(&mut last, len - 1)
+            .map_err(|source| self.write_err(source))?;
+        if last[0] != b'\n' {
+            self.file
+                .write_all(b"\n")
+                .map_err(|source| self.write_err(source))?;
+        }
+        Ok(())
+    }
+
+    /// One `write(2)` of the whole line on an O_APPEND file: concurrent
+    /// writers (a second daemon, logrotate's copytruncate) cannot interleave
+    /// inside it. Then fdatasync, because an alert lost in a crash is the
+    /// one that mattered.
+    fn append(&mut self, line: &[u8]) -> Result<(), AlertError> {
+        let wrote = loop {
+            match self.file.write(line) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(self.write_err(source)),
+            }
+        };
+        if wrote != line.len() {
+            let _ = self.file.write(b"\n");
+            return Err(AlertError::ShortWrite {
+                path: self.path.clone(),
+                wrote,
+                len: line.len(),
+            });
+        }
+        self.file
+            .sync_data()
+            .map_err(|source| self.write_err(source))
+    }
+
+    fn write_err(&self, source: io::Error) -> AlertError {
+        AlertError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::detect::Evidence;
+    use crate::event::Provenance;
+
+    pub(crate) fn verdict() -> Verdict {
+        Verdict {
+            time: Mono::from_secs(12),
+            rule: Rule::PoolProtocolUnverified,
+            severity: Severity::Critical,
+            pid: 4243,
+            tgid: 4242,
+            ppid: 1,
+            comm: "kworkerds".into(),
+            exe: Some("/tmp/.x/kworkerds".into()),
+            cmdline: vec![
+                "/tmp/.x/kworkerds".into(),
+                "-o".into(),
+                "pool.example:3333".into(),
+            ],
+            uid: 33,
+            cgroup_id: 7,
+            cgroup: Some("/kubepods/besteffort/pod1234/abcd".into()),
+            exe_dev: 2049,
+            exe_ino: 99,
+            start_boottime_ns: 1,
+            provenance: Some(Provenance {
+                verdict: ProvenanceVerdict::Unverified,
+                reasons: vec![Reason::NotPackaged, Reason::HiddenDir],
+                sha256: Some("ab".repeat(32)),
+                path: None,
+                package: None,
+            }),
+            evidence: vec![Evidence {
+                signal: "pool_protocol".into(),
+                time: Mono::from_millis(11_500),
+                detail: "login to 10.0.0.1:3333".into(),
+            }],
+            latency_ms: 500,
+            members: vec![4250],
+        }
+    }
+
+    /// Keys of a JSON object in the order written (serde_json's `Value`
+    /// sorts them).
+    pub(crate) fn top_level_keys(line: &str) -> Vec<String> {
+        struct Keys(Vec<String>);
+        impl<'de> Deserialize<'de> for Keys {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = Keys;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut m: A,
+                    ) -> Result<Keys, A::Error> {
+                        let mut keys = Vec::new();
+                        while let Some(k) = m.next_key::<String>()? {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                            keys.push(k);
+                        }
+                        Ok(Keys(keys))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+        serde_json::from_str::<Keys>(line).expect("a JSON object").0
+    }
+
+    #[test]
+    fn alert_record_has_the_documented_fields() {
+        let clock = WallClock::new();
+        let rec = AlertRecord::from_verdict(&verdict(), &clock, Some("abcd".into()), None);
+        let line = serde_json::to_string(&rec).expect("serialise");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("parse");
+        assert_eq!(
+            top_level_keys(&line),
+            [
+                "time",
+                "kind",
+                "rule",
+                "severity",
+                "pid",
+                "tgid",
+                "ppid",
+                "comm",
+                "exe",
+                "cmdline",
+                "uid",
+                "cgroup",
+                "cgroup_id",
+                "container_id",
+                "provenance",
+                "evidence",
+                "latency_ms",
+                "members",
+                "would",
+                "actions"
+            ]
+        );
+        assert_eq!(v["kind"], "alert");
+        assert_eq!(v["rule"], "pool_protocol_unverified");
+        assert_eq!(v["severity"], "critical");
+        assert_eq!(v["provenance"]["verdict"], "unverified");
+        assert_eq!(
+            v["provenance"]["reasons"],
+            serde_json::json!(["not-packaged", "hidden-dir"])
+        );
+        assert_eq!(v["evidence"][0]["signal"], "pool_protocol");
+        assert_eq!(v["time"], clock.rfc3339(Mono::from_secs(12)));
+        assert!(
+            v["time"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.contains('T'))
+        );
+        let back: AlertRecord = serde_json::from_value(v).expect("round trip");
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn action_record_fields() {
+        let clock = WallClock::new();
+        let rec = ActionRecord::new(
+            Mono::from_secs(1),
+            &clock,
+            "kill",
+            4242,
+            "ok",
+            "pool_protocol_unverified",
+            12,
+        );
+        let line = serde_json::to_string(&rec).expect("serialise");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("parse");
+        assert_eq!(
+            top_level_keys(&line),
+            [
+                "time",
+                "kind",
+                "action",
+                "target",
+                "result",
+                "reason",
+                "latency_ms"
+            ]
+        );
+        assert_eq!(v["kind"], "action");
+    }
+
+    #[test]
+    fn file_is_append_only_0600_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/alerts.jsonl");
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let cfg = AlertsConfig {
+            stdout: false,
+            file: Some(path.clone()),
+            ..AlertsConfig::default()
+        };
+        let rec = AlertRecord::from_verdict(&verdict(), &WallClock::new(), None, None);
+        {
+            let mut sink = AlertSink::new(&cfg, metrics.clone()).expect("sink");
+            sink.emit(&rec).expect("emit");
+        }
+        // A crash mid-line in an earlier life of the file.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open")
+            .write_all(b"{\"torn")
+            .expect("write");
+        {
+            let mut sink = AlertSink::new(&cfg, metrics.clone()).expect("reopen");
+            sink.emit(&rec).expect("emit");
+            let act = ActionRecord::new(
+                Mono(1),
+                &WallClock::new(),
+                "kill",
+                4242,
+                "would",
+                "observe mode",
+                0,
+            );
+            sink.emit_action(&act).expect("emit action");
+            sink.flush(Duration::from_millis(10)).expect("flush");
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(
+            serde_json::from_str::<AlertRecord>(lines[0]).expect("alert line"),
+            rec
+        );
+        assert_eq!(lines[1], "{\"torn");
+        assert_eq!(
+            serde_json::from_str::<AlertRecord>(lines[2]).expect("alert line"),
+            rec
+        );
+        assert!(lines[3].contains("\"kind\":\"action\""));
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().expect("dir"))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        let count = metrics
+            .alerts
+            .with_label_values(&["pool_protocol_unverified", "critical"])
+            .get();
+        assert_eq!(count, 2);
+        assert_eq!(
+            metrics.actions.with_label_values(&["kill", "would"]).get(),
+            1
+        );
+    }
+}
