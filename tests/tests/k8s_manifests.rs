@@ -132,8 +132,8 @@ enum Object {
     Namespace(Namespace),
     ServiceAccount(ServiceAccount),
     ConfigMap(ConfigMap),
-    DaemonSet(DaemonSet),
-    Service(Service),
+    DaemonSet(Box<DaemonSet>),
+    Service(Box<Service>),
     ServiceMonitor(Crd<ServiceMonitorSpec>),
     PodMonitor(Crd<PodMonitorSpec>),
     PrometheusRule(Crd<PrometheusRuleSpec>),
@@ -188,8 +188,8 @@ fn decode_stream(text: &str) -> Result<Vec<Object>, String> {
             ("v1", "Namespace") => strict(&value).map(Object::Namespace),
             ("v1", "ServiceAccount") => strict(&value).map(Object::ServiceAccount),
             ("v1", "ConfigMap") => strict(&value).map(Object::ConfigMap),
-            ("v1", "Service") => strict(&value).map(Object::Service),
-            ("apps/v1", "DaemonSet") => strict(&value).map(Object::DaemonSet),
+            ("v1", "Service") => strict(&value).map(|s| Object::Service(Box::new(s))),
+            ("apps/v1", "DaemonSet") => strict(&value).map(|d| Object::DaemonSet(Box::new(d))),
             ("monitoring.coreos.com/v1", "ServiceMonitor") => {
                 strict(&value).map(Object::ServiceMonitor)
             }
