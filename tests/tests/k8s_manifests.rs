@@ -39,6 +39,8 @@ const JOB: &str = "minerwatch";
 /// Where the DaemonSet mounts the host's cgroup hierarchy (the daemon finds
 /// the v2 root below it through /proc/self/mountinfo).
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The plain manifests' namespace, and the one render.py renders into.
+const NAMESPACE: &str = "minerwatch";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -308,9 +310,6 @@ impl Manifests {
     }
     fn config_map(&self) -> &ConfigMap {
         only!(self, ConfigMap)
-    }
-    fn namespace(&self) -> &Namespace {
-        only!(self, Namespace)
     }
     fn service_account(&self) -> &ServiceAccount {
         only!(self, ServiceAccount)
@@ -652,22 +651,25 @@ fn check_service(m: &Manifests) {
     assert_eq!(m.container_port(&target), i32::from(defaults::METRICS_PORT));
 }
 
-fn check_namespaces(m: &Manifests) {
-    let ns = m.namespace();
-    let name = ns.metadata.name.clone().expect("namespace name");
-    let levels = labels(&ns.metadata);
-    assert_eq!(
-        levels
-            .get("pod-security.kubernetes.io/enforce")
-            .map(String::as_str),
-        Some("privileged"),
-        "Pod Security Admission must admit the privileged agent"
-    );
-    for meta in m.metadata().filter(|meta| meta.name != ns.metadata.name) {
+/// Everything lives in `namespace`; a Namespace object, if one is shipped,
+/// admits privileged pods.
+fn check_namespaces(m: &Manifests, namespace: &str) {
+    for ns in all!(m, Namespace) {
+        assert_eq!(ns.metadata.name.as_deref(), Some(namespace));
         assert_eq!(
-            meta.namespace.as_ref(),
-            Some(&name),
-            "{:?} lives in {name}",
+            labels(&ns.metadata)
+                .get("pod-security.kubernetes.io/enforce")
+                .map(String::as_str),
+            Some("privileged"),
+            "Pod Security Admission must admit the privileged agent"
+        );
+    }
+    let namespaced = m.objects.iter().zip(m.metadata());
+    for (_, meta) in namespaced.filter(|(o, _)| !matches!(o, Object::Namespace(_))) {
+        assert_eq!(
+            meta.namespace.as_deref(),
+            Some(namespace),
+            "{:?} lives in {namespace}",
             meta.name
         );
     }
@@ -843,9 +845,8 @@ fn check_rules(m: &Manifests) {
 fn check_all(m: &Manifests) {
     check_agent(m);
     check_service(m);
-    check_namespaces(m);
-    let namespace = m.namespace().metadata.name.clone().expect("namespace");
-    check_monitors(m, &namespace);
+    check_namespaces(m, NAMESPACE);
+    check_monitors(m, NAMESPACE);
     check_rules(m);
 }
 
@@ -871,6 +872,11 @@ fn every_plain_manifest_decodes_strictly_and_keeps_the_promises() {
             .flatten()
             .any(|a| a == "--enforce"),
         "observe-only by default"
+    );
+    assert_eq!(
+        all!(m, Namespace).count(),
+        1,
+        "the plain manifests create their (privileged) namespace"
     );
     // Both monitor flavours are provided, in different directories.
     m.service_monitor();
@@ -1130,7 +1136,6 @@ fn helm_render(values: serde_json::Value) -> Option<Manifests> {
 #[test]
 fn helm_chart_renders_what_the_plain_manifests_say() {
     let everything = serde_json::json!({
-        "namespace": {"create": true},
         "serviceMonitor": {"enabled": true},
         "podMonitor": {"enabled": true},
         "prometheusRule": {"enabled": true},
@@ -1173,13 +1178,6 @@ fn helm_chart_renders_what_the_plain_manifests_say() {
     let mut pm = chart.pod_monitor().spec.clone();
     pm.selector = plain.pod_monitor().spec.selector.clone();
     assert_eq!(pm, plain.pod_monitor().spec, "PodMonitor");
-    for key in ["enforce", "audit", "warn"] {
-        let key = format!("pod-security.kubernetes.io/{key}");
-        assert_eq!(
-            labels(&chart.namespace().metadata).get(&key),
-            labels(&plain.namespace().metadata).get(&key)
-        );
-    }
 
     // Values: enforcement, an unprivileged variant, an extra toleration.
     let mut values = everything.clone();
@@ -1202,7 +1200,8 @@ fn helm_chart_renders_what_the_plain_manifests_say() {
     );
     assert_eq!(variant.pod().tolerations.as_ref().map(Vec::len), Some(2));
 
-    // Defaults alone: no operator objects, no Namespace (Helm's own).
+    // Defaults alone: no operator objects (their CRDs may be missing), and
+    // never a Namespace (Helm needs the release namespace before it starts).
     let defaults = helm_render(serde_json::json!({})).expect("rendered once already");
     assert!(defaults.objects.iter().all(|o| !matches!(
         o,
