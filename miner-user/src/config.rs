@@ -157,9 +157,9 @@ impl Config {
         if o.require_all {
             self.sensor.require_all = true;
         }
-        // TODO(lead, when merging response/config.rs, which owns the switch):
-        // `if o.enforce { self.response.mode = crate::response::config::Mode::Enforce; }`
-        let _ = o.enforce;
+        if o.enforce {
+            self.response.mode = crate::response::Mode::Enforce;
+        }
         self.validate().map_err(
             |inv| match FLAG_KEYS.iter().find(|(key, _)| *key == inv.key) {
                 Some((_, flag)) => ConfigError::Flag {
@@ -418,7 +418,7 @@ mod tests {
     /// Sections whose keys the example does not document yet (their
     /// tables say "keys: see below"). Remove a name once its keys are
     /// written into config/minerwatch.toml; the test then guards them too.
-    const PENDING_SECTIONS: &[&str] = &["detector", "provenance", "response"];
+    const PENDING_SECTIONS: &[&str] = &["detector", "provenance"];
 
     fn looks_like_assignment(s: &str) -> bool {
         s.split_once(" = ").is_some_and(|(k, _)| {
