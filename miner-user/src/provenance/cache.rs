@@ -38,6 +38,7 @@ impl<K: Eq + Hash + Clone, V> BoundedCache<K, V> {
         self.map.insert(key, (value, self.tick));
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -34,6 +34,7 @@ use std::path::PathBuf;
 pub use allowlist::{Allowlist, parse_public_key};
 pub use config::ProvenanceConfig;
 pub use hash::FileKey;
+pub(crate) use paths::ExeLink;
 pub use service::{CheckResult, Job, Service};
 pub use verifier::{CheckStats, Verifier};
 

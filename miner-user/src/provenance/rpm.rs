@@ -33,6 +33,7 @@ impl Rpm {
         Rpm { binary, timeout }
     }
 
+    #[cfg(test)]
     pub fn available(&self) -> bool {
         self.binary.is_some()
     }
