@@ -20,12 +20,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use self::parse::{
-    PF_KTHREAD, Stat, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_SENT, cgroup_v2_path, cgroup2_mount, normalize,
-    parse_cmdline, parse_ids, parse_stat, pick_cgroup,
+    PF_KTHREAD, Stat, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_SENT, cgroup_v2_path, cgroup2_mount,
+    normalize, parse_cmdline, parse_ids, parse_stat, pick_cgroup,
 };
 pub use self::sockets::{Flow, FlowResolver};
 use self::sockets::{NetNs, netns_of, owners, tables};
-use crate::event::{Connect, ConnectResult, Event, Exec, ExeId, Source};
+use crate::event::{Connect, ConnectResult, Event, ExeId, Exec, Source};
 use crate::provenance::ExeLink;
 use crate::time::Mono;
 
@@ -61,7 +61,10 @@ pub fn sweep(proc_root: &Path, now: Mono) -> SweepResult {
         Ok(p) => p,
         Err(e) => {
             log::warn!("startup sweep skipped: {e}");
-            return SweepResult { events: Vec::new(), errors: 1 };
+            return SweepResult {
+                events: Vec::new(),
+                errors: 1,
+            };
         }
     };
     let ctx = Context::new(proc_root);
@@ -98,8 +101,14 @@ impl<'a> Context<'a> {
         // SAFETY: sysconf has no memory-safety preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         let hz = if hz > 0 { hz as f64 } else { 100.0 };
-        let cgroup2 = std::fs::read_to_string(proc_root.join("self/mountinfo")).ok().and_then(|m| cgroup2_mount(&m));
-        Context { proc_root, ns_per_tick: 1e9 / hz, cgroup2 }
+        let cgroup2 = std::fs::read_to_string(proc_root.join("self/mountinfo"))
+            .ok()
+            .and_then(|m| cgroup2_mount(&m));
+        Context {
+            proc_root,
+            ns_per_tick: 1e9 / hz,
+            cgroup2,
+        }
     }
 
     /// The cgroup id is the inode of the cgroup's v2 directory. Paths
@@ -109,7 +118,9 @@ impl<'a> Context<'a> {
         if v2_path.split('/').any(|c| c == "..") {
             return 0;
         }
-        std::fs::metadata(mount.join(v2_path.trim_start_matches('/'))).map(|m| m.ino()).unwrap_or(0)
+        std::fs::metadata(mount.join(v2_path.trim_start_matches('/')))
+            .map(|m| m.ino())
+            .unwrap_or(0)
     }
 }
 
@@ -121,7 +132,10 @@ struct Proc {
 /// The numeric entries of /proc: thread group leaders only (threads live
 /// under `task/` and are not listed).
 fn list_pids(proc_root: &Path) -> Result<Vec<u32>, ProcfsError> {
-    let read_err = |source| ProcfsError::Read { path: proc_root.to_path_buf(), source };
+    let read_err = |source| ProcfsError::Read {
+        path: proc_root.to_path_buf(),
+        source,
+    };
     let mut pids: Vec<u32> = std::fs::read_dir(proc_root)
         .map_err(read_err)?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -146,29 +160,52 @@ fn read_process(ctx: &Context, pid: u32, now: Mono) -> Result<Option<Proc>, Proc
             Err(source) => Err(ProcfsError::Read { path, source }),
         }
     };
-    let Some(stat) = read("stat")? else { return Ok(None) };
-    let stat: Stat = parse_stat(&String::from_utf8_lossy(&stat))
-        .ok_or(ProcfsError::Format { path: dir.join("stat"), what: "no `pid (comm) state …` fields" })?;
+    let Some(stat) = read("stat")? else {
+        return Ok(None);
+    };
+    let stat: Stat = parse_stat(&String::from_utf8_lossy(&stat)).ok_or(ProcfsError::Format {
+        path: dir.join("stat"),
+        what: "no `pid (comm) state …` fields",
+    })?;
     if stat.flags & PF_KTHREAD != 0 || stat.pid == 2 || matches!(stat.state, 'Z' | 'X') {
         return Ok(None);
     }
-    let Some(status) = read("status")? else { return Ok(None) };
-    let (uid, gid) = parse_ids(&String::from_utf8_lossy(&status))
-        .ok_or(ProcfsError::Format { path: dir.join("status"), what: "no Uid/Gid lines" })?;
-    let Some(cmdline) = read("cmdline")? else { return Ok(None) };
+    let Some(status) = read("status")? else {
+        return Ok(None);
+    };
+    let (uid, gid) = parse_ids(&String::from_utf8_lossy(&status)).ok_or(ProcfsError::Format {
+        path: dir.join("status"),
+        what: "no Uid/Gid lines",
+    })?;
+    let Some(cmdline) = read("cmdline")? else {
+        return Ok(None);
+    };
     let (argv, argv_truncated) = parse_cmdline(&cmdline, MAX_ARGV_BYTES);
     let exe = read_exe(&dir);
     if exe.is_none() && argv.is_empty() && stat.ppid == 2 {
         return Ok(None); // a kernel thread the flags did not mark
     }
-    let cgroup_text = read("cgroup")?.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let cgroup_id = cgroup_v2_path(&cgroup_text).map(|p| ctx.cgroup_id(p)).unwrap_or(0);
+    let cgroup_text = read("cgroup")?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let cgroup_id = cgroup_v2_path(&cgroup_text)
+        .map(|p| ctx.cgroup_id(p))
+        .unwrap_or(0);
     let (exe_id, exe_path) = match exe {
         Some((id, path)) => (id, Some(path)),
         // Not ours to read (another user namespace's init): still a process.
-        None => (ExeId { unknown: true, ..Default::default() }, None),
+        None => (
+            ExeId {
+                unknown: true,
+                ..Default::default()
+            },
+            None,
+        ),
     };
-    let filename = exe_path.clone().or_else(|| argv.first().cloned()).unwrap_or_default();
+    let filename = exe_path
+        .clone()
+        .or_else(|| argv.first().cloned())
+        .unwrap_or_default();
     let exec = Exec {
         time: now,
         tgid: pid,
@@ -187,7 +224,10 @@ fn read_process(ctx: &Context, pid: u32, now: Mono) -> Result<Option<Proc>, Proc
         cgroup: pick_cgroup(&cgroup_text),
         source: Source::Sweep,
     };
-    Ok(Some(Proc { exec, netns: netns_of(ctx.proc_root, pid) }))
+    Ok(Some(Proc {
+        exec,
+        netns: netns_of(ctx.proc_root, pid),
+    }))
 }
 
 /// Identity and path of /proc/PID/exe, as the kernel's exec event gives
@@ -200,9 +240,10 @@ fn read_exe(dir: &Path) -> Option<(ExeId, String)> {
     let path = parsed.display();
     let name = match &parsed {
         ExeLink::Memfd(name) => name.clone(),
-        ExeLink::File(p) | ExeLink::Deleted(p) => {
-            p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        }
+        ExeLink::File(p) | ExeLink::Deleted(p) => p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     };
     let id = ExeId {
         dev: meta.dev(),
@@ -218,7 +259,12 @@ fn read_exe(dir: &Path) -> Option<(ExeId, String)> {
 /// A connection is outbound when its local port is not one the namespace
 /// listens on: the accepted side of an inbound connection shares the
 /// listener's port, the connecting side has an ephemeral one.
-fn outbound_connects(proc_root: &Path, procs: &[Proc], now: Mono, errors: &mut usize) -> Vec<Connect> {
+fn outbound_connects(
+    proc_root: &Path,
+    procs: &[Proc],
+    now: Mono,
+    errors: &mut usize,
+) -> Vec<Connect> {
     let mut members: HashMap<NetNs, Vec<u32>> = HashMap::new();
     for p in procs {
         members.entry(p.netns).or_default().push(p.exec.tgid);
@@ -227,8 +273,11 @@ fn outbound_connects(proc_root: &Path, procs: &[Proc], now: Mono, errors: &mut u
     // inode → (remote, state)
     let mut outbound: HashMap<u64, (SocketAddr, u8)> = HashMap::new();
     for entries in tables.values() {
-        let listening: HashSet<u16> =
-            entries.iter().filter(|e| e.state == TCP_LISTEN).map(|e| e.local.port()).collect();
+        let listening: HashSet<u16> = entries
+            .iter()
+            .filter(|e| e.state == TCP_LISTEN)
+            .map(|e| e.local.port())
+            .collect();
         for e in entries {
             let connecting = matches!(e.state, TCP_ESTABLISHED | TCP_SYN_SENT);
             if connecting && e.inode != 0 && !listening.contains(&e.local.port()) {
@@ -261,7 +310,11 @@ fn outbound_connects(proc_root: &Path, procs: &[Proc], now: Mono, errors: &mut u
                 daddr,
                 dport: remote.port(),
                 // SYN_SENT: the kernel would have said EINPROGRESS
-                result: if state == TCP_SYN_SENT { ConnectResult::InProgress } else { ConnectResult::Connected },
+                result: if state == TCP_SYN_SENT {
+                    ConnectResult::InProgress
+                } else {
+                    ConnectResult::Connected
+                },
                 cookie: 0,
                 v4_mapped,
                 source: Source::Sweep,

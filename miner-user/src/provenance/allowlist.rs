@@ -26,12 +26,22 @@ pub struct Allowlist {
 impl Allowlist {
     /// Reads and verifies the list. The signature is checked over the raw
     /// bytes before anything is parsed.
-    pub fn load(path: &Path, signature: &Path, public_key: &str) -> Result<Allowlist, ProvenanceError> {
-        let key = parse_public_key(public_key).map_err(|reason| ProvenanceError::PublicKey { reason })?;
-        let bytes = std::fs::read(path)
-            .map_err(|source| ProvenanceError::AllowlistRead { path: path.to_path_buf(), source })?;
-        let sig_bytes = std::fs::read(signature)
-            .map_err(|source| ProvenanceError::SignatureRead { path: signature.to_path_buf(), source })?;
+    pub fn load(
+        path: &Path,
+        signature: &Path,
+        public_key: &str,
+    ) -> Result<Allowlist, ProvenanceError> {
+        let key =
+            parse_public_key(public_key).map_err(|reason| ProvenanceError::PublicKey { reason })?;
+        let bytes = std::fs::read(path).map_err(|source| ProvenanceError::AllowlistRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let sig_bytes =
+            std::fs::read(signature).map_err(|source| ProvenanceError::SignatureRead {
+                path: signature.to_path_buf(),
+                source,
+            })?;
         Allowlist::verify(path, &bytes, signature, &sig_bytes, &key)
     }
 
@@ -42,19 +52,25 @@ impl Allowlist {
         sig_bytes: &[u8],
         key: &VerifyingKey,
     ) -> Result<Allowlist, ProvenanceError> {
-        let sig = decode_signature(sig_bytes)
-            .map_err(|got| ProvenanceError::SignatureFormat { path: sig_path.to_path_buf(), got })?;
-        // Strict: rejects malleable signatures and weak keys.
-        key.verify_strict(bytes, &sig).map_err(|_| ProvenanceError::BadSignature {
-            path: path.to_path_buf(),
-            signature: sig_path.to_path_buf(),
+        let sig = decode_signature(sig_bytes).map_err(|got| ProvenanceError::SignatureFormat {
+            path: sig_path.to_path_buf(),
+            got,
         })?;
+        // Strict: rejects malleable signatures and weak keys.
+        key.verify_strict(bytes, &sig)
+            .map_err(|_| ProvenanceError::BadSignature {
+                path: path.to_path_buf(),
+                signature: sig_path.to_path_buf(),
+            })?;
         let hashes = parse(bytes).map_err(|(line, reason)| ProvenanceError::AllowlistLine {
             path: path.to_path_buf(),
             line,
             reason,
         })?;
-        Ok(Allowlist { path: path.to_path_buf(), hashes })
+        Ok(Allowlist {
+            path: path.to_path_buf(),
+            hashes,
+        })
     }
 
     /// `Some(name)` when listed (the name may be absent).
@@ -81,9 +97,14 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
     let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         hex::decode(text).map_err(|e| e.to_string())?
     } else {
-        STANDARD.decode(text).map_err(|e| format!("neither hex nor base64 ({e})"))?
+        STANDARD
+            .decode(text)
+            .map_err(|e| format!("neither hex nor base64 ({e})"))?
     };
-    let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| format!("got {} bytes, expected 32", bytes.len()))?;
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("got {} bytes, expected 32", bytes.len()))?;
     VerifyingKey::from_bytes(&arr).map_err(|_| "not a valid ed25519 public key".to_string())
 }
 
@@ -92,10 +113,15 @@ fn decode_signature(bytes: &[u8]) -> Result<Signature, String> {
     if let Ok(raw) = <[u8; 64]>::try_from(bytes) {
         return Ok(Signature::from_bytes(&raw));
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| format!("{} bytes of binary", bytes.len()))?;
-    let decoded = STANDARD.decode(text.trim()).map_err(|_| format!("{} bytes, not base64", bytes.len()))?;
-    let raw: [u8; 64] =
-        decoded.as_slice().try_into().map_err(|_| format!("base64 of {} bytes", decoded.len()))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| format!("{} bytes of binary", bytes.len()))?;
+    let decoded = STANDARD
+        .decode(text.trim())
+        .map_err(|_| format!("{} bytes, not base64", bytes.len()))?;
+    let raw: [u8; 64] = decoded
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("base64 of {} bytes", decoded.len()))?;
     Ok(Signature::from_bytes(&raw))
 }
 
@@ -144,7 +170,11 @@ mod tests {
         let sig = k.sign(LIST.as_bytes()).to_bytes();
         let pk = hex::encode(k.verifying_key().to_bytes());
         let dir = tempfile::tempdir().unwrap();
-        let (list, raw, b64) = (dir.path().join("l"), dir.path().join("l.sig"), dir.path().join("l.b64"));
+        let (list, raw, b64) = (
+            dir.path().join("l"),
+            dir.path().join("l.sig"),
+            dir.path().join("l.b64"),
+        );
         std::fs::write(&list, LIST).unwrap();
         std::fs::write(&raw, sig).unwrap();
         std::fs::write(&b64, format!("{}\n", STANDARD.encode(sig))).unwrap();
@@ -152,7 +182,11 @@ mod tests {
             let a = Allowlist::load(&list, sig_path, &pk).unwrap();
             assert_eq!(a.len(), 2);
             let mut abc = [0u8; 32];
-            hex::decode_to_slice("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", &mut abc).unwrap();
+            hex::decode_to_slice(
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                &mut abc,
+            )
+            .unwrap();
             assert_eq!(a.get(&abc), Some(Some("agent v1")));
             assert_eq!(a.get(&[0; 32]), None);
         }
@@ -177,17 +211,30 @@ mod tests {
             Err(ProvenanceError::BadSignature { .. })
         ));
         let err = Allowlist::verify(p, LIST.as_bytes(), s, b"short", &pk).unwrap_err();
-        assert!(matches!(err, ProvenanceError::SignatureFormat { .. }), "{err}");
+        assert!(
+            matches!(err, ProvenanceError::SignatureFormat { .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_signed_but_malformed_line_is_reported_with_its_number() {
         let k = key();
-        let text = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\nnot-a-hash x\n";
+        let text =
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\nnot-a-hash x\n";
         let sig = k.sign(text.as_bytes()).to_bytes();
-        let err =
-            Allowlist::verify(Path::new("a"), text.as_bytes(), Path::new("a.sig"), &sig, &k.verifying_key()).unwrap_err();
-        assert!(matches!(err, ProvenanceError::AllowlistLine { line: 2, .. }), "{err}");
+        let err = Allowlist::verify(
+            Path::new("a"),
+            text.as_bytes(),
+            Path::new("a.sig"),
+            &sig,
+            &k.verifying_key(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ProvenanceError::AllowlistLine { line: 2, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -195,7 +242,11 @@ mod tests {
         let pk = key().verifying_key().to_bytes();
         assert!(parse_public_key(&hex::encode(pk)).is_ok());
         assert!(parse_public_key(&format!(" {} \n", STANDARD.encode(pk))).is_ok());
-        assert!(parse_public_key(&STANDARD.encode([1u8; 31])).unwrap_err().contains("31 bytes"));
+        assert!(
+            parse_public_key(&STANDARD.encode([1u8; 31]))
+                .unwrap_err()
+                .contains("31 bytes")
+        );
         assert!(parse_public_key("zz").is_err());
     }
 }

@@ -15,7 +15,11 @@ pub(crate) struct BoundedCache<K, V> {
 
 impl<K: Eq + Hash + Clone, V> BoundedCache<K, V> {
     pub fn new(capacity: usize) -> Self {
-        BoundedCache { map: HashMap::new(), capacity: capacity.max(1), tick: 0 }
+        BoundedCache {
+            map: HashMap::new(),
+            capacity: capacity.max(1),
+            tick: 0,
+        }
     }
 
     pub fn get(&mut self, key: &K) -> Option<&V> {
@@ -30,7 +34,11 @@ impl<K: Eq + Hash + Clone, V> BoundedCache<K, V> {
     pub fn insert(&mut self, key: K, value: V) {
         self.tick += 1;
         if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
-            let oldest = self.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
             if let Some(k) = oldest {
                 self.map.remove(&k);
             }

@@ -66,19 +66,28 @@ impl ProvenanceConfig {
         if !(1..=1_048_576).contains(&self.queue_size) {
             return Err(Invalid::new(
                 "provenance.queue_size",
-                format!("{} is out of range; use 1..=1048576 (default 1024)", self.queue_size),
+                format!(
+                    "{} is out of range; use 1..=1048576 (default 1024)",
+                    self.queue_size
+                ),
             ));
         }
         if !(16..=1_048_576).contains(&self.cache_size) {
             return Err(Invalid::new(
                 "provenance.cache_size",
-                format!("{} is out of range; use 16..=1048576 (default 4096)", self.cache_size),
+                format!(
+                    "{} is out of range; use 16..=1048576 (default 4096)",
+                    self.cache_size
+                ),
             ));
         }
         if !(100..=60_000).contains(&self.rpm_timeout_ms) {
             return Err(Invalid::new(
                 "provenance.rpm_timeout_ms",
-                format!("{} is out of range; use 100..=60000 (default 2000)", self.rpm_timeout_ms),
+                format!(
+                    "{} is out of range; use 100..=60000 (default 2000)",
+                    self.rpm_timeout_ms
+                ),
             ));
         }
         match (&self.allowlist, &self.allowlist_public_key) {
@@ -135,13 +144,40 @@ mod tests {
     fn each_bad_value_names_its_key() {
         let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_string();
         let cases: Vec<(&str, ProvenanceConfig)> = vec![
-            ("provenance.workers", ProvenanceConfig { workers: 0, ..Default::default() }),
-            ("provenance.queue_size", ProvenanceConfig { queue_size: 0, ..Default::default() }),
-            ("provenance.cache_size", ProvenanceConfig { cache_size: 1, ..Default::default() }),
-            ("provenance.rpm_timeout_ms", ProvenanceConfig { rpm_timeout_ms: 0, ..Default::default() }),
+            (
+                "provenance.workers",
+                ProvenanceConfig {
+                    workers: 0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "provenance.queue_size",
+                ProvenanceConfig {
+                    queue_size: 0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "provenance.cache_size",
+                ProvenanceConfig {
+                    cache_size: 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                "provenance.rpm_timeout_ms",
+                ProvenanceConfig {
+                    rpm_timeout_ms: 0,
+                    ..Default::default()
+                },
+            ),
             (
                 "provenance.allowlist_public_key",
-                ProvenanceConfig { allowlist: Some("/etc/a".into()), ..Default::default() },
+                ProvenanceConfig {
+                    allowlist: Some("/etc/a".into()),
+                    ..Default::default()
+                },
             ),
             (
                 "provenance.allowlist_public_key",
@@ -153,7 +189,10 @@ mod tests {
             ),
             (
                 "provenance.allowlist_signature",
-                ProvenanceConfig { allowlist_signature: Some("/etc/a.sig".into()), ..Default::default() },
+                ProvenanceConfig {
+                    allowlist_signature: Some("/etc/a.sig".into()),
+                    ..Default::default()
+                },
             ),
         ];
         for (want, cfg) in cases {

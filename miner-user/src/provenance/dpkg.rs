@@ -64,11 +64,18 @@ impl DpkgIndex {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut index = DpkgIndex { entries: Vec::new(), packages: Vec::new(), build_seconds: 0.0, malformed_lines: 0 };
+        let mut index = DpkgIndex {
+            entries: Vec::new(),
+            packages: Vec::new(),
+            build_seconds: 0.0,
+            malformed_lines: 0,
+        };
         for entry in dir {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(package) = name.as_bytes().strip_suffix(b".md5sums") else { continue };
+            let Some(package) = name.as_bytes().strip_suffix(b".md5sums") else {
+                continue;
+            };
             let text = match std::fs::read(entry.path()) {
                 Ok(t) => t,
                 // removed by a concurrent dpkg run: the next status change rebuilds
@@ -90,7 +97,11 @@ impl DpkgIndex {
         self.packages.push(package.to_string());
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             match parse_md5sums_line(line) {
-                Some((md5, path)) => self.entries.push(Entry { path: path_key(path), md5, package: pkg }),
+                Some((md5, path)) => self.entries.push(Entry {
+                    path: path_key(path),
+                    md5,
+                    package: pkg,
+                }),
                 None => self.malformed_lines += 1,
             }
         }
@@ -105,7 +116,11 @@ impl DpkgIndex {
         let mut extra = Vec::new();
         for group in lines.chunks_exact(3) {
             let (from, to) = (path_key(group[0]), path_key(group[1]));
-            extra.extend(self.entries_for(from).iter().map(|e| Entry { path: to, ..*e }));
+            extra.extend(
+                self.entries_for(from)
+                    .iter()
+                    .map(|e| Entry { path: to, ..*e }),
+            );
         }
         if !extra.is_empty() {
             self.entries.extend(extra);
@@ -122,7 +137,12 @@ impl DpkgIndex {
     /// `path` is absolute inside the root the index was built from.
     pub fn lookup(&self, path: &Path, md5: &[u8; 16]) -> PackageMatch {
         let entries = self.entries_for(path_key(path.as_os_str().as_bytes()));
-        let name = |e: &Entry| self.packages.get(e.package as usize).cloned().unwrap_or_default();
+        let name = |e: &Entry| {
+            self.packages
+                .get(e.package as usize)
+                .cloned()
+                .unwrap_or_default()
+        };
         if let Some(e) = entries.iter().find(|e| &e.md5 == md5) {
             return PackageMatch::Owned { package: name(e) };
         }
@@ -141,7 +161,9 @@ impl DpkgIndex {
 /// `*` marks binary mode). Paths may contain spaces.
 fn parse_md5sums_line(line: &[u8]) -> Option<([u8; 16], &[u8])> {
     let (hex_md5, rest) = (line.get(..32)?, line.get(32..)?);
-    let path = rest.strip_prefix(b"  ").or_else(|| rest.strip_prefix(b" *"))?;
+    let path = rest
+        .strip_prefix(b"  ")
+        .or_else(|| rest.strip_prefix(b" *"))?;
     let mut md5 = [0u8; 16];
     hex::decode_to_slice(hex_md5, &mut md5).ok()?;
     (!path.is_empty()).then_some((md5, path))
@@ -151,7 +173,11 @@ fn parse_md5sums_line(line: &[u8]) -> Option<([u8; 16], &[u8])> {
 fn path_key(path: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let fnv = |h: u64, bytes: &[u8]| bytes.iter().fold(h, |h, &b| (h ^ b as u64).wrapping_mul(PRIME));
+    let fnv = |h: u64, bytes: &[u8]| {
+        bytes
+            .iter()
+            .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(PRIME))
+    };
     let mut p = path;
     while let Some(rest) = p.strip_prefix(b"/") {
         p = rest;
@@ -181,7 +207,9 @@ const MAX_INDEXES: usize = 8;
 
 impl DpkgDbs {
     pub fn new() -> Self {
-        DpkgDbs { indexes: Mutex::new(BoundedCache::new(MAX_INDEXES)) }
+        DpkgDbs {
+            indexes: Mutex::new(BoundedCache::new(MAX_INDEXES)),
+        }
     }
 
     /// The index for `root`, or `None` when `root` has no dpkg database.
@@ -197,7 +225,10 @@ impl DpkgDbs {
         let built = match DpkgIndex::build(root) {
             Ok(i) => i.map(Arc::new),
             Err(e) => {
-                log::warn!("dpkg database under {} unreadable, binaries there count as not packaged: {e}", root.display());
+                log::warn!(
+                    "dpkg database under {} unreadable, binaries there count as not packaged: {e}",
+                    root.display()
+                );
                 None
             }
         };
@@ -229,7 +260,12 @@ mod tests {
     const OTHER: &str = "00000000000000000000000000000001";
 
     fn index(md5sums: &[(&str, &str)], diversions: &str) -> DpkgIndex {
-        let mut i = DpkgIndex { entries: Vec::new(), packages: Vec::new(), build_seconds: 0.0, malformed_lines: 0 };
+        let mut i = DpkgIndex {
+            entries: Vec::new(),
+            packages: Vec::new(),
+            build_seconds: 0.0,
+            malformed_lines: 0,
+        };
         for (pkg, text) in md5sums {
             i.add_md5sums(pkg, text.as_bytes());
         }
@@ -243,17 +279,34 @@ mod tests {
         let i = index(
             &[
                 ("coreutils", &format!("{LS}  bin/ls\n")),
-                ("util-linux", &format!("{OTHER}  usr/sbin/x y\nnot a line\n")),
+                (
+                    "util-linux",
+                    &format!("{OTHER}  usr/sbin/x y\nnot a line\n"),
+                ),
             ],
             "",
         );
         assert_eq!(i.malformed_lines, 1);
-        let owned = PackageMatch::Owned { package: "coreutils".into() };
+        let owned = PackageMatch::Owned {
+            package: "coreutils".into(),
+        };
         let cases: &[(&str, &str, PackageMatch)] = &[
             ("/bin/ls", LS, owned.clone()),
             ("/usr/bin/ls", LS, owned.clone()),
-            ("/usr/bin/ls", OTHER, PackageMatch::Mismatch { package: "coreutils".into() }),
-            ("/sbin/x y", OTHER, PackageMatch::Owned { package: "util-linux".into() }),
+            (
+                "/usr/bin/ls",
+                OTHER,
+                PackageMatch::Mismatch {
+                    package: "coreutils".into(),
+                },
+            ),
+            (
+                "/sbin/x y",
+                OTHER,
+                PackageMatch::Owned {
+                    package: "util-linux".into(),
+                },
+            ),
             ("/usr/local/bin/ls", LS, PackageMatch::NotListed), // same bytes, unowned path
             ("/usr/bin/lsx", LS, PackageMatch::NotListed),
         ];
@@ -265,24 +318,43 @@ mod tests {
     #[test]
     fn diverted_files_inherit_the_original_entry() {
         let i = index(
-            &[("postgresql-common", &format!("{LS}  usr/bin/pg_config\n")), ("libpq-dev", &format!("{OTHER}  usr/bin/pg_config\n"))],
+            &[
+                ("postgresql-common", &format!("{LS}  usr/bin/pg_config\n")),
+                ("libpq-dev", &format!("{OTHER}  usr/bin/pg_config\n")),
+            ],
             "/usr/bin/pg_config\n/usr/bin/pg_config.libpq-dev\npostgresql-common\n",
         );
         assert_eq!(
             i.lookup(Path::new("/usr/bin/pg_config.libpq-dev"), &md5(OTHER)),
-            PackageMatch::Owned { package: "libpq-dev".into() }
+            PackageMatch::Owned {
+                package: "libpq-dev".into()
+            }
         );
         assert_eq!(
             i.lookup(Path::new("/usr/bin/pg_config"), &md5(LS)),
-            PackageMatch::Owned { package: "postgresql-common".into() }
+            PackageMatch::Owned {
+                package: "postgresql-common".into()
+            }
         );
     }
 
     #[test]
     fn parses_md5sums_lines() {
-        assert_eq!(parse_md5sums_line(format!("{LS}  bin/ls").as_bytes()), Some((md5(LS), &b"bin/ls"[..])));
-        assert_eq!(parse_md5sums_line(format!("{LS} *bin/ls").as_bytes()), Some((md5(LS), &b"bin/ls"[..])));
-        for bad in ["", "zz", &format!("{LS}  "), &format!("{LS} bin/ls"), &format!("g{}  x", &LS[1..])] {
+        assert_eq!(
+            parse_md5sums_line(format!("{LS}  bin/ls").as_bytes()),
+            Some((md5(LS), &b"bin/ls"[..]))
+        );
+        assert_eq!(
+            parse_md5sums_line(format!("{LS} *bin/ls").as_bytes()),
+            Some((md5(LS), &b"bin/ls"[..]))
+        );
+        for bad in [
+            "",
+            "zz",
+            &format!("{LS}  "),
+            &format!("{LS} bin/ls"),
+            &format!("g{}  x", &LS[1..]),
+        ] {
             assert_eq!(parse_md5sums_line(bad.as_bytes()), None, "{bad:?}");
         }
     }

@@ -84,10 +84,19 @@ mod tests {
     fn one_pass_yields_both_known_digests() {
         let (d, n) = hash_reader(&mut &b"abc"[..], true).unwrap();
         assert_eq!(n, 3);
-        assert_eq!(d.sha256_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_eq!(hex::encode(d.md5.unwrap()), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            d.sha256_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex::encode(d.md5.unwrap()),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
         let (d, _) = hash_reader(&mut &b""[..], false).unwrap();
         assert_eq!(d.md5, None);
-        assert_eq!(d.sha256_hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.sha256_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

@@ -35,7 +35,9 @@ impl Ima {
     }
 
     pub fn detect_at(securityfs_ima: &Path) -> Ima {
-        Ima { available: securityfs_ima.is_dir() }
+        Ima {
+            available: securityfs_ima.is_dir(),
+        }
     }
 
     pub fn status(&self, file: &File) -> ImaStatus {
@@ -44,8 +46,13 @@ impl Ima {
         }
         // SAFETY: valid fd and NUL-terminated name; a NULL buffer of size 0
         // only asks for the value's length.
-        let len = unsafe { libc::fgetxattr(file.as_raw_fd(), XATTR.as_ptr(), std::ptr::null_mut(), 0) };
-        if len > 0 { ImaStatus::PresentUnverifiable } else { ImaStatus::NoXattr }
+        let len =
+            unsafe { libc::fgetxattr(file.as_raw_fd(), XATTR.as_ptr(), std::ptr::null_mut(), 0) };
+        if len > 0 {
+            ImaStatus::PresentUnverifiable
+        } else {
+            ImaStatus::NoXattr
+        }
     }
 }
 
@@ -57,7 +64,10 @@ mod tests {
     fn kernels_without_ima_are_skipped() {
         let f = File::open("/proc/self/exe").unwrap();
         let none = tempfile::tempdir().unwrap();
-        assert_eq!(Ima::detect_at(&none.path().join("ima")).status(&f), ImaStatus::Unavailable);
+        assert_eq!(
+            Ima::detect_at(&none.path().join("ima")).status(&f),
+            ImaStatus::Unavailable
+        );
         // Present securityfs, file without the xattr.
         assert_eq!(Ima::detect_at(none.path()).status(&f), ImaStatus::NoXattr);
     }

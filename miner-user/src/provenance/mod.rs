@@ -71,7 +71,11 @@ pub enum ProvenanceError {
     )]
     BadSignature { path: PathBuf, signature: PathBuf },
     #[error("allowlist {path} line {line}: {reason}; expected `<sha256 hex> [name]`")]
-    AllowlistLine { path: PathBuf, line: usize, reason: String },
+    AllowlistLine {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("`provenance.allowlist_public_key`: {reason}")]
     PublicKey { reason: String },
     #[error("`provenance.allowlist` is set but `provenance.allowlist_public_key` is not")]

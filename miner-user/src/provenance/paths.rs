@@ -59,8 +59,16 @@ impl ExeLink {
 /// Directories where any user can drop a file. Checked by prefix because a
 /// subdirectory the attacker created inside them is just as writable to
 /// them, whatever its own mode.
-const DROP_DIRS: &[&str] =
-    &["/tmp", "/var/tmp", "/dev/shm", "/run/shm", "/run/user", "/run/lock", "/var/lock", "/dev/mqueue"];
+const DROP_DIRS: &[&str] = &[
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+    "/run/shm",
+    "/run/user",
+    "/run/lock",
+    "/var/lock",
+    "/dev/mqueue",
+];
 
 /// `writable-dir` and `hidden-dir` for `path` (absolute, inside `root`).
 pub(crate) fn location_reasons(root: &Path, path: &Path) -> Vec<Reason> {
@@ -68,7 +76,9 @@ pub(crate) fn location_reasons(root: &Path, path: &Path) -> Vec<Reason> {
     if in_writable_dir(root, path) {
         reasons.push(Reason::WritableDir);
     }
-    let hidden = path.components().any(|c| matches!(c, Component::Normal(s) if s.as_bytes().first() == Some(&b'.')));
+    let hidden = path
+        .components()
+        .any(|c| matches!(c, Component::Normal(s) if s.as_bytes().first() == Some(&b'.')));
     if hidden {
         reasons.push(Reason::HiddenDir);
     }
@@ -82,11 +92,14 @@ fn in_writable_dir(root: &Path, path: &Path) -> bool {
     // Any world-writable or sticky ancestor: without the sticky bit anyone
     // can rename our subdirectory away and put theirs in its place; with it,
     // the directory is still a shared drop zone. "/" itself is never one.
-    path.ancestors().skip(1).filter(|a| a.parent().is_some()).any(|dir| {
-        std::fs::metadata(in_root(root, dir))
-            .map(|m| m.permissions().mode() & 0o1002 != 0)
-            .unwrap_or(false)
-    })
+    path.ancestors()
+        .skip(1)
+        .filter(|a| a.parent().is_some())
+        .any(|dir| {
+            std::fs::metadata(in_root(root, dir))
+                .map(|m| m.permissions().mode() & 0o1002 != 0)
+                .unwrap_or(false)
+        })
 }
 
 /// `path` (absolute, as seen by a process whose root is `root`) as a path
@@ -159,7 +172,11 @@ mod tests {
             ("/memfd:xm (deleted)", 0, ExeLink::Memfd("memfd:xm".into())),
             ("/memfd: (deleted)", 0, ExeLink::Memfd("memfd:".into())),
             // benign look-alike: a real file that is merely named so
-            ("/opt/a (deleted)", 1, ExeLink::File("/opt/a (deleted)".into())),
+            (
+                "/opt/a (deleted)",
+                1,
+                ExeLink::File("/opt/a (deleted)".into()),
+            ),
         ];
         for (link, nlink, want) in cases {
             assert_eq!(&ExeLink::parse(Path::new(link), *nlink), want, "{link}");
@@ -170,7 +187,11 @@ mod tests {
     fn location_reasons_flag_drop_and_dot_dirs_only() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("srv/open/sub")).unwrap();
-        std::fs::set_permissions(root.path().join("srv/open"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(
+            root.path().join("srv/open"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
         let cases: &[(&str, &[Reason])] = &[
             ("/usr/bin/ls", &[]),
             ("/tmp/x", &[Reason::WritableDir]),
@@ -195,8 +216,17 @@ mod tests {
         std::os::unix::fs::symlink("python3.11", r.join("usr/bin/python3")).unwrap();
         std::os::unix::fs::symlink("/usr/bin/python3", r.join("usr/bin/py")).unwrap();
         std::os::unix::fs::symlink("usr/bin", r.join("bin")).unwrap();
-        for p in ["/usr/bin/python3", "/usr/bin/py", "/bin/python3", "/usr/bin/../bin/py"] {
-            assert_eq!(resolve_in_root(r, Path::new(p)).unwrap(), Path::new("/usr/bin/python3.11"), "{p}");
+        for p in [
+            "/usr/bin/python3",
+            "/usr/bin/py",
+            "/bin/python3",
+            "/usr/bin/../bin/py",
+        ] {
+            assert_eq!(
+                resolve_in_root(r, Path::new(p)).unwrap(),
+                Path::new("/usr/bin/python3.11"),
+                "{p}"
+            );
         }
         std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
         assert!(resolve_in_root(r, Path::new("/loop")).is_err());

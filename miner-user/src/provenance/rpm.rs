@@ -48,7 +48,13 @@ impl Rpm {
         if root != Path::new("/") {
             cmd.arg("--root").arg(root);
         }
-        cmd.args(["-qf", "--qf", "@@%{NAME}\t%{FILEDIGESTALGO}\n[%{FILENAMES}\t%{FILEDIGESTS}\n]", "--"]).arg(path);
+        cmd.args([
+            "-qf",
+            "--qf",
+            "@@%{NAME}\t%{FILEDIGESTALGO}\n[%{FILENAMES}\t%{FILEDIGESTS}\n]",
+            "--",
+        ])
+        .arg(path);
         let out = run_with_timeout(cmd, self.timeout)?;
         Some(match_output(&out, path.as_os_str().as_bytes(), digests))
     }
@@ -56,12 +62,19 @@ impl Rpm {
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// stdout of a command that exited within `timeout`; killed otherwise.
 fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Option<Vec<u8>> {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
     // Read on a thread: a package's file list can exceed the pipe buffer,
     // and rpm would block writing it while we wait for it to exit.
     let mut stdout = child.stdout.take()?;
@@ -75,7 +88,9 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Option<Vec<u8>> {
             Ok(Some(_)) => break,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
             _ => {
-                log::warn!("rpm query timed out after {timeout:?}; counting the file as not packaged by rpm");
+                log::warn!(
+                    "rpm query timed out after {timeout:?}; counting the file as not packaged by rpm"
+                );
                 let _ = child.kill();
                 let _ = child.wait();
                 return None;
@@ -94,10 +109,15 @@ fn match_output(out: &[u8], path: &[u8], digests: &Digests) -> PackageMatch {
         if let Some(header) = line.strip_prefix(b"@@") {
             let mut fields = header.split(|&b| b == b'\t');
             package = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
-            algo = fields.next().and_then(|a| std::str::from_utf8(a).ok()?.parse().ok()).unwrap_or(ALGO_MD5);
+            algo = fields
+                .next()
+                .and_then(|a| std::str::from_utf8(a).ok()?.parse().ok())
+                .unwrap_or(ALGO_MD5);
             continue;
         }
-        let Some(tab) = line.iter().rposition(|&b| b == b'\t') else { continue };
+        let Some(tab) = line.iter().rposition(|&b| b == b'\t') else {
+            continue;
+        };
         if &line[..tab] != path {
             continue;
         }
@@ -110,7 +130,9 @@ fn match_output(out: &[u8], path: &[u8], digests: &Digests) -> PackageMatch {
         if have.as_deref() == Some(want.as_str()) {
             return PackageMatch::Owned { package };
         }
-        result = PackageMatch::Mismatch { package: package.clone() };
+        result = PackageMatch::Mismatch {
+            package: package.clone(),
+        };
     }
     result
 }
@@ -123,30 +145,55 @@ mod tests {
     fn absent_rpm_is_skipped() {
         let disabled = Rpm::detect(false, Duration::from_secs(1));
         assert!(!disabled.available());
-        let d = Digests { sha256: [0; 32], md5: None };
+        let d = Digests {
+            sha256: [0; 32],
+            md5: None,
+        };
         let root = tempfile::tempdir().unwrap();
-        assert_eq!(disabled.lookup(root.path(), Path::new("/usr/bin/ls"), &d), None);
+        assert_eq!(
+            disabled.lookup(root.path(), Path::new("/usr/bin/ls"), &d),
+            None
+        );
         // Enabled on this machine: no rpm command, or (elsewhere) no database in this root.
         let enabled = Rpm::detect(true, Duration::from_secs(1));
-        assert_eq!(enabled.lookup(root.path(), Path::new("/usr/bin/ls"), &d), None);
+        assert_eq!(
+            enabled.lookup(root.path(), Path::new("/usr/bin/ls"), &d),
+            None
+        );
     }
 
     #[test]
     fn matches_query_output_by_path_and_algorithm() {
-        let d = Digests { sha256: [0xab; 32], md5: Some([0xcd; 16]) };
+        let d = Digests {
+            sha256: [0xab; 32],
+            md5: Some([0xcd; 16]),
+        };
         let sha = hex::encode([0xab; 32]);
         let out = format!(
             "@@coreutils\t8\n/usr/bin/cat\t{}\n/usr/bin/ls\t{sha}\n@@old\t1\n/usr/bin/ls\t{}\n",
             "0".repeat(64),
             hex::encode([0xcd; 16])
         );
-        assert_eq!(match_output(out.as_bytes(), b"/usr/bin/ls", &d), PackageMatch::Owned { package: "coreutils".into() });
-        let tampered = Digests { sha256: [1; 32], md5: Some([1; 16]) };
+        assert_eq!(
+            match_output(out.as_bytes(), b"/usr/bin/ls", &d),
+            PackageMatch::Owned {
+                package: "coreutils".into()
+            }
+        );
+        let tampered = Digests {
+            sha256: [1; 32],
+            md5: Some([1; 16]),
+        };
         assert_eq!(
             match_output(out.as_bytes(), b"/usr/bin/ls", &tampered),
-            PackageMatch::Mismatch { package: "old".into() }
+            PackageMatch::Mismatch {
+                package: "old".into()
+            }
         );
-        assert_eq!(match_output(b"", b"/usr/bin/ls", &d), PackageMatch::NotListed);
+        assert_eq!(
+            match_output(b"", b"/usr/bin/ls", &d),
+            PackageMatch::NotListed
+        );
     }
 
     #[test]
@@ -158,6 +205,9 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         let mut cmd = Command::new("echo");
         cmd.arg("hi");
-        assert_eq!(run_with_timeout(cmd, Duration::from_secs(5)), Some(b"hi\n".to_vec()));
+        assert_eq!(
+            run_with_timeout(cmd, Duration::from_secs(5)),
+            Some(b"hi\n".to_vec())
+        );
     }
 }

@@ -67,14 +67,23 @@ impl Service {
         let counters = Arc::new(Counters::default());
         let mut workers = Vec::new();
         for index in 0..cfg.workers.max(1) {
-            let (v, rx, out, c) = (verifier.clone(), rx.clone(), results.clone(), counters.clone());
+            let (v, rx, out, c) = (
+                verifier.clone(),
+                rx.clone(),
+                results.clone(),
+                counters.clone(),
+            );
             let handle = std::thread::Builder::new()
                 .name(format!("provenance-{index}"))
                 .spawn(move || work(&v, &rx, &out, &c))
                 .map_err(|source| ProvenanceError::Spawn { index, source })?;
             workers.push(handle);
         }
-        Ok(Service { queue: Some(tx), counters, workers })
+        Ok(Service {
+            queue: Some(tx),
+            counters,
+            workers,
+        })
     }
 
     /// Queues a job; `false` (and counted) when the queue is full or the
@@ -119,7 +128,12 @@ impl Service {
     }
 }
 
-fn work(verifier: &Verifier, jobs: &Mutex<Receiver<Job>>, results: &Sender<CheckResult>, counters: &Counters) {
+fn work(
+    verifier: &Verifier,
+    jobs: &Mutex<Receiver<Job>>,
+    results: &Sender<CheckResult>,
+    counters: &Counters,
+) {
     loop {
         // The lock is only held while waiting for the next job, not while
         // checking it.
@@ -130,7 +144,12 @@ fn work(verifier: &Verifier, jobs: &Mutex<Receiver<Job>>, results: &Sender<Check
         let Ok(job) = job else { return }; // queue closed: shutting down
         let (provenance, stats) = verifier.check_pid_stats(job.tgid, &job.exe, &job.filename);
         let result = CheckResult {
-            event: ProvenanceEvent { time: Mono::now().max(job.time), tgid: job.tgid, exe: job.exe, provenance },
+            event: ProvenanceEvent {
+                time: Mono::now().max(job.time),
+                tgid: job.tgid,
+                exe: job.exe,
+                provenance,
+            },
             hash_seconds: stats.seconds,
             bytes_hashed: stats.bytes_hashed,
             cache_hit: stats.cache_hit,
@@ -152,13 +171,27 @@ mod tests {
 
     fn own_job() -> Job {
         let meta = std::fs::metadata("/proc/self/exe").unwrap();
-        let exe = ExeId { dev: meta.dev(), ino: meta.ino(), nlink: 1, ..Default::default() };
-        Job { tgid: std::process::id(), exe, filename: String::new(), time: Mono(1) }
+        let exe = ExeId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            nlink: 1,
+            ..Default::default()
+        };
+        Job {
+            tgid: std::process::id(),
+            exe,
+            filename: String::new(),
+            time: Mono(1),
+        }
     }
 
     #[test]
     fn results_arrive_on_the_channel_and_repeat_jobs_hit_the_cache() {
-        let cfg = ProvenanceConfig { dpkg: false, rpm: false, ..Default::default() };
+        let cfg = ProvenanceConfig {
+            dpkg: false,
+            rpm: false,
+            ..Default::default()
+        };
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let svc = Service::start(Arc::new(Verifier::without_allowlist(&cfg)), &cfg, tx).unwrap();
         assert!(svc.submit(own_job()));
@@ -168,7 +201,10 @@ mod tests {
         assert_eq!(first.event.tgid, std::process::id());
         assert!(first.event.time >= Mono(1));
         // The test binary lives in the target dir: not packaged, unverified.
-        assert_eq!(first.event.provenance.verdict, ProvenanceVerdict::Unverified);
+        assert_eq!(
+            first.event.provenance.verdict,
+            ProvenanceVerdict::Unverified
+        );
         assert!(!first.cache_hit && first.bytes_hashed > 0);
         assert!(second.cache_hit && second.bytes_hashed == 0);
         assert_eq!(first.event.provenance, second.event.provenance);
@@ -178,7 +214,13 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_without_blocking() {
-        let cfg = ProvenanceConfig { dpkg: false, rpm: false, workers: 1, queue_size: 1, ..Default::default() };
+        let cfg = ProvenanceConfig {
+            dpkg: false,
+            rpm: false,
+            workers: 1,
+            queue_size: 1,
+            ..Default::default()
+        };
         // Results channel of 1 that nobody reads: the worker blocks on the
         // second result, the queue fills, and submit must still return.
         let (tx, rx) = tokio::sync::mpsc::channel(1);

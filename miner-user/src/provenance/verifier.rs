@@ -57,7 +57,11 @@ impl Root {
             .open(proc_root.join(pid.to_string()).join("root"))?;
         let meta = fd.metadata()?;
         Ok(Root {
-            prefix: PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())),
+            prefix: PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                fd.as_raw_fd()
+            )),
             key: (meta.dev(), meta.ino()),
             _fd: Some(fd),
         })
@@ -65,7 +69,11 @@ impl Root {
 
     fn at(path: &Path) -> io::Result<Root> {
         let meta = std::fs::metadata(path)?;
-        Ok(Root { prefix: path.to_path_buf(), key: (meta.dev(), meta.ino()), _fd: None })
+        Ok(Root {
+            prefix: path.to_path_buf(),
+            key: (meta.dev(), meta.ino()),
+            _fd: None,
+        })
     }
 }
 
@@ -117,9 +125,16 @@ impl Verifier {
     pub fn new(cfg: &ProvenanceConfig) -> Result<Verifier, ProvenanceError> {
         let mut v = Verifier::without_allowlist(cfg);
         if let (Some(list), Some(sig)) = (&cfg.allowlist, cfg.signature_path()) {
-            let key = cfg.allowlist_public_key.as_deref().ok_or(ProvenanceError::MissingPublicKey)?;
+            let key = cfg
+                .allowlist_public_key
+                .as_deref()
+                .ok_or(ProvenanceError::MissingPublicKey)?;
             let loaded = Allowlist::load(list, &sig, key)?;
-            log::info!("allowlist {}: {} hashes, signature verified", list.display(), loaded.len());
+            log::info!(
+                "allowlist {}: {} hashes, signature verified",
+                list.display(),
+                loaded.len()
+            );
             v.allowlist = Some(loaded);
         }
         Ok(v)
@@ -154,7 +169,12 @@ impl Verifier {
         self.check_pid_stats(pid, exe, filename).0
     }
 
-    pub fn check_pid_stats(&self, pid: u32, exe: &ExeId, filename: &str) -> (Provenance, CheckStats) {
+    pub fn check_pid_stats(
+        &self,
+        pid: u32,
+        exe: &ExeId,
+        filename: &str,
+    ) -> (Provenance, CheckStats) {
         let started = Instant::now();
         let mut stats = CheckStats::default();
         let prov = match self.try_check_pid(pid, exe, &mut stats) {
@@ -162,7 +182,9 @@ impl Verifier {
             // Short-lived processes (an exec storm of /bin/true) are gone
             // before a worker gets to them: judge the path they exec'd if it
             // is still the same file.
-            Err(Miss::Gone) => self.check_exited(exe, filename, &mut stats).unwrap_or_else(|| unreadable(filename)),
+            Err(Miss::Gone) => self
+                .check_exited(exe, filename, &mut stats)
+                .unwrap_or_else(|| unreadable(filename)),
             Err(Miss::NotTheExe) => unreadable(filename),
             Err(Miss::Io(e)) => {
                 log::debug!("provenance of pid {pid} ({filename}) unreadable: {e}");
@@ -173,7 +195,12 @@ impl Verifier {
         (prov, stats)
     }
 
-    fn try_check_pid(&self, pid: u32, exe: &ExeId, stats: &mut CheckStats) -> Result<Provenance, Miss> {
+    fn try_check_pid(
+        &self,
+        pid: u32,
+        exe: &ExeId,
+        stats: &mut CheckStats,
+    ) -> Result<Provenance, Miss> {
         let dir = self.proc_root.join(pid.to_string());
         let exe_link = dir.join("exe");
         let meta = std::fs::metadata(&exe_link).map_err(classify)?;
@@ -194,7 +221,14 @@ impl Verifier {
             Ok(root)
         };
         let key = FileKey::of(&meta);
-        let prov = self.judge_file(root_key, open_root, kind, key, || File::open(&exe_link), stats)?;
+        let prov = self.judge_file(
+            root_key,
+            open_root,
+            kind,
+            key,
+            || File::open(&exe_link),
+            stats,
+        )?;
         // The links were read one by one; had the pid been recycled in
         // between, the exe would now be another file.
         match std::fs::metadata(&exe_link) {
@@ -203,7 +237,12 @@ impl Verifier {
         }
     }
 
-    fn check_exited(&self, exe: &ExeId, filename: &str, stats: &mut CheckStats) -> Option<Provenance> {
+    fn check_exited(
+        &self,
+        exe: &ExeId,
+        filename: &str,
+        stats: &mut CheckStats,
+    ) -> Option<Provenance> {
         if exe.unknown || exe.memfd || !filename.starts_with('/') {
             return None;
         }
@@ -215,26 +254,45 @@ impl Verifier {
             return None; // a container's path, or replaced since
         }
         let key = FileKey::of(&meta);
-        self.judge_file(root.key, || Ok(root), ExeLink::File(resolved), key, || File::open(&full), stats).ok()
+        self.judge_file(
+            root.key,
+            || Ok(root),
+            ExeLink::File(resolved),
+            key,
+            || File::open(&full),
+            stats,
+        )
+        .ok()
     }
 
     /// The host's root: pid 1's (we may run in a container with hostPID),
     /// else our own.
     fn host_root(&self) -> Option<Root> {
-        Root::of_pid(&self.proc_root, 1).or_else(|_| Root::at(Path::new("/"))).ok()
+        Root::of_pid(&self.proc_root, 1)
+            .or_else(|_| Root::at(Path::new("/")))
+            .ok()
     }
 
     /// The verdict on a file, offline. `/proc/PID/exe` judges that process
     /// (its root, memfd, deleted) as the daemon would.
     pub fn check_path(&self, path: &Path) -> Result<Provenance, ProvenanceError> {
         if let Some(pid) = proc_exe_pid(path) {
-            return Ok(self.check_pid(pid, &ExeId { unknown: true, ..Default::default() }, ""));
+            return Ok(self.check_pid(
+                pid,
+                &ExeId {
+                    unknown: true,
+                    ..Default::default()
+                },
+                "",
+            ));
         }
         let abs = if path.is_absolute() {
             path.to_path_buf()
         } else {
-            let cwd = std::env::current_dir()
-                .map_err(|source| ProvenanceError::Open { path: path.to_path_buf(), source })?;
+            let cwd = std::env::current_dir().map_err(|source| ProvenanceError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
             cwd.join(path)
         };
         self.check_path_in(Path::new("/"), &abs)
@@ -244,22 +302,34 @@ impl Verifier {
     /// root on disk): symlinks resolve inside it, its package database
     /// judges.
     pub fn check_path_in(&self, root: &Path, path: &Path) -> Result<Provenance, ProvenanceError> {
-        let open_err = |source| ProvenanceError::Open { path: path.to_path_buf(), source };
+        let open_err = |source| ProvenanceError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let root = Root::at(root).map_err(open_err)?;
         let resolved = resolve_in_root(&root.prefix, path).map_err(open_err)?;
         let full = in_root(&root.prefix, &resolved);
         let meta = std::fs::metadata(&full).map_err(open_err)?;
         if !meta.is_file() {
-            return Err(ProvenanceError::NotAFile { path: path.to_path_buf() });
+            return Err(ProvenanceError::NotAFile {
+                path: path.to_path_buf(),
+            });
         }
         let mut stats = CheckStats::default();
         let key = FileKey::of(&meta);
-        self.judge_file(root.key, || Ok(root), ExeLink::File(resolved), key, || File::open(&full), &mut stats)
-            .map_err(|m| match m {
-                Miss::Io(e) => open_err(e),
-                Miss::Gone => open_err(io::Error::from(io::ErrorKind::NotFound)),
-                Miss::NotTheExe => open_err(io::Error::other("file replaced while being checked")),
-            })
+        self.judge_file(
+            root.key,
+            || Ok(root),
+            ExeLink::File(resolved),
+            key,
+            || File::open(&full),
+            &mut stats,
+        )
+        .map_err(|m| match m {
+            Miss::Io(e) => open_err(e),
+            Miss::Gone => open_err(io::Error::from(io::ErrorKind::NotFound)),
+            Miss::NotTheExe => open_err(io::Error::other("file replaced while being checked")),
+        })
     }
 
     /// Digests from the cache or one read of `open()`, then the verdict.
@@ -272,7 +342,11 @@ impl Verifier {
         open: impl FnOnce() -> io::Result<File>,
         stats: &mut CheckStats,
     ) -> Result<Provenance, Miss> {
-        let vkey = VerdictKey { file: key, root: root_key, link };
+        let vkey = VerdictKey {
+            file: key,
+            root: root_key,
+            link,
+        };
         if let Some(p) = lock(&self.verdicts).get(&vkey) {
             stats.cache_hit = true;
             return Ok(p.clone());
@@ -292,7 +366,10 @@ impl Verifier {
                 let (d, n) = hash_reader(&mut file, self.dpkg.is_some()).map_err(Miss::Io)?;
                 stats.bytes_hashed = n;
                 if self.ima.status(&file) == ImaStatus::PresentUnverifiable {
-                    log::debug!("{}: IMA xattr present but not verifiable here; ignored", vkey.link.display());
+                    log::debug!(
+                        "{}: IMA xattr present but not verifiable here; ignored",
+                        vkey.link.display()
+                    );
                 }
                 lock(&self.digests).insert(key, d);
                 d
@@ -363,14 +440,18 @@ impl Verifier {
                 found => return found,
             }
         }
-        self.rpm.lookup(&root.prefix, path, digests).unwrap_or(PackageMatch::NotListed)
+        self.rpm
+            .lookup(&root.prefix, path, digests)
+            .unwrap_or(PackageMatch::NotListed)
     }
 }
 
 /// The kernel's identity unknown (or a sweep without one): nothing to
 /// compare, trust the open.
 fn same_file(exe: &ExeId, meta: &Metadata) -> bool {
-    exe.unknown || (exe.dev == 0 && exe.ino == 0) || (exe.dev == meta.dev() && exe.ino == meta.ino())
+    exe.unknown
+        || (exe.dev == 0 && exe.ino == 0)
+        || (exe.dev == meta.dev() && exe.ino == meta.ino())
 }
 
 fn unreadable(filename: &str) -> Provenance {

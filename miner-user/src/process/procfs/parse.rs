@@ -59,12 +59,23 @@ pub(crate) fn parse_cmdline(bytes: &[u8], max_bytes: usize) -> (Vec<String>, boo
     if bytes.is_empty() {
         return (Vec::new(), truncated);
     }
-    let args = bytes.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let args = bytes
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
     (args, truncated)
 }
 
 /// Path components that name container runtimes in cgroup paths.
-const CONTAINER_MARKERS: &[&str] = &["kubepods", "docker", "containerd", "crio", "libpod", "lxc", "machine.slice"];
+const CONTAINER_MARKERS: &[&str] = &[
+    "kubepods",
+    "docker",
+    "containerd",
+    "crio",
+    "libpod",
+    "lxc",
+    "machine.slice",
+];
 
 /// The cgroup that best identifies the process's container. Pure v2: the
 /// `0::` line. Hybrid or v1: the v2 line only if it names a container,
@@ -117,7 +128,9 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -170,7 +183,11 @@ pub(crate) fn parse_addr(s: &str, v6: bool) -> Option<SocketAddr> {
     let (addr, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let word = |i: usize| -> Option<[u8; 4]> {
-        Some(u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?.to_ne_bytes())
+        Some(
+            u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16)
+                .ok()?
+                .to_ne_bytes(),
+        )
     };
     let ip = if v6 {
         if addr.len() != 32 {
@@ -212,12 +229,21 @@ pub(crate) fn socket_inode(link: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// (comm, state, ppid, start ticks); `None`: unparseable.
+    type StatWant = Option<(&'static str, char, u32, u64)>;
+
     #[test]
     fn stat_lines_with_hostile_comms() {
         let tail = "S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 987654 1000 200";
-        let cases: &[(String, Option<(&str, char, u32, u64)>)] = &[
-            (format!("1234 (a b) c) {tail}"), Some(("a b) c", 'S', 1, 987654))),
-            (format!("1234 (xmrig) {tail}"), Some(("xmrig", 'S', 1, 987654))),
+        let cases: &[(String, StatWant)] = &[
+            (
+                format!("1234 (a b) c) {tail}"),
+                Some(("a b) c", 'S', 1, 987654)),
+            ),
+            (
+                format!("1234 (xmrig) {tail}"),
+                Some(("xmrig", 'S', 1, 987654)),
+            ),
             (format!("1234 (() {tail}"), Some(("(", 'S', 1, 987654))),
             (format!("1234 () {tail}"), Some(("", 'S', 1, 987654))),
             ("1234 (truncated) S 1".to_string(), None),
@@ -225,11 +251,18 @@ mod tests {
         ];
         for (line, want) in cases {
             let got = parse_stat(line).map(|s| (s.comm, s.state, s.ppid, s.start_ticks));
-            assert_eq!(got, want.map(|(c, s, p, t)| (c.to_string(), s, p, t)), "{line}");
+            assert_eq!(
+                got,
+                want.map(|(c, s, p, t)| (c.to_string(), s, p, t)),
+                "{line}"
+            );
         }
         let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 2 0 0";
         assert_ne!(parse_stat(kthread).unwrap().flags & PF_KTHREAD, 0);
-        assert_eq!(parse_stat(&format!("1234 (x) {tail}")).unwrap().flags & PF_KTHREAD, 0);
+        assert_eq!(
+            parse_stat(&format!("1234 (x) {tail}")).unwrap().flags & PF_KTHREAD,
+            0
+        );
     }
 
     #[test]
@@ -242,7 +275,11 @@ mod tests {
     #[test]
     fn cmdline_splits_on_nuls() {
         let cases: &[(&[u8], &[&str], bool)] = &[
-            (b"./xmrig\0-o\0pool:3333\0", &["./xmrig", "-o", "pool:3333"], false),
+            (
+                b"./xmrig\0-o\0pool:3333\0",
+                &["./xmrig", "-o", "pool:3333"],
+                false,
+            ),
             (b"nginx: worker process", &["nginx: worker process"], false), // setproctitle
             (b"a\0\0b\0", &["a", "", "b"], false),
             (b"", &[], false),
@@ -258,11 +295,23 @@ mod tests {
     #[test]
     fn picks_the_cgroup_that_names_the_container() {
         let cases: &[(&str, Option<&str>)] = &[
-            ("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope\n", Some("/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope")),
-            ("0::/user.slice/session-1.scope\n", Some("/user.slice/session-1.scope")),
-            ("12:pids:/docker/abc\n1:name=systemd:/docker/abc\n0::/\n", Some("/docker/abc")),
+            (
+                "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope\n",
+                Some("/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope"),
+            ),
+            (
+                "0::/user.slice/session-1.scope\n",
+                Some("/user.slice/session-1.scope"),
+            ),
+            (
+                "12:pids:/docker/abc\n1:name=systemd:/docker/abc\n0::/\n",
+                Some("/docker/abc"),
+            ),
             // this machine: hybrid, only the memory controller names it
-            ("9:name=systemd:/\n4:memory:/process_api/b50d\n0::/\n", Some("/process_api/b50d")),
+            (
+                "9:name=systemd:/\n4:memory:/process_api/b50d\n0::/\n",
+                Some("/process_api/b50d"),
+            ),
             ("9:name=systemd:/\n0::/\n", Some("/")),
             ("", None),
         ];
@@ -276,10 +325,16 @@ mod tests {
     fn finds_the_cgroup2_mount() {
         let mi = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
                   41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount(mi), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            cgroup2_mount(mi),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
         let spaced = "41 31 0:38 / /mnt/cg\\040two rw shared:1 - cgroup2 none rw\n";
         assert_eq!(cgroup2_mount(spaced), Some(PathBuf::from("/mnt/cg two")));
-        assert_eq!(cgroup2_mount("32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"), None);
+        assert_eq!(
+            cgroup2_mount("32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"),
+            None
+        );
     }
 
     #[test]
@@ -291,10 +346,25 @@ mod tests {
            3: broken\n";
         let e = parse_tcp(v4, false);
         assert_eq!(e.len(), 3);
-        assert_eq!((e[0].local, e[0].state, e[0].inode), ("0.0.0.0:2024".parse().unwrap(), TCP_LISTEN, 548));
-        assert_eq!((e[1].local, e[1].remote), ("127.0.0.1:44963".parse().unwrap(), "127.0.0.1:3333".parse().unwrap()));
+        assert_eq!(
+            (e[0].local, e[0].state, e[0].inode),
+            ("0.0.0.0:2024".parse().unwrap(), TCP_LISTEN, 548)
+        );
+        assert_eq!(
+            (e[1].local, e[1].remote),
+            (
+                "127.0.0.1:44963".parse().unwrap(),
+                "127.0.0.1:3333".parse().unwrap()
+            )
+        );
         assert_eq!((e[1].state, e[1].inode), (TCP_ESTABLISHED, 98765));
-        assert_eq!((e[2].local, e[2].remote), ("192.168.1.100:50000".parse().unwrap(), "8.8.8.8:4444".parse().unwrap()));
+        assert_eq!(
+            (e[2].local, e[2].remote),
+            (
+                "192.168.1.100:50000".parse().unwrap(),
+                "8.8.8.8:4444".parse().unwrap()
+            )
+        );
         assert_eq!(e[2].state, TCP_SYN_SENT);
 
         let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
@@ -305,10 +375,16 @@ mod tests {
         assert_eq!(e.len(), 3);
         assert_eq!(e[0].local, "[::1]:3333".parse().unwrap());
         assert_eq!(e[1].remote, "[::ffff:127.0.0.1]:3333".parse().unwrap());
-        assert_eq!(normalize(e[1].remote.ip()), ("127.0.0.1".parse().unwrap(), true));
+        assert_eq!(
+            normalize(e[1].remote.ip()),
+            ("127.0.0.1".parse().unwrap(), true)
+        );
         assert_eq!(e[2].local, "[2001:db8::1]:40001".parse().unwrap());
         assert_eq!(e[2].remote, "[2001:db8::2]:4444".parse().unwrap());
-        assert_eq!(normalize(e[2].remote.ip()), ("2001:db8::2".parse().unwrap(), false));
+        assert_eq!(
+            normalize(e[2].remote.ip()),
+            ("2001:db8::2".parse().unwrap(), false)
+        );
         // a v4 address in a v6 table is malformed, not misread
         assert!(parse_addr("0100007F:0D05", true).is_none());
     }
@@ -316,7 +392,12 @@ mod tests {
     #[test]
     fn socket_links() {
         assert_eq!(socket_inode(b"socket:[98765]"), Some(98765));
-        for l in [&b"pipe:[1]"[..], b"/dev/null", b"socket:[x]", b"anon_inode:[eventfd]"] {
+        for l in [
+            &b"pipe:[1]"[..],
+            b"/dev/null",
+            b"socket:[x]",
+            b"anon_inode:[eventfd]",
+        ] {
             assert_eq!(socket_inode(l), None);
         }
     }

@@ -33,7 +33,11 @@ pub(crate) fn netns_of(proc_root: &Path, pid: u32) -> NetNs {
 /// The TCP table (v4 and v6) of each namespace, read through the first of
 /// its processes still alive. `errors` counts tables unreadable for a
 /// reason other than the process exiting.
-pub(crate) fn tables(proc_root: &Path, members: &HashMap<NetNs, Vec<u32>>, errors: &mut usize) -> HashMap<NetNs, Vec<TcpEntry>> {
+pub(crate) fn tables(
+    proc_root: &Path,
+    members: &HashMap<NetNs, Vec<u32>>,
+    errors: &mut usize,
+) -> HashMap<NetNs, Vec<TcpEntry>> {
     let mut out = HashMap::new();
     for (ns, pids) in members {
         for &pid in pids {
@@ -71,7 +75,11 @@ fn read_table(proc_root: &Path, pid: u32) -> io::Result<Option<Vec<TcpEntry>>> {
 
 /// For each inode in `wanted`, the tgids with an fd on it. A socket
 /// inherited across fork is held by several processes; all are returned.
-pub(crate) fn owners(proc_root: &Path, pids: &[u32], wanted: &HashSet<u64>) -> HashMap<u64, BTreeSet<u32>> {
+pub(crate) fn owners(
+    proc_root: &Path,
+    pids: &[u32],
+    wanted: &HashSet<u64>,
+) -> HashMap<u64, BTreeSet<u32>> {
     let mut found: HashMap<u64, BTreeSet<u32>> = HashMap::new();
     if wanted.is_empty() {
         return found;
@@ -81,7 +89,9 @@ pub(crate) fn owners(proc_root: &Path, pids: &[u32], wanted: &HashSet<u64>) -> H
             continue; // exited, or not ours to read
         };
         for fd in fds.flatten() {
-            let Ok(link) = std::fs::read_link(fd.path()) else { continue };
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
             if let Some(inode) = socket_inode(link.as_os_str().as_bytes())
                 && wanted.contains(&inode)
             {
@@ -91,6 +101,8 @@ pub(crate) fn owners(proc_root: &Path, pids: &[u32], wanted: &HashSet<u64>) -> H
     }
     found
 }
+
+type Endpoint = (IpAddr, u16);
 
 /// A TCP flow as the egress hook sees it: `s` is the local end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,13 +124,18 @@ pub struct FlowResolver {
 
 impl FlowResolver {
     pub fn new(proc_root: impl Into<PathBuf>) -> Self {
-        FlowResolver { proc_root: proc_root.into() }
+        FlowResolver {
+            proc_root: proc_root.into(),
+        }
     }
 
     /// The host tgid holding the flow's socket (the lowest, if inherited by
     /// several); `None` when no socket matches any more.
     pub fn resolve(&self, flow: &Flow) -> Result<Option<u32>, ProcfsError> {
-        Ok(self.resolve_all(std::slice::from_ref(flow))?.pop().flatten())
+        Ok(self
+            .resolve_all(std::slice::from_ref(flow))?
+            .pop()
+            .flatten())
     }
 
     /// One walk of /proc for all `flows`; results in the same order.
@@ -126,18 +143,32 @@ impl FlowResolver {
         let pids = super::list_pids(&self.proc_root)?;
         let mut members: HashMap<NetNs, Vec<u32>> = HashMap::new();
         for &pid in &pids {
-            members.entry(netns_of(&self.proc_root, pid)).or_default().push(pid);
+            members
+                .entry(netns_of(&self.proc_root, pid))
+                .or_default()
+                .push(pid);
         }
         let mut errors = 0;
         let tables = tables(&self.proc_root, &members, &mut errors);
-        let key = |ip: IpAddr, port: u16| (normalize(ip).0, port);
-        let mut inode_of: HashMap<((IpAddr, u16), (IpAddr, u16)), u64> = HashMap::new();
+        // v4-mapped and plain v4 ends compare equal
+        let key = |ip: IpAddr, port: u16| -> Endpoint { (normalize(ip).0, port) };
+        let mut inode_of: HashMap<(Endpoint, Endpoint), u64> = HashMap::new();
         for e in tables.values().flatten().filter(|e| e.inode != 0) {
-            inode_of.insert((key(e.local.ip(), e.local.port()), key(e.remote.ip(), e.remote.port())), e.inode);
+            inode_of.insert(
+                (
+                    key(e.local.ip(), e.local.port()),
+                    key(e.remote.ip(), e.remote.port()),
+                ),
+                e.inode,
+            );
         }
         let inodes: Vec<Option<u64>> = flows
             .iter()
-            .map(|f| inode_of.get(&(key(f.saddr, f.sport), key(f.daddr, f.dport))).copied())
+            .map(|f| {
+                inode_of
+                    .get(&(key(f.saddr, f.sport), key(f.daddr, f.dport)))
+                    .copied()
+            })
             .collect();
         let wanted: HashSet<u64> = inodes.iter().flatten().copied().collect();
         let held = owners(&self.proc_root, &pids, &wanted);

@@ -6,11 +6,29 @@ use std::process::{Child, Command};
 use super::*;
 
 fn execs(r: &SweepResult) -> Vec<&Exec> {
-    r.events.iter().filter_map(|e| if let Event::Exec(x) = e { Some(x) } else { None }).collect()
+    r.events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Exec(x) = e {
+                Some(x)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn connects(r: &SweepResult) -> Vec<&Connect> {
-    r.events.iter().filter_map(|e| if let Event::Connect(c) = e { Some(c) } else { None }).collect()
+    r.events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Connect(c) = e {
+                Some(c)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 /// A fake /proc: three live processes in two network namespaces, a kernel
@@ -34,21 +52,45 @@ impl FakeProc {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn process(&self, pid: u32, comm: &str, state: char, ppid: u32, flags: u32, start: u64, ns: &str, exe: Option<&Path>) {
+    fn process(
+        &self,
+        pid: u32,
+        comm: &str,
+        state: char,
+        ppid: u32,
+        flags: u32,
+        start: u64,
+        ns: &str,
+        exe: Option<&Path>,
+    ) {
         let d = self.root().join(pid.to_string());
         std::fs::create_dir_all(d.join("ns")).unwrap();
         std::fs::create_dir_all(d.join("fd")).unwrap();
         std::fs::create_dir_all(d.join("net")).unwrap();
-        let stat = format!("{pid} ({comm}) {state} {ppid} 1 1 0 -1 {flags} 0 0 0 0 0 0 0 0 20 0 1 0 {start} 1000 200\n");
+        let stat = format!(
+            "{pid} ({comm}) {state} {ppid} 1 1 0 -1 {flags} 0 0 0 0 0 0 0 0 20 0 1 0 {start} 1000 200\n"
+        );
         std::fs::write(d.join("stat"), stat).unwrap();
-        std::fs::write(d.join("status"), "Name:\tx\nUid:\t1000\t1000\t1000\t1000\nGid:\t50\t50\t50\t50\n").unwrap();
+        std::fs::write(
+            d.join("status"),
+            "Name:\tx\nUid:\t1000\t1000\t1000\t1000\nGid:\t50\t50\t50\t50\n",
+        )
+        .unwrap();
         std::fs::write(d.join("cmdline"), format!("{comm}\0--flag\0")).unwrap();
-        std::fs::write(d.join("cgroup"), "0::/kubepods.slice/pod1/cri-containerd-ab.scope\n").unwrap();
+        std::fs::write(
+            d.join("cgroup"),
+            "0::/kubepods.slice/pod1/cri-containerd-ab.scope\n",
+        )
+        .unwrap();
         symlink(self.root().join(ns), d.join("ns/net")).unwrap();
         if let Some(exe) = exe {
             symlink(exe, d.join("exe")).unwrap();
         }
-        std::fs::write(d.join("net/tcp"), "  sl  local_address rem_address   st ...\n").unwrap();
+        std::fs::write(
+            d.join("net/tcp"),
+            "  sl  local_address rem_address   st ...\n",
+        )
+        .unwrap();
     }
 
     fn tcp(&self, pid: u32, file: &str, lines: &[&str]) {
@@ -56,16 +98,26 @@ impl FakeProc {
         for (i, l) in lines.iter().enumerate() {
             text.push_str(&format!("{i:4}: {l}\n"));
         }
-        std::fs::write(self.root().join(pid.to_string()).join("net").join(file), text).unwrap();
+        std::fs::write(
+            self.root().join(pid.to_string()).join("net").join(file),
+            text,
+        )
+        .unwrap();
     }
 
     fn socket_fd(&self, pid: u32, fd: u32, inode: u64) {
-        symlink(format!("socket:[{inode}]"), self.root().join(format!("{pid}/fd/{fd}"))).unwrap();
+        symlink(
+            format!("socket:[{inode}]"),
+            self.root().join(format!("{pid}/fd/{fd}")),
+        )
+        .unwrap();
     }
 }
 
 fn tcp_line(local: &str, remote: &str, state: &str, inode: u64) -> String {
-    format!("{local} {remote} {state} 00000000:00000000 00:00000000 00000000  1000        0 {inode} 1 0000000000000000")
+    format!(
+        "{local} {remote} {state} 00000000:00000000 00:00000000 00000000  1000        0 {inode} 1 0000000000000000"
+    )
 }
 
 #[test]
@@ -80,8 +132,16 @@ fn fixture_proc_yields_ordered_execs_and_outbound_connects_only() {
     f.process(20, "x m) (", 'R', 10, 0, 10, "ns-b", Some(&xm));
     f.process(30, "defunct", 'Z', 10, 0, 12, "ns-a", None);
     // ns-a, read once through pid 10; the socket belongs to pid 15.
-    f.tcp(10, "tcp", &[&tcp_line("0100000A:A000", "04040808:01BB", "01", 500)]);
-    f.tcp(15, "tcp", &[&tcp_line("0100000A:A001", "01010101:0D05", "01", 501)]); // never read
+    f.tcp(
+        10,
+        "tcp",
+        &[&tcp_line("0100000A:A000", "04040808:01BB", "01", 500)],
+    );
+    f.tcp(
+        15,
+        "tcp",
+        &[&tcp_line("0100000A:A001", "01010101:0D05", "01", 501)],
+    ); // never read
     f.socket_fd(15, 7, 500);
     f.socket_fd(15, 8, 501);
     // ns-b: a listener, an accepted inbound connection, an outbound v4 and
@@ -96,7 +156,16 @@ fn fixture_proc_yields_ordered_execs_and_outbound_connects_only() {
             &tcp_line("0500000A:9C42", "08070605:0D05", "06", 0), // TIME_WAIT: no owner
         ],
     );
-    f.tcp(20, "tcp6", &[&tcp_line("0000000000000000FFFF00000500000A:9C41", "0000000000000000FFFF000009090909:3870", "02", 778)]);
+    f.tcp(
+        20,
+        "tcp6",
+        &[&tcp_line(
+            "0000000000000000FFFF00000500000A:9C41",
+            "0000000000000000FFFF000009090909:3870",
+            "02",
+            778,
+        )],
+    );
     for (fd, inode) in [(3, 900), (4, 901), (5, 777), (6, 778)] {
         f.socket_fd(20, fd, inode);
     }
@@ -105,7 +174,11 @@ fn fixture_proc_yields_ordered_execs_and_outbound_connects_only() {
     assert_eq!(r.errors, 0);
     let ex = execs(&r);
     let order: Vec<u32> = ex.iter().map(|e| e.tgid).collect();
-    assert_eq!(order, vec![10, 20, 15], "by start time, kernel threads and zombies skipped");
+    assert_eq!(
+        order,
+        vec![10, 20, 15],
+        "by start time, kernel threads and zombies skipped"
+    );
     let xm_exec = ex[1];
     assert_eq!(xm_exec.comm, "x m) (");
     assert_eq!((xm_exec.ppid, xm_exec.uid, xm_exec.gid), (10, 1000, 50));
@@ -113,12 +186,18 @@ fn fixture_proc_yields_ordered_execs_and_outbound_connects_only() {
     assert_eq!(xm_exec.exe_path.as_deref(), xm.to_str());
     assert_eq!(xm_exec.filename, xm.to_str().unwrap());
     assert_eq!(xm_exec.exe.name, "xm");
-    assert_eq!(xm_exec.cgroup.as_deref(), Some("/kubepods.slice/pod1/cri-containerd-ab.scope"));
+    assert_eq!(
+        xm_exec.cgroup.as_deref(),
+        Some("/kubepods.slice/pod1/cri-containerd-ab.scope")
+    );
     assert_eq!((xm_exec.source, xm_exec.time), (Source::Sweep, Mono(42)));
     // SAFETY: no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     assert_eq!(xm_exec.start_boottime_ns, 10 * 1_000_000_000 / hz);
-    assert!(r.events.iter().position(|e| e.kind() == "connect") > r.events.iter().rposition(|e| e.kind() == "exec"));
+    assert!(
+        r.events.iter().position(|e| e.kind() == "connect")
+            > r.events.iter().rposition(|e| e.kind() == "exec")
+    );
 
     let got: Vec<(u32, String, u16, ConnectResult, bool)> = connects(&r)
         .iter()
@@ -132,7 +211,11 @@ fn fixture_proc_yields_ordered_execs_and_outbound_connects_only() {
             (20, "9.9.9.9".into(), 14448, ConnectResult::InProgress, true),
         ]
     );
-    assert!(connects(&r).iter().all(|c| c.cookie == 0 && c.source == Source::Sweep && c.uid == 1000));
+    assert!(
+        connects(&r)
+            .iter()
+            .all(|c| c.cookie == 0 && c.source == Source::Sweep && c.uid == 1000)
+    );
 }
 
 #[test]
@@ -162,7 +245,10 @@ fn live_sweep_finds_a_child_and_our_own_outbound_connection() {
 
     let r = sweep(Path::new("/proc"), Mono(9));
     let ex = execs(&r);
-    let kid = ex.iter().find(|e| e.tgid == child.0.id()).expect("child swept");
+    let kid = ex
+        .iter()
+        .find(|e| e.tgid == child.0.id())
+        .expect("child swept");
     assert_eq!(kid.ppid, me);
     assert_eq!(kid.pid, kid.tgid);
     assert_eq!(kid.exe_path.as_deref(), Some("/usr/bin/sleep"));
@@ -170,7 +256,11 @@ fn live_sweep_finds_a_child_and_our_own_outbound_connection() {
     assert_eq!(kid.comm, "sleep");
     assert!(!kid.exe.unknown && kid.exe.nlink >= 1 && !kid.exe.memfd);
     let meta = std::fs::metadata("/usr/bin/sleep").unwrap();
-    assert_eq!((kid.exe.dev, kid.exe.ino), (meta.dev(), meta.ino()), "userspace st_dev encoding");
+    assert_eq!(
+        (kid.exe.dev, kid.exe.ino),
+        (meta.dev(), meta.ino()),
+        "userspace st_dev encoding"
+    );
     let pos = |tgid: u32| ex.iter().position(|e| e.tgid == tgid);
     assert!(pos(me) < pos(child.0.id()), "parent before child");
     assert!(kid.start_boottime_ns >= ex[pos(me).unwrap()].start_boottime_ns);
@@ -178,7 +268,8 @@ fn live_sweep_finds_a_child_and_our_own_outbound_connection() {
 
     let ours: Vec<&Connect> = connects(&r).into_iter().filter(|c| c.tgid == me).collect();
     assert!(
-        ours.iter().any(|c| c.dport == server_port && c.daddr == IpAddr::from([127, 0, 0, 1])),
+        ours.iter()
+            .any(|c| c.dport == server_port && c.daddr == IpAddr::from([127, 0, 0, 1])),
         "outbound connection to {server_port} attributed to pid {me}: {ours:?}"
     );
     assert!(
@@ -188,10 +279,28 @@ fn live_sweep_finds_a_child_and_our_own_outbound_connection() {
 
     let resolver = FlowResolver::new("/proc");
     let lo = IpAddr::from([127, 0, 0, 1]);
-    let out = Flow { saddr: lo, sport: client_port, daddr: lo, dport: server_port };
-    let back = Flow { saddr: lo, sport: server_port, daddr: lo, dport: client_port };
-    let nobody = Flow { saddr: lo, sport: 1, daddr: lo, dport: 2 };
-    assert_eq!(resolver.resolve_all(&[out, back, nobody]).unwrap(), vec![Some(me), Some(me), None]);
+    let out = Flow {
+        saddr: lo,
+        sport: client_port,
+        daddr: lo,
+        dport: server_port,
+    };
+    let back = Flow {
+        saddr: lo,
+        sport: server_port,
+        daddr: lo,
+        dport: client_port,
+    };
+    let nobody = Flow {
+        saddr: lo,
+        sport: 1,
+        daddr: lo,
+        dport: 2,
+    };
+    assert_eq!(
+        resolver.resolve_all(&[out, back, nobody]).unwrap(),
+        vec![Some(me), Some(me), None]
+    );
     assert_eq!(resolver.resolve(&out).unwrap(), Some(me));
     drop(client);
     let _ = accepted.read(&mut [0u8; 1]);

@@ -9,7 +9,10 @@ use super::*;
 use crate::provenance::Allowlist;
 
 fn cfg() -> ProvenanceConfig {
-    ProvenanceConfig { rpm: false, ..Default::default() }
+    ProvenanceConfig {
+        rpm: false,
+        ..Default::default()
+    }
 }
 
 fn md5_hex(bytes: &[u8]) -> String {
@@ -57,18 +60,63 @@ fn fixture_root() -> tempfile::TempDir {
     root
 }
 
+/// (path asked, verdict, reasons, package, path judged)
+type Case = (
+    &'static str,
+    ProvenanceVerdict,
+    &'static [Reason],
+    Option<&'static str>,
+    &'static str,
+);
+
 #[test]
 fn fixture_package_database_decides_each_verdict() {
     use Reason::*;
     let root = fixture_root();
     let v = Verifier::without_allowlist(&cfg());
-    let cases: &[(&str, ProvenanceVerdict, &[Reason], Option<&str>, &str)] = &[
-        ("/usr/bin/good", ProvenanceVerdict::Verified, &[Packaged], Some("fixture"), "/usr/bin/good"),
-        ("/usr/bin/tampered", ProvenanceVerdict::Unverified, &[HashMismatch], None, "/usr/bin/tampered"),
-        ("/usr/bin/aliased", ProvenanceVerdict::Verified, &[Packaged], Some("fixture"), "/usr/bin/aliased"),
-        ("/usr/bin/python3", ProvenanceVerdict::Verified, &[Packaged], Some("fixture"), "/usr/bin/python3.11"),
-        ("/tmp/dropper", ProvenanceVerdict::Unverified, &[NotPackaged, WritableDir], None, "/tmp/dropper"),
-        ("/opt/.cache/miner", ProvenanceVerdict::Unverified, &[NotPackaged, HiddenDir], None, "/opt/.cache/miner"),
+    let cases: &[Case] = &[
+        (
+            "/usr/bin/good",
+            ProvenanceVerdict::Verified,
+            &[Packaged],
+            Some("fixture"),
+            "/usr/bin/good",
+        ),
+        (
+            "/usr/bin/tampered",
+            ProvenanceVerdict::Unverified,
+            &[HashMismatch],
+            None,
+            "/usr/bin/tampered",
+        ),
+        (
+            "/usr/bin/aliased",
+            ProvenanceVerdict::Verified,
+            &[Packaged],
+            Some("fixture"),
+            "/usr/bin/aliased",
+        ),
+        (
+            "/usr/bin/python3",
+            ProvenanceVerdict::Verified,
+            &[Packaged],
+            Some("fixture"),
+            "/usr/bin/python3.11",
+        ),
+        (
+            "/tmp/dropper",
+            ProvenanceVerdict::Unverified,
+            &[NotPackaged, WritableDir],
+            None,
+            "/tmp/dropper",
+        ),
+        (
+            "/opt/.cache/miner",
+            ProvenanceVerdict::Unverified,
+            &[NotPackaged, HiddenDir],
+            None,
+            "/opt/.cache/miner",
+        ),
     ];
     for (path, verdict, reasons, package, resolved) in cases {
         let p = v.check_path_in(root.path(), Path::new(path)).unwrap();
@@ -77,15 +125,25 @@ fn fixture_package_database_decides_each_verdict() {
         assert_eq!(p.package.as_deref(), *package, "{path}");
         assert_eq!(p.path.as_deref(), Some(*resolved), "{path}");
     }
-    let good = v.check_path_in(root.path(), Path::new("/usr/bin/good")).unwrap();
-    assert_eq!(good.sha256.as_deref(), Some(sha256_hex(b"good binary").as_str()));
+    let good = v
+        .check_path_in(root.path(), Path::new("/usr/bin/good"))
+        .unwrap();
+    assert_eq!(
+        good.sha256.as_deref(),
+        Some(sha256_hex(b"good binary").as_str())
+    );
 }
 
 #[test]
 fn dpkg_disabled_means_nothing_is_packaged() {
     let root = fixture_root();
-    let v = Verifier::without_allowlist(&ProvenanceConfig { dpkg: false, ..cfg() });
-    let p = v.check_path_in(root.path(), Path::new("/usr/bin/good")).unwrap();
+    let v = Verifier::without_allowlist(&ProvenanceConfig {
+        dpkg: false,
+        ..cfg()
+    });
+    let p = v
+        .check_path_in(root.path(), Path::new("/usr/bin/good"))
+        .unwrap();
     assert_eq!(p.reasons, vec![Reason::NotPackaged]);
 }
 
@@ -94,11 +152,22 @@ fn a_reinstalled_package_database_is_reread() {
     let root = fixture_root();
     let v = Verifier::without_allowlist(&cfg());
     let r = root.path();
-    assert!(!v.check_path_in(r, Path::new("/opt/agent")).unwrap().is_verified());
+    assert!(
+        !v.check_path_in(r, Path::new("/opt/agent"))
+            .unwrap()
+            .is_verified()
+    );
     // dpkg installs a package owning /opt/agent: new md5sums, new status.
-    std::fs::write(r.join("var/lib/dpkg/info/agent.md5sums"), format!("{}  opt/agent\n", md5_hex(b"in-house agent")))
-        .unwrap();
-    std::fs::write(r.join("var/lib/dpkg/status"), "Package: fixture\n\nPackage: agent\n").unwrap();
+    std::fs::write(
+        r.join("var/lib/dpkg/info/agent.md5sums"),
+        format!("{}  opt/agent\n", md5_hex(b"in-house agent")),
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("var/lib/dpkg/status"),
+        "Package: fixture\n\nPackage: agent\n",
+    )
+    .unwrap();
     // The verdict cache is keyed by the file, which dpkg would have replaced.
     std::fs::write(r.join("opt/agent.new"), b"in-house agent").unwrap();
     std::fs::rename(r.join("opt/agent.new"), r.join("opt/agent")).unwrap();
@@ -118,7 +187,10 @@ fn a_signed_allowlist_verifies_listed_hashes_and_flags_the_rest() {
     let root = fixture_root();
     let keys = tempfile::tempdir().unwrap();
     let signer = SigningKey::from_bytes(&[42u8; 32]);
-    let text = format!("# ops-approved\n{} in-house agent\n", sha256_hex(b"in-house agent"));
+    let text = format!(
+        "# ops-approved\n{} in-house agent\n",
+        sha256_hex(b"in-house agent")
+    );
     let (list, _) = signed_allowlist(keys.path(), &text, &signer);
     let cfg = ProvenanceConfig {
         allowlist: Some(list),
@@ -128,12 +200,28 @@ fn a_signed_allowlist_verifies_listed_hashes_and_flags_the_rest() {
     cfg.validate().unwrap();
     let v = Verifier::new(&cfg).unwrap();
     assert_eq!(v.allowlist().map(Allowlist::len), Some(1));
-    let agent = v.check_path_in(root.path(), Path::new("/opt/agent")).unwrap();
-    assert_eq!((agent.verdict, agent.reasons), (ProvenanceVerdict::Verified, vec![Reason::Allowlisted]));
-    let dropper = v.check_path_in(root.path(), Path::new("/tmp/dropper")).unwrap();
-    assert_eq!(dropper.reasons, vec![Reason::NotPackaged, Reason::WritableDir, Reason::AllowlistMiss]);
+    let agent = v
+        .check_path_in(root.path(), Path::new("/opt/agent"))
+        .unwrap();
+    assert_eq!(
+        (agent.verdict, agent.reasons),
+        (ProvenanceVerdict::Verified, vec![Reason::Allowlisted])
+    );
+    let dropper = v
+        .check_path_in(root.path(), Path::new("/tmp/dropper"))
+        .unwrap();
+    assert_eq!(
+        dropper.reasons,
+        vec![
+            Reason::NotPackaged,
+            Reason::WritableDir,
+            Reason::AllowlistMiss
+        ]
+    );
     // Packaged binaries need no allowlist entry.
-    let good = v.check_path_in(root.path(), Path::new("/usr/bin/good")).unwrap();
+    let good = v
+        .check_path_in(root.path(), Path::new("/usr/bin/good"))
+        .unwrap();
     assert_eq!(good.reasons, vec![Reason::Packaged]);
 }
 
@@ -151,14 +239,21 @@ fn an_allowlist_with_a_bad_signature_is_refused_at_load() {
         allowlist_public_key: Some(hex::encode(signer.verifying_key().to_bytes())),
         ..cfg()
     };
-    let err = Verifier::new(&cfg).err().expect("a tampered allowlist must not load");
+    let err = Verifier::new(&cfg)
+        .err()
+        .expect("a tampered allowlist must not load");
     assert!(matches!(err, ProvenanceError::BadSignature { .. }), "{err}");
     assert!(Verifier::without_allowlist(&cfg).allowlist().is_none());
 }
 
 fn exe_id(pid: u32) -> ExeId {
     let meta = std::fs::metadata(format!("/proc/{pid}/exe")).unwrap();
-    ExeId { dev: meta.dev(), ino: meta.ino(), nlink: meta.nlink() as u32, ..Default::default() }
+    ExeId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        nlink: meta.nlink() as u32,
+        ..Default::default()
+    }
 }
 
 /// Kills and reaps the child however the test ends.
@@ -177,7 +272,9 @@ fn spawn(mut cmd: Command) -> Reap {
     for _ in 0..50 {
         match cmd.spawn() {
             Ok(c) => return Reap(c),
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Err(e) => panic!("spawn: {e}"),
         }
     }
@@ -238,12 +335,20 @@ fn an_exited_process_is_judged_by_the_path_it_execd() {
     // ... but not when the path now names another file.
     let mut stale = exe.clone();
     stale.ino += 1;
-    assert_eq!(v.check_pid(pid, &stale, "/usr/bin/true").reasons, vec![Reason::Unreadable]);
+    assert_eq!(
+        v.check_pid(pid, &stale, "/usr/bin/true").reasons,
+        vec![Reason::Unreadable]
+    );
 }
 
 fn exe_id_of_path(path: &str) -> ExeId {
     let meta = std::fs::metadata(path).unwrap();
-    ExeId { dev: meta.dev(), ino: meta.ino(), nlink: 1, ..Default::default() }
+    ExeId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        nlink: 1,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -267,13 +372,20 @@ fn a_memfd_process_is_unverified_whatever_its_bytes() {
     assert_eq!(p.verdict, ProvenanceVerdict::Unverified);
     assert_eq!(p.reasons, vec![Reason::NotPackaged, Reason::Memfd], "{p:?}");
     assert_eq!(p.path.as_deref(), Some("memfd:kworker"));
-    assert_eq!(p.sha256, Some(sha256_hex(&bytes)), "hashed through /proc/PID/exe");
+    assert_eq!(
+        p.sha256,
+        Some(sha256_hex(&bytes)),
+        "hashed through /proc/PID/exe"
+    );
 }
 
 #[test]
 fn a_binary_deleted_after_exec_is_unverified() {
     // tempfile's default `.tmpXXXX` would add hidden-dir
-    let dir = tempfile::Builder::new().prefix("mw-deleted").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("mw-deleted")
+        .tempdir()
+        .unwrap();
     let copy = dir.path().join("sleep");
     std::fs::copy("/bin/sleep", &copy).unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -286,9 +398,16 @@ fn a_binary_deleted_after_exec_is_unverified() {
     let v = Verifier::without_allowlist(&cfg());
     let p = v.check_pid(pid, &exe, copy.to_str().unwrap());
     assert_eq!(p.verdict, ProvenanceVerdict::Unverified);
-    assert_eq!(p.reasons, vec![Reason::NotPackaged, Reason::Deleted, Reason::WritableDir], "{p:?}");
+    assert_eq!(
+        p.reasons,
+        vec![Reason::NotPackaged, Reason::Deleted, Reason::WritableDir],
+        "{p:?}"
+    );
     assert_eq!(p.path.as_deref(), copy.to_str());
-    assert_eq!(p.sha256, Some(sha256_hex(&std::fs::read("/bin/sleep").unwrap())));
+    assert_eq!(
+        p.sha256,
+        Some(sha256_hex(&std::fs::read("/bin/sleep").unwrap()))
+    );
 }
 
 #[test]
@@ -298,26 +417,47 @@ fn real_packaged_binaries_verify_on_this_machine() {
     }
     let v = Verifier::without_allowlist(&cfg());
     let ls = v.check_path(Path::new("/usr/bin/ls")).unwrap();
-    assert_eq!((ls.verdict, ls.package.as_deref()), (ProvenanceVerdict::Verified, Some("coreutils")), "{ls:?}");
+    assert_eq!(
+        (ls.verdict, ls.package.as_deref()),
+        (ProvenanceVerdict::Verified, Some("coreutils")),
+        "{ls:?}"
+    );
     // Symlink to the versioned interpreter: judged as the file it resolves to.
     if Path::new("/usr/bin/python3").exists() {
         let py = v.check_path(Path::new("/usr/bin/python3")).unwrap();
         assert!(py.is_verified(), "{py:?}");
         assert_ne!(py.path.as_deref(), Some("/usr/bin/python3"));
     }
-    assert!(matches!(v.check_path(Path::new("/usr/bin")), Err(ProvenanceError::NotAFile { .. })));
-    assert!(matches!(v.check_path(Path::new("/nonexistent")), Err(ProvenanceError::Open { .. })));
+    assert!(matches!(
+        v.check_path(Path::new("/usr/bin")),
+        Err(ProvenanceError::NotAFile { .. })
+    ));
+    assert!(matches!(
+        v.check_path(Path::new("/nonexistent")),
+        Err(ProvenanceError::Open { .. })
+    ));
 }
 
 #[test]
 fn proc_exe_paths_are_checked_as_processes() {
     assert_eq!(proc_exe_pid(Path::new("/proc/123/exe")), Some(123));
-    for p in ["/proc/self/exe", "/proc/123/exe/x", "/proc/123", "/usr/bin/ls"] {
+    for p in [
+        "/proc/self/exe",
+        "/proc/123/exe/x",
+        "/proc/123",
+        "/usr/bin/ls",
+    ] {
         assert_eq!(proc_exe_pid(Path::new(p)), None, "{p}");
     }
     let v = Verifier::without_allowlist(&cfg());
-    let p = v.check_path(Path::new(&format!("/proc/{}/exe", std::process::id()))).unwrap();
-    assert_eq!(p.reasons, vec![Reason::NotPackaged], "the test binary is not packaged: {p:?}");
+    let p = v
+        .check_path(Path::new(&format!("/proc/{}/exe", std::process::id())))
+        .unwrap();
+    assert_eq!(
+        p.reasons,
+        vec![Reason::NotPackaged],
+        "the test binary is not packaged: {p:?}"
+    );
 }
 
 /// Prints the numbers the README reports; run with `--ignored --nocapture`.
@@ -325,7 +465,12 @@ fn proc_exe_paths_are_checked_as_processes() {
 #[ignore = "measurement, not a check; slow in debug builds"]
 fn measure_index_build_hash_rate_and_cache_hit_cost() {
     if let Ok(Some(i)) = super::super::dpkg::DpkgIndex::build(Path::new("/")) {
-        println!("dpkg index: {} files, {} malformed lines, built in {:.3} s", i.files(), i.malformed_lines, i.build_seconds);
+        println!(
+            "dpkg index: {} files, {} malformed lines, built in {:.3} s",
+            i.files(),
+            i.malformed_lines,
+            i.build_seconds
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big");
@@ -334,7 +479,10 @@ fn measure_index_build_hash_rate_and_cache_hit_cost() {
         let started = Instant::now();
         let (_, n) = hash_reader(&mut File::open(&big).unwrap(), want_md5).unwrap();
         let s = started.elapsed().as_secs_f64();
-        println!("hash (md5: {want_md5}): {:.1} MiB/s", n as f64 / (1 << 20) as f64 / s);
+        println!(
+            "hash (md5: {want_md5}): {:.1} MiB/s",
+            n as f64 / (1 << 20) as f64 / s
+        );
     }
     let v = Verifier::without_allowlist(&cfg());
     let me = std::process::id();
