@@ -236,6 +236,15 @@ impl Drop for Reap {
 #[test]
 fn live_sweep_finds_a_child_and_our_own_outbound_connection() {
     let child = Reap(Command::new("sleep").arg("5").spawn().unwrap());
+    // spawn() returns once the child's new mm is in place, but argv and
+    // comm are only written a moment later in exec: wait for them.
+    let cmdline = format!("/proc/{}/cmdline", child.0.id());
+    for _ in 0..200 {
+        if std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"sleep\0")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server_port = listener.local_addr().unwrap().port();
     let client = TcpStream::connect(("127.0.0.1", server_port)).unwrap();

@@ -416,6 +416,7 @@ fn real_packaged_binaries_verify_on_this_machine() {
         return;
     }
     let v = Verifier::without_allowlist(&cfg());
+    v.warm_up();
     let ls = v.check_path(Path::new("/usr/bin/ls")).unwrap();
     assert_eq!(
         (ls.verdict, ls.package.as_deref()),
