@@ -36,6 +36,12 @@ pub enum Command {
     ///
     /// Example: minerwatch replay tests/recordings/xmrig_login_tmp.jsonl
     Replay(ReplayArgs),
+    /// List or restore quarantined executables.
+    ///
+    /// Example: minerwatch quarantine list
+    /// Example: minerwatch quarantine restore 3f2a…(sha256)
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
     /// Show the effective configuration.
     ///
     /// Example: minerwatch config print --config my.toml
@@ -51,12 +57,15 @@ pub struct RunArgs {
     /// Take responses (kill, block, quarantine); default is observe only.
     #[arg(long)]
     pub enforce: bool,
-    /// Prometheus endpoint address (HOST:PORT).
+    /// Prometheus endpoint address (IP:PORT, e.g. 0.0.0.0:9747 or [::]:9747).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
     /// Append alerts as JSON lines to this file (fsync per alert).
     #[arg(long, value_name = "FILE")]
     pub alerts_file: Option<PathBuf>,
+    /// POST each alert as JSON to this http(s) URL (bounded queue, retries).
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
     /// Unix socket for `minerwatch tail`.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -95,6 +104,24 @@ pub struct ReplayArgs {
 pub enum ConfigCommand {
     /// Print the effective configuration as TOML.
     Print {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List quarantined executables (JSON lines with --json).
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a quarantined executable back where it was (mode, owner, times).
+    Restore {
+        /// SHA-256 of the quarantined file (`minerwatch quarantine list`).
+        sha256: String,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },

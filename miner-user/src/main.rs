@@ -1,35 +1,47 @@
 //! The binary edge: parse the command line, run the verb, map errors to
-//! exit codes (2 for bad input and unmet requirements, 1 for findings).
+//! exit codes: 0 ok, 1 findings (`check`: unverified; `tail`: daemon not
+//! running), 2 bad input or unmet requirements (config, privileges, kernel).
 
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::Parser as _;
-use minerwatch::cli::{Cli, Command};
+use minerwatch::cli::{Cli, Command, ConfigCommand};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("minerwatch: cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    let result = runtime.block_on(async {
+    let mut stdout = std::io::stdout().lock();
+    let result: anyhow::Result<i32> = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => minerwatch::cmd::run::run(args).await.map(|()| 0),
-            Command::Tail(_) => Ok(0),
-            Command::Check(_) | Command::Replay(_) | Command::Config(_) => Ok(0),
+            Command::Tail(args) => minerwatch::cmd::tail::run(args).await,
+            Command::Check(args) => {
+                let cfg = minerwatch::config::load(args.config.as_deref())?;
+                Ok(minerwatch::cmd::check::check(&args.paths, &cfg.provenance, args.json, &mut stdout)?)
+            }
+            Command::Replay(args) => {
+                let cfg = minerwatch::config::load(args.config.as_deref())?;
+                minerwatch::cmd::replay::run_file(&args.file, cfg.detector, &mut stdout).map(|_| 0)
+            }
+            Command::Quarantine(cmd) => minerwatch::cmd::quarantine::run(cmd, &mut stdout),
+            Command::Config(ConfigCommand::Print { config }) => {
+                let cfg = minerwatch::config::load(config.as_deref())?;
+                minerwatch::cmd::config_print::print(&cfg, &mut stdout).map(|()| 0)
+            }
         }
     });
+    let _ = stdout.flush();
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
+            // One line: the cause chain joined.
             eprintln!("minerwatch: {e:#}");
             ExitCode::from(2)
         }

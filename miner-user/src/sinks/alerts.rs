@@ -122,6 +122,11 @@ pub struct AlertRecord {
     pub would: Vec<String>,
     /// Enforce mode: what the response did.
     pub actions: Vec<String>,
+    /// Persistence that names the miner (cron, systemd, rc.local,
+    /// ld.so.preload, shell profiles, fresh authorized_keys); omitted when
+    /// none was found. Reported, never changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub footholds: Vec<crate::response::footholds::Foothold>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +194,7 @@ impl AlertRecord {
             members: v.members.clone(),
             would: Vec::new(),
             actions: Vec::new(),
+            footholds: Vec::new(),
         }
     }
 }

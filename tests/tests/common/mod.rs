@@ -128,3 +128,5 @@ pub fn unique(prefix: &str) -> String {
         Instant::now().elapsed().as_nanos() % 100_000
     )
 }
+
+pub mod daemon;
