@@ -60,9 +60,16 @@ pub enum Record {
 }
 
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename = "tick", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 struct TickLine {
+    kind: TickKind,
     time: Mono,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TickKind {
+    Tick,
 }
 
 impl Record {
@@ -98,7 +105,7 @@ pub fn parse_line(line: &str) -> Result<Record, serde_json::Error> {
 /// The recording line for a tick at `time` (no newline).
 pub fn tick_line(time: Mono) -> String {
     // Serialising a two-field struct cannot fail.
-    serde_json::to_string(&TickLine { time }).unwrap_or_else(|_| format!("{{\"kind\":\"tick\",\"time\":{}}}", time.0))
+    serde_json::to_string(&TickLine { kind: TickKind::Tick, time }).unwrap_or_else(|_| format!("{{\"kind\":\"tick\",\"time\":{}}}", time.0))
 }
 
 /// Writes a tick line (with newline).

@@ -83,7 +83,7 @@ impl CpuPolicy {
 /// What the window says.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CpuJudgement {
-    /// Total span of busy samples in the window.
+    /// Time covered by busy samples in the window.
     pub busy_ns: u64,
     pub sustained: bool,
     /// Start of the earliest busy sample in the window.
@@ -109,13 +109,24 @@ impl CpuJudgement {
 pub fn judge<'a>(points: impl IntoIterator<Item = &'a CpuPoint>, policy: &CpuPolicy) -> CpuJudgement {
     let mut j = CpuJudgement::default();
     let mut on_cpu = 0.0;
+    let mut busy: Vec<(u64, u64)> = Vec::new();
     for p in points {
         on_cpu += p.cores * p.span_ns as f64;
         j.peak_cores = j.peak_cores.max(p.cores);
         if p.cores >= policy.busy_cores {
-            j.busy_ns += p.span_ns;
-            let start = Mono(p.time.ns().saturating_sub(p.span_ns));
-            j.first_busy = Some(j.first_busy.map_or(start, |f: Mono| f.min(start)));
+            busy.push((p.time.ns().saturating_sub(p.span_ns), p.time.ns()));
+        }
+    }
+    // Busy time is the union of busy spans: samples that overlap (a late
+    // poll, members polled at different times) do not count twice.
+    busy.sort_unstable();
+    j.first_busy = busy.first().map(|&(s, _)| Mono(s));
+    let mut covered_to = 0;
+    for (s, e) in busy {
+        let s = s.max(covered_to);
+        if e > s {
+            j.busy_ns += e - s;
+            covered_to = e;
         }
     }
     j.mean_cores = if policy.window_ns == 0 { 0.0 } else { on_cpu / policy.window_ns as f64 };
@@ -195,8 +206,19 @@ mod tests {
         assert!(!judge_history(&workers[0], now, &policy()).sustained);
         let g = judge_group(workers.iter(), now, &policy());
         assert!(g.sustained, "{g:?}");
-        assert!((g.mean_cores - 0.4).abs() < 1e-9);
+        assert!((g.mean_cores - 0.2).abs() < 1e-9, "0.4 cores for 5 s of a 10 s window");
         assert_eq!(g.first_busy, Some(Mono(0)));
+    }
+
+    #[test]
+    fn overlapping_samples_count_once() {
+        let mut h = CpuHistory::default();
+        for t in [1_000, 1_300, 1_600, 1_900] {
+            h.push(CpuPoint { time: Mono(t * 1_000_000), span_ns: S, cores: 1.0 }, policy().window_ns);
+        }
+        let j = judge_history(&h, Mono(2 * S), &policy());
+        assert_eq!(j.busy_ns, 1_900_000_000);
+        assert!(!j.sustained);
     }
 
     #[test]
