@@ -86,6 +86,13 @@ pub struct DetectorConfig {
     /// after exec, which keeps the pool-port rule inside its 5 s budget; a
     /// short burst (a compile step, a TLS handshake, a health check) is not.
     pub cpu_sustained_secs: f64,
+    /// How long a new kernel-seen connection to a pool port waits for its
+    /// first bytes before it counts as a pool connection without them. The
+    /// client's first packet follows the handshake within milliseconds; a
+    /// busy service that opens a fresh HTTP connection to port 3333 must
+    /// not alert in that gap. Connections found by the startup sweep have
+    /// no first bytes to wait for.
+    pub payload_wait_ms: u64,
     /// How long to wait for a provenance verdict before treating a live
     /// process as "provenance unknown" (which rules needing an unverified
     /// binary then accept, together with sustained CPU). Provenance normally
@@ -113,6 +120,7 @@ impl Default for DetectorConfig {
             cpu_busy_cores: 0.3,
             cpu_window_secs: 10.0,
             cpu_sustained_secs: 2.5,
+            payload_wait_ms: 1000,
             provenance_wait_ms: 2000,
             exit_grace_secs: 10,
             max_processes: 32_768,
@@ -206,6 +214,12 @@ impl DetectorConfig {
                 format!("{s} must be above 0 and at most cpu_window_secs ({w}); default 2.5"),
             ));
         }
+        if self.payload_wait_ms > 10_000 {
+            return Err(Invalid::new(
+                key("payload_wait_ms"),
+                format!("{} is out of range; use 0..=10000, default 1000", self.payload_wait_ms),
+            ));
+        }
         if self.provenance_wait_ms > 60_000 {
             return Err(Invalid::new(
                 key("provenance_wait_ms"),
@@ -266,6 +280,7 @@ mod tests {
             ("detector.cpu_busy_cores", |c| c.cpu_busy_cores = f64::NAN),
             ("detector.cpu_window_secs", |c| c.cpu_window_secs = 1.0),
             ("detector.cpu_sustained_secs", |c| c.cpu_sustained_secs = 11.0),
+            ("detector.payload_wait_ms", |c| c.payload_wait_ms = 60_000),
             ("detector.provenance_wait_ms", |c| c.provenance_wait_ms = 600_000),
             ("detector.exit_grace_secs", |c| c.exit_grace_secs = 86_400),
             ("detector.max_processes", |c| c.max_processes = 10),

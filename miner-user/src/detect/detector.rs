@@ -90,6 +90,8 @@ pub(super) struct Flow {
     pub mining: Option<(Mono, Protocol)>,
     pub sni: Option<String>,
     pub pool_sni: bool,
+    /// Kernel-seen connect: its first bytes are expected by then.
+    pub payload_due: Option<Mono>,
 }
 
 impl Flow {
@@ -99,13 +101,18 @@ impl Flow {
     }
 
     /// A connection to a pool endpoint that did not turn out to be
-    /// something else.
-    pub fn is_pool_connection(&self) -> bool {
+    /// something else (and had its chance to show its first bytes).
+    pub fn is_pool_connection(&self, now: Mono) -> bool {
+        self.could_be_pool_connection() && (self.class.is_some() || self.payload_due.is_none_or(|d| now >= d))
+    }
+
+    fn could_be_pool_connection(&self) -> bool {
         (self.pool_port || self.pool_addr || self.pool_sni) && !self.speaks_other()
     }
 
+    /// Evidence now or once the payload wait is over.
     fn is_evidence(&self) -> bool {
-        self.mining.is_some() || self.is_pool_connection()
+        self.mining.is_some() || self.could_be_pool_connection()
     }
 }
 
@@ -302,7 +309,9 @@ impl Detector {
             p.start_boottime_ns == e.start_boottime_ns || p.start_boottime_ns == 0 || e.start_boottime_ns == 0
         });
         let cached = self.cached_provenance(&e.exe);
-        if same && e.source == Source::Sweep {
+        let cmdline = miner_cmdline(&e.argv);
+        let placeholder = self.table.live(tgid).is_some_and(|p| !p.has_exe_identity() && p.filename.is_empty());
+        if same && e.source == Source::Sweep && !placeholder {
             // The kernel already told us more than the sweep can.
             self.table.update(tgid, |p| {
                 p.exe_path = p.exe_path.take().or(e.exe_path);
@@ -310,8 +319,34 @@ impl Detector {
             });
             return;
         }
-        let cmdline = miner_cmdline(&e.argv);
-        if same {
+        if same && placeholder {
+            // A process known only from a fork of an unknown parent or from
+            // its network activity: the exec (kernel or sweep) describes the
+            // image it already runs, so its evidence stays.
+            let start = self
+                .table
+                .update(tgid, |p| {
+                    apply_exec(p, &e);
+                    if e.source == Source::Kernel {
+                        p.exec_time = Some(e.time);
+                        if p.origin == Origin::Inferred {
+                            p.origin = Origin::Exec;
+                        }
+                    } else if p.origin == Origin::Inferred {
+                        p.origin = Origin::Sweep;
+                    }
+                    if p.provenance.is_none() {
+                        p.provenance_time = cached.as_ref().map(|_| e.time);
+                        p.provenance = cached;
+                    }
+                    p.start_time
+                })
+                .unwrap_or(e.time);
+            if let Some(t) = self.tracks.get_mut(&tgid) {
+                t.cmdline = cmdline.map(|detail| CmdlineEvidence { time: e.time, owner: (tgid, start), detail });
+            }
+            self.refresh_candidate(tgid);
+        } else if same {
             // A new image in a known process (fork then exec).
             let start = self
                 .table
@@ -448,6 +483,7 @@ impl Detector {
         if !(pool_port || pool_addr) {
             return;
         }
+        let payload_due = (c.source == Source::Kernel).then(|| c.time.plus_ns(self.cfg.payload_wait_ms * 1_000_000));
         let flow = Flow {
             time: c.time,
             owner: (c.tgid, start),
@@ -459,9 +495,19 @@ impl Detector {
             mining: None,
             sni: None,
             pool_sni: false,
+            payload_due,
         };
         if let Some(t) = self.tracks.get_mut(&c.tgid) {
-            t.insert_flow((c.cookie, c.daddr, c.dport), flow);
+            let key = (c.cookie, c.daddr, c.dport);
+            match t.flows.get_mut(&key) {
+                // The payload peek overtook its connect: keep what it said.
+                Some(f) => {
+                    f.time = f.time.min(c.time);
+                    f.pool_port |= pool_port;
+                    f.pool_addr |= pool_addr;
+                }
+                None => t.insert_flow(key, flow),
+            }
         }
         self.refresh_candidate(c.tgid);
         self.evaluate(c.tgid, now, out);
@@ -547,12 +593,14 @@ impl Detector {
             let start = self.table.get(tgid).map_or(pl.time, |p| p.start_time);
             // Copies of the flow held by forked descendants learn too.
             let mut holders = vec![tgid];
-            holders.extend(
-                self.table
-                    .descendants(tgid)
-                    .into_iter()
-                    .filter(|d| self.tracks.get(d).is_some_and(|t| t.flows.contains_key(&key))),
-            );
+            if self.tracks.get(&tgid).is_some_and(|t| t.flows.contains_key(&key)) {
+                holders.extend(
+                    self.table
+                        .descendants(tgid)
+                        .into_iter()
+                        .filter(|d| self.tracks.get(d).is_some_and(|t| t.flows.contains_key(&key))),
+                );
+            }
             for h in holders {
                 let Some(t) = self.tracks.get_mut(&h) else { continue };
                 match t.flows.get_mut(&key) {
@@ -584,6 +632,7 @@ impl Detector {
                                 mining,
                                 sni: sni.clone(),
                                 pool_sni,
+                                payload_due: None,
                             },
                         );
                     }

@@ -110,9 +110,9 @@ impl Detector {
         })
     }
 
-    fn pool_connection_evidence(&self, p: &Process, t: &Track) -> Option<Evidence> {
+    fn pool_connection_evidence(&self, p: &Process, t: &Track, now: Mono) -> Option<Evidence> {
         self.flow_evidence(p, t, |f| {
-            if !f.is_pool_connection() {
+            if !f.is_pool_connection(now) {
                 return None;
             }
             let sni = f.sni.as_deref().map(|s| format!(", server name {s}")).unwrap_or_default();
@@ -138,14 +138,19 @@ impl Detector {
         ev(signal, j.first_busy.unwrap_or(now), format!("{who}{}", j.detail(&self.policy)))
     }
 
-    /// The holder's tree (up through unverified ancestors) and, in its
-    /// cgroup, processes running its executable (and, for a holder that
-    /// speaks a pool protocol, every unverified process).
+    /// The holder's descendants and, in its cgroup, processes running its
+    /// executable. A holder that is not itself verified also reaches up
+    /// through unverified ancestors (a dropper that launched it and its
+    /// siblings) and, when it speaks a pool protocol, takes in every
+    /// unverified process of its cgroup (a proxy and its miners in one
+    /// container). A verified holder (a packaged interpreter running a pool
+    /// health check) never pulls in unrelated neighbours.
     fn group_members(&self, h: &Process, strong: bool) -> BTreeSet<u32> {
+        let holder_verified = h.is_verified() == Some(true);
         let mut root = h.tgid;
         for a in self.table.ancestors(h.tgid) {
             match self.table.live(a) {
-                Some(ap) if a > 1 && ap.is_verified() == Some(false) => root = a,
+                Some(ap) if !holder_verified && a > 1 && ap.is_verified() == Some(false) => root = a,
                 _ => break,
             }
         }
@@ -156,7 +161,7 @@ impl Detector {
             for m in self.table.in_cgroup(h.cgroup_id) {
                 let Some(mp) = self.table.live(m) else { continue };
                 let same_exe = h.has_exe_identity() && mp.exe == h.exe;
-                if same_exe || (strong && mp.is_verified() == Some(false)) {
+                if same_exe || (strong && !holder_verified && mp.is_verified() == Some(false)) {
                     set.insert(m);
                 }
             }
@@ -170,7 +175,7 @@ impl Detector {
         let (Some(p), Some(t)) = (self.table.live(tgid), self.tracks.get(&tgid)) else { return fire };
         let prov = self.provenance_state(p, t, now);
         let protocol = self.pool_protocol_evidence(p, t);
-        let connection = self.pool_connection_evidence(p, t);
+        let connection = self.pool_connection_evidence(p, t, now);
         let cmdline = self.cmdline_evidence(p, t);
         if protocol.is_none() && connection.is_none() && cmdline.is_none() {
             return fire;

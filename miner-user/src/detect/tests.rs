@@ -206,7 +206,7 @@ pub(crate) fn run_with(cfg: DetectorConfig, mut events: Vec<Event>, until_ms: u6
     let mut det = Detector::new(cfg);
     let mut out = Vec::new();
     let mut next_tick = (events.first().map_or(T0, |e| e.time().ns() / 1_000_000) / 1000 + 1) * 1000;
-    let mut feed_ticks = |det: &mut Detector, out: &mut Vec<Verdict>, upto: u64, next: &mut u64| {
+    let feed_ticks = |det: &mut Detector, out: &mut Vec<Verdict>, upto: u64, next: &mut u64| {
         while *next <= upto {
             out.extend(det.step(Input::Tick, ms(*next)));
             *next += 1000;
@@ -405,21 +405,23 @@ fn benign_cases() -> Vec<Case> {
     let mut ev = vec![exec(T0, 400, 1, "/usr/lib/postgresql/16/bin/postgres", &["postgres", "-D", "/var/lib/postgresql"]), provenance(T0 + 30, 400, "/usr/lib/postgresql/16/bin/postgres", true)];
     ev.extend(cpu_series(T0, 60, &[400], |_| 3.0));
     cases.push(silent("database under load", ev));
-    // An unpackaged service burning CPU while it talks HTTP to 3333 and 8080.
+    // An unpackaged service burning CPU while it talks HTTP to 3333 and
+    // 8080, opening new connections while already busy.
     let svc = "/opt/acme/bin/api-server";
-    let mut ev = vec![
-        exec(T0, 450, 1, svc, &["api-server", "--listen", ":8000"]),
-        provenance(T0 + 50, 450, svc, false),
-        connect(T0 + 100, 450, "10.0.0.9", 3333, 30),
-        payload(T0 + 101, Some(450), 30, "10.0.0.9", 3333, &http_get()),
-        connect(T0 + 200, 450, "10.0.0.9", 8080, 31),
-        payload(T0 + 201, Some(450), 31, "10.0.0.9", 8080, &http_get()),
-    ];
+    let mut ev = vec![exec(T0, 450, 1, svc, &["api-server", "--listen", ":8000"]), provenance(T0 + 50, 450, svc, false)];
+    for (i, at) in [100u64, 10_000, 20_000, 40_000].into_iter().enumerate() {
+        let cookie = 30 + 2 * i as u64;
+        ev.push(connect(T0 + at, 450, "10.0.0.9", 3333, cookie));
+        ev.push(payload(T0 + at + 1, Some(450), cookie, "10.0.0.9", 3333, &http_get()));
+        ev.push(connect(T0 + at + 5, 450, "10.0.0.9", 8080, cookie + 1));
+        ev.push(payload(T0 + at + 6, Some(450), cookie + 1, "10.0.0.9", 8080, &http_get()));
+    }
     ev.extend(cpu_series(T0, 60, &[450], |_| 1.5));
     cases.push(silent("unpackaged service, HTTP to pool-numbered ports, busy", ev));
     // Other protocols on pool ports from a busy unverified binary.
     let tool = "/opt/tools/etl";
     let mut ev = vec![exec(T0, 460, 1, tool, &["etl"]), provenance(T0 + 50, 460, tool, false)];
+    // Connects while already busy (samples from T0), first bytes 10 ms later.
     let others: [(u16, Vec<u8>); 5] = [
         (2222, b"SSH-2.0-Go\r\n".to_vec()),
         (5555, vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]),
@@ -429,8 +431,8 @@ fn benign_cases() -> Vec<Case> {
     ];
     for (i, (port, data)) in others.iter().enumerate() {
         let cookie = 40 + i as u64;
-        ev.push(connect(T0 + 100 + i as u64, 460, "10.0.0.9", *port, cookie));
-        ev.push(payload(T0 + 110 + i as u64, Some(460), cookie, "10.0.0.9", *port, data));
+        ev.push(connect(T0 + 5_000 + i as u64, 460, "10.0.0.9", *port, cookie));
+        ev.push(payload(T0 + 5_010 + i as u64, Some(460), cookie, "10.0.0.9", *port, data));
     }
     ev.extend(cpu_series(T0, 60, &[460], |_| 1.0));
     cases.push(silent("busy unverified, SSH/Postgres/Redis/JSON-RPC on pool ports", ev));
@@ -695,6 +697,72 @@ fn idle_holder_with_an_unrelated_busy_neighbour_is_silent() {
 }
 
 #[test]
+fn verified_health_check_does_not_adopt_unverified_neighbours() {
+    // Same session cgroup: an idle packaged stratum check and a busy
+    // unpackaged service that has nothing to do with it.
+    let py = "/usr/bin/python3.12";
+    let mut ev = vec![
+        exec(T0, 82, 1, py, &["python3", "check_pool.py"]),
+        provenance(T0 + 30, 82, py, true),
+        connect(T0 + 40, 82, POOL, 3333, 16),
+        payload(T0 + 50, Some(82), 16, POOL, 3333, &stratum_subscribe()),
+        exec(T0 + 100, 83, 1, "/opt/acme/bin/api", &["api"]),
+        provenance(T0 + 130, 83, "/opt/acme/bin/api", false),
+    ];
+    ev.extend(cpu_series(T0, 60, &[83], |_| 2.0));
+    assert_eq!(run(ev, T0 + 60_000), vec![]);
+}
+
+#[test]
+fn new_pool_port_connection_waits_for_its_first_bytes() {
+    let bin = "/opt/svc/bin/worker";
+    let mut d = Detector::new(DetectorConfig::default());
+    d.step(Input::Event(exec(T0, 84, 1, bin, &["worker"])), ms(T0));
+    d.step(Input::Event(provenance(T0 + 10, 84, bin, false)), ms(T0 + 10));
+    for k in 1..=5 {
+        d.step(Input::Event(cpu(T0 + k * 1000, &[(84, 1.0)])), ms(T0 + k * 1000));
+    }
+    // Already busy when it connects: nothing until the first bytes had
+    // their chance.
+    assert!(d.step(Input::Event(connect(T0 + 5_100, 84, POOL, 3333, 17)), ms(T0 + 5_100)).is_empty());
+    assert!(d.step(Input::Event(cpu(T0 + 6_000, &[(84, 1.0)])), ms(T0 + 6_000)).is_empty());
+    // Still nothing to show after the wait: counts as a pool connection.
+    let v = d.step(Input::Tick, ms(T0 + 6_100));
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].rule, v[0].evidence.iter().find(|e| e.signal == "pool_port").map(|e| e.time)), (Rule::PoolPortBusyUnverified, Some(ms(T0 + 5_100))));
+}
+
+#[test]
+fn payload_overtaking_its_connect_is_kept() {
+    let bin = "/tmp/o";
+    let v = run(
+        vec![
+            exec(T0, 85, 1, bin, &["o"]),
+            provenance(T0 + 10, 85, bin, false),
+            payload(T0 + 20, Some(85), 18, POOL, 3333, &xmrig_login()),
+            connect(T0 + 21, 85, POOL, 3333, 18),
+        ],
+        T0 + 3_000,
+    );
+    assert_eq!(rules_of(&v).into_keys().collect::<Vec<_>>(), vec![(Rule::PoolProtocolUnverified, 85)]);
+}
+
+#[test]
+fn exec_after_a_connect_only_placeholder_keeps_the_evidence() {
+    // The sweep describes a process the kernel first showed through a
+    // connect (the two race at start).
+    let bin = "/dev/shm/.p";
+    let mut ev = vec![
+        connect(T0, 86, POOL, 7777, 19),
+        sweep_exec(T0 + 5, 86, 1, bin, &["p"]),
+        provenance(T0 + 50, 86, bin, false),
+    ];
+    ev.extend(cpu_series(T0, 10, &[86], |_| 1.0));
+    let got = rules_of(&run(ev, T0 + 10_000));
+    assert_eq!(got.get(&(Rule::PoolPortBusyUnverified, 86)), Some(&Severity::High));
+}
+
+#[test]
 fn missing_provenance_still_catches_a_busy_pool_client() {
     // Provenance never arrives (hasher down): pool protocol + CPU is
     // enough for pool_protocol_busy, never the unverified rule.
@@ -792,4 +860,146 @@ fn same_input_gives_same_verdicts() {
     let b = run(all, T0 + 70_000);
     assert!(!a.is_empty());
     assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+}
+
+mod recordings {
+    //! Recordings in `tests/recordings/` are generated from the scenarios
+    //! below (set `MINERWATCH_UPDATE_RECORDINGS=1` to rewrite them), then
+    //! replayed from the files as `minerwatch replay` would.
+
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::cmd::replay::{Record, replay, tick_line, write_event};
+
+    struct Recording {
+        file: &'static str,
+        events: Vec<Event>,
+        until_ms: u64,
+        want: &'static [(Rule, u32)],
+    }
+
+    fn case(name: &str) -> Vec<Event> {
+        positive_cases()
+            .into_iter()
+            .chain(benign_cases())
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no case {name}"))
+            .events
+    }
+
+    fn recordings() -> Vec<Recording> {
+        let mut presweep = vec![
+            sweep_exec(T0, 30, 1, "/var/tmp/.x/xmr", &["xmr"]),
+            sweep_connect(T0 + 5, 30, POOL, 14444),
+            provenance(T0 + 100, 30, "/var/tmp/.x/xmr", false),
+            payload(T0 + 2_000, None, 999, POOL, 14444, &keepalived()),
+            sweep_exec(T0, 31, 1, "/usr/sbin/sshd", &["sshd", "-D"]),
+            sweep_connect(T0 + 5, 31, "10.0.0.7", 22),
+            provenance(T0 + 100, 31, "/usr/sbin/sshd", true),
+        ];
+        presweep.extend(cpu_series(T0, 20, &[30], |_| 1.0));
+        let mut benign = case("verified pool health check, idle");
+        benign.extend(case("unpackaged service, HTTP to pool-numbered ports, busy"));
+        benign.extend(case("xz -9"));
+        vec![
+            Recording {
+                file: "xmrig_login_tmp.jsonl",
+                events: xmrig_in_tmp(500, 2.0).into_iter().filter(|e| e.time() <= ms(T0 + 20_000)).collect(),
+                until_ms: T0 + 20_000,
+                want: &[(Rule::PoolProtocolUnverified, 500), (Rule::PoolPortBusyUnverified, 500)],
+            },
+            Recording {
+                file: "miner_tls_443_memfd.jsonl",
+                events: case("miner command line, TLS on 443, memfd").into_iter().filter(|e| e.time() <= ms(T0 + 20_000)).collect(),
+                until_ms: T0 + 20_000,
+                want: &[(Rule::MinerCommandLine, 800)],
+            },
+            Recording {
+                file: "presweep_miner.jsonl",
+                events: presweep,
+                until_ms: T0 + 20_000,
+                want: &[(Rule::PoolProtocolUnverified, 30), (Rule::PoolPortBusyUnverified, 30)],
+            },
+            Recording {
+                file: "multiprocess_miner.jsonl",
+                events: case("holder + 2 workers").into_iter().filter(|e| e.time() <= ms(T0 + 20_000)).collect(),
+                until_ms: T0 + 20_000,
+                want: &[(Rule::PoolProtocolUnverified, 900), (Rule::MinerGroup, 900)],
+            },
+            Recording { file: "compile_burst.jsonl", events: case("compile burst"), until_ms: T0 + 60_000, want: &[] },
+            Recording {
+                file: "benign_health_check_http_xz.jsonl",
+                events: benign.into_iter().filter(|e| e.time() <= ms(T0 + 30_000)).collect(),
+                until_ms: T0 + 30_000,
+                want: &[],
+            },
+        ]
+    }
+
+    /// Events in time order with a tick line every second, as `run
+    /// --record` writes them.
+    fn render(mut events: Vec<Event>, until_ms: u64) -> String {
+        events.sort_by_key(|e| e.time());
+        let mut records = Vec::new();
+        let mut next = (events.first().map_or(T0, |e| e.time().ns() / 1_000_000) / 1000 + 1) * 1000;
+        for e in events {
+            while next <= e.time().ns() / 1_000_000 {
+                records.push(Record::Tick(ms(next)));
+                next += 1000;
+            }
+            records.push(Record::Event(e));
+        }
+        while next <= until_ms {
+            records.push(Record::Tick(ms(next)));
+            next += 1000;
+        }
+        let mut out = Vec::new();
+        for r in records {
+            match r {
+                Record::Tick(t) => out.extend_from_slice(format!("{}\n", tick_line(t)).as_bytes()),
+                Record::Event(e) => write_event(&mut out, &e).unwrap(),
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/recordings")
+    }
+
+    #[test]
+    fn recordings_replay_to_the_expected_verdicts_every_time() {
+        let update = std::env::var_os("MINERWATCH_UPDATE_RECORDINGS").is_some();
+        for r in recordings() {
+            let path = dir().join(r.file);
+            let text = render(r.events, r.until_ms);
+            if update {
+                std::fs::create_dir_all(dir()).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            }
+            let on_disk = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; run with MINERWATCH_UPDATE_RECORDINGS=1", path.display()));
+            assert!(on_disk == text, "{} is stale; run with MINERWATCH_UPDATE_RECORDINGS=1", r.file);
+
+            let replay_once = || {
+                let mut out = Vec::new();
+                let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+                let stats = replay(file, DetectorConfig::default(), &mut out).unwrap();
+                (String::from_utf8(out).unwrap(), stats)
+            };
+            let (first, stats) = replay_once();
+            let (second, _) = replay_once();
+            assert_eq!(first, second, "{}: replay is deterministic", r.file);
+            assert_eq!(stats.verdicts as usize, first.lines().count());
+            assert!(stats.ticks > 0 && stats.events > 0);
+            let got: BTreeSet<(Rule, u32)> = first
+                .lines()
+                .map(|l| serde_json::from_str::<Verdict>(l).unwrap())
+                .map(|v| (v.rule, v.tgid))
+                .collect();
+            let want: BTreeSet<(Rule, u32)> = r.want.iter().copied().collect();
+            assert_eq!(got, want, "{}:\n{first}", r.file);
+        }
+    }
 }
