@@ -26,7 +26,9 @@ pub enum ReplayError {
         #[source]
         source: io::Error,
     },
-    #[error("line {line} is neither an event nor a tick ({{\"kind\":\"tick\",\"time\":N}}); was it written by `run --record`?")]
+    #[error(
+        "line {line} is neither an event nor a tick ({{\"kind\":\"tick\",\"time\":N}}); was it written by `run --record`?"
+    )]
     Parse {
         line: usize,
         #[source]
@@ -53,6 +55,7 @@ pub struct ReplayStats {
 }
 
 /// One line of a recording.
+#[allow(clippy::large_enum_variant)] // read once, consumed at once
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Tick(Mono),
@@ -105,7 +108,11 @@ pub fn parse_line(line: &str) -> Result<Record, serde_json::Error> {
 /// The recording line for a tick at `time` (no newline).
 pub fn tick_line(time: Mono) -> String {
     // Serialising a two-field struct cannot fail.
-    serde_json::to_string(&TickLine { kind: TickKind::Tick, time }).unwrap_or_else(|_| format!("{{\"kind\":\"tick\",\"time\":{}}}", time.0))
+    serde_json::to_string(&TickLine {
+        kind: TickKind::Tick,
+        time,
+    })
+    .unwrap_or_else(|_| format!("{{\"kind\":\"tick\",\"time\":{}}}", time.0))
 }
 
 /// Writes a tick line (with newline).
@@ -121,18 +128,28 @@ pub fn write_event(w: &mut impl Write, event: &Event) -> io::Result<()> {
 
 /// Replays a recording through a fresh detector, writing each verdict as
 /// one JSON line to `out`.
-pub fn replay(reader: impl BufRead, cfg: DetectorConfig, out: &mut impl Write) -> Result<ReplayStats, ReplayError> {
+pub fn replay(
+    reader: impl BufRead,
+    cfg: DetectorConfig,
+    out: &mut impl Write,
+) -> Result<ReplayStats, ReplayError> {
     cfg.validate()?;
     let mut det = Detector::new(cfg);
     let mut stats = ReplayStats::default();
     for (i, line) in reader.lines().enumerate() {
         let line_no = i + 1;
-        let line = line.map_err(|source| ReplayError::Read { line: line_no, source })?;
+        let line = line.map_err(|source| ReplayError::Read {
+            line: line_no,
+            source,
+        })?;
         stats.lines = line_no;
         if line.trim().is_empty() {
             continue;
         }
-        let record = parse_line(&line).map_err(|source| ReplayError::Parse { line: line_no, source })?;
+        let record = parse_line(&line).map_err(|source| ReplayError::Parse {
+            line: line_no,
+            source,
+        })?;
         match record {
             Record::Tick(_) => stats.ticks += 1,
             Record::Event(_) => stats.events += 1,
@@ -141,12 +158,16 @@ pub fn replay(reader: impl BufRead, cfg: DetectorConfig, out: &mut impl Write) -
         stats.first_time.get_or_insert(time);
         stats.last_time = Some(time);
         for v in det.step(input, time) {
-            serde_json::to_writer(&mut *out, &v).map_err(|e| ReplayError::Write { source: io::Error::other(e) })?;
-            out.write_all(b"\n").map_err(|source| ReplayError::Write { source })?;
+            serde_json::to_writer(&mut *out, &v).map_err(|e| ReplayError::Write {
+                source: io::Error::other(e),
+            })?;
+            out.write_all(b"\n")
+                .map_err(|source| ReplayError::Write { source })?;
             stats.verdicts += 1;
         }
     }
-    out.flush().map_err(|source| ReplayError::Write { source })?;
+    out.flush()
+        .map_err(|source| ReplayError::Write { source })?;
     stats.detector = det.stats();
     Ok(stats)
 }
@@ -158,8 +179,14 @@ mod tests {
     #[test]
     fn tick_lines_round_trip() {
         assert_eq!(tick_line(Mono(42)), r#"{"kind":"tick","time":42}"#);
-        assert_eq!(parse_line(r#"{"kind":"tick","time":42}"#).unwrap(), Record::Tick(Mono(42)));
-        assert_eq!(parse_line(r#"{"time":7,"kind":"tick"}"#).unwrap(), Record::Tick(Mono(7)));
+        assert_eq!(
+            parse_line(r#"{"kind":"tick","time":42}"#).unwrap(),
+            Record::Tick(Mono(42))
+        );
+        assert_eq!(
+            parse_line(r#"{"time":7,"kind":"tick"}"#).unwrap(),
+            Record::Tick(Mono(7))
+        );
         // Benign look-alikes of a tick are errors, not ticks.
         assert!(parse_line(r#"{"kind":"tick"}"#).is_err());
         assert!(parse_line(r#"{"kind":"tock","time":1}"#).is_err());
@@ -175,7 +202,10 @@ mod tests {
 
     #[test]
     fn invalid_config_is_refused() {
-        let cfg = DetectorConfig { cpu_busy_cores: 2.0, ..DetectorConfig::default() };
+        let cfg = DetectorConfig {
+            cpu_busy_cores: 2.0,
+            ..DetectorConfig::default()
+        };
         let err = replay(&b""[..], cfg, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, ReplayError::Config(ref i) if i.key == "detector.cpu_busy_cores"));
     }

@@ -24,8 +24,8 @@ use crate::config::Invalid;
 /// | minergate, xmrpool.eu, hashvault, p2pool | 45560, 45700; 9999; 3333; 3333 |
 pub const DEFAULT_POOL_PORTS: &[u16] = &[
     1010, 1111, 1314, 2020, 2222, 3333, 3334, 3335, 3357, 4444, 5555, 5588, 6666, 6688, 7777, 8118,
-    8888, 9999, 10001, 10008, 10016, 10032, 10064, 10128, 10256, 10512, 11024, 12222, 13333,
-    13531, 14433, 14444, 15555, 17777, 18192, 19999, 20128, 33333, 45560, 45700,
+    8888, 9999, 10001, 10008, 10016, 10032, 10064, 10128, 10256, 10512, 11024, 12222, 13333, 13531,
+    14433, 14444, 15555, 17777, 18192, 19999, 20128, 33333, 45560, 45700,
 ];
 
 /// TLS server names (and their subdomains) of public pools.
@@ -150,11 +150,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -171,25 +175,33 @@ impl DetectorConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         let key = |k: &str| format!("{}.{k}", Self::SECTION);
         if self.pool_ports.contains(&0) {
-            return Err(Invalid::new(key("pool_ports"), "port 0 is not a TCP destination; remove it"));
+            return Err(Invalid::new(
+                key("pool_ports"),
+                "port 0 is not a TCP destination; remove it",
+            ));
         }
         for a in &self.pool_addresses {
             if Cidr::parse(a).is_none() {
                 return Err(Invalid::new(
                     key("pool_addresses"),
-                    format!("{a:?} is not an IP address or CIDR; use e.g. \"198.51.100.7\" or \"198.51.100.0/24\""),
+                    format!(
+                        "{a:?} is not an IP address or CIDR; use e.g. \"198.51.100.7\" or \"198.51.100.0/24\""
+                    ),
                 ));
             }
         }
         for d in &self.pool_domains {
             let ok = !d.is_empty()
                 && d.len() <= 253
-                && d.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+                && d.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
                 && !d.starts_with('.');
             if !ok {
                 return Err(Invalid::new(
                     key("pool_domains"),
-                    format!("{d:?} is not a domain name; use e.g. \"supportxmr.com\" (subdomains match)"),
+                    format!(
+                        "{d:?} is not a domain name; use e.g. \"supportxmr.com\" (subdomains match)"
+                    ),
                 ));
             }
         }
@@ -217,38 +229,56 @@ impl DetectorConfig {
         if self.payload_wait_ms > 10_000 {
             return Err(Invalid::new(
                 key("payload_wait_ms"),
-                format!("{} is out of range; use 0..=10000, default 1000", self.payload_wait_ms),
+                format!(
+                    "{} is out of range; use 0..=10000, default 1000",
+                    self.payload_wait_ms
+                ),
             ));
         }
         if self.provenance_wait_ms > 60_000 {
             return Err(Invalid::new(
                 key("provenance_wait_ms"),
-                format!("{} is out of range; use 0..=60000, default 2000", self.provenance_wait_ms),
+                format!(
+                    "{} is out of range; use 0..=60000, default 2000",
+                    self.provenance_wait_ms
+                ),
             ));
         }
         if self.exit_grace_secs > 3600 {
             return Err(Invalid::new(
                 key("exit_grace_secs"),
-                format!("{} is out of range; use 0..=3600, default 10", self.exit_grace_secs),
+                format!(
+                    "{} is out of range; use 0..=3600, default 10",
+                    self.exit_grace_secs
+                ),
             ));
         }
         if self.max_processes < 256 {
             return Err(Invalid::new(
                 key("max_processes"),
-                format!("{} is too small to follow a node; use at least 256, default 32768", self.max_processes),
+                format!(
+                    "{} is too small to follow a node; use at least 256, default 32768",
+                    self.max_processes
+                ),
             ));
         }
         if self.max_flows < 64 {
             return Err(Invalid::new(
                 key("max_flows"),
-                format!("{} is too small; use at least 64, default 16384", self.max_flows),
+                format!(
+                    "{} is too small; use at least 64, default 16384",
+                    self.max_flows
+                ),
             ));
         }
         Ok(())
     }
 
     pub(crate) fn pool_networks(&self) -> Vec<Cidr> {
-        self.pool_addresses.iter().filter_map(|a| Cidr::parse(a)).collect()
+        self.pool_addresses
+            .iter()
+            .filter_map(|a| Cidr::parse(a))
+            .collect()
     }
 }
 
@@ -264,7 +294,10 @@ mod tests {
         assert_eq!(serde_json::from_str::<DetectorConfig>(&json).unwrap(), cfg);
         let partial: DetectorConfig = serde_json::from_str(r#"{"cpu_busy_cores":0.5}"#).unwrap();
         assert_eq!(partial.pool_ports, DEFAULT_POOL_PORTS);
-        assert!(serde_json::from_str::<DetectorConfig>(r#"{"cpu_busy":0.5}"#).is_err(), "unknown key");
+        assert!(
+            serde_json::from_str::<DetectorConfig>(r#"{"cpu_busy":0.5}"#).is_err(),
+            "unknown key"
+        );
     }
 
     #[test]
@@ -272,16 +305,26 @@ mod tests {
         type Edit = fn(&mut DetectorConfig);
         let cases: &[(&str, Edit)] = &[
             ("detector.pool_ports", |c| c.pool_ports.push(0)),
-            ("detector.pool_addresses", |c| c.pool_addresses.push("10.0.0.0/33".into())),
-            ("detector.pool_addresses", |c| c.pool_addresses.push("pool.example".into())),
-            ("detector.pool_domains", |c| c.pool_domains.push("bad domain".into())),
+            ("detector.pool_addresses", |c| {
+                c.pool_addresses.push("10.0.0.0/33".into())
+            }),
+            ("detector.pool_addresses", |c| {
+                c.pool_addresses.push("pool.example".into())
+            }),
+            ("detector.pool_domains", |c| {
+                c.pool_domains.push("bad domain".into())
+            }),
             ("detector.cpu_busy_cores", |c| c.cpu_busy_cores = 1.5),
             ("detector.cpu_busy_cores", |c| c.cpu_busy_cores = 0.0),
             ("detector.cpu_busy_cores", |c| c.cpu_busy_cores = f64::NAN),
             ("detector.cpu_window_secs", |c| c.cpu_window_secs = 1.0),
-            ("detector.cpu_sustained_secs", |c| c.cpu_sustained_secs = 11.0),
+            ("detector.cpu_sustained_secs", |c| {
+                c.cpu_sustained_secs = 11.0
+            }),
             ("detector.payload_wait_ms", |c| c.payload_wait_ms = 60_000),
-            ("detector.provenance_wait_ms", |c| c.provenance_wait_ms = 600_000),
+            ("detector.provenance_wait_ms", |c| {
+                c.provenance_wait_ms = 600_000
+            }),
             ("detector.exit_grace_secs", |c| c.exit_grace_secs = 86_400),
             ("detector.max_processes", |c| c.max_processes = 10),
             ("detector.max_flows", |c| c.max_flows = 1),
@@ -294,7 +337,11 @@ mod tests {
         // Benign look-alikes: valid edge values.
         let mut cfg = DetectorConfig::default();
         cfg.cpu_busy_cores = 1.0;
-        cfg.pool_addresses = vec!["198.51.100.7".into(), "2001:db8::/32".into(), "0.0.0.0/0".into()];
+        cfg.pool_addresses = vec![
+            "198.51.100.7".into(),
+            "2001:db8::/32".into(),
+            "0.0.0.0/0".into(),
+        ];
         cfg.cpu_sustained_secs = cfg.cpu_window_secs;
         cfg.validate().unwrap();
     }
@@ -310,7 +357,11 @@ mod tests {
             ("2001:db8::/32", "198.51.100.7", false),
         ];
         for (net, ip, want) in cases {
-            assert_eq!(Cidr::parse(net).unwrap().contains(ip.parse().unwrap()), *want, "{net} ∋ {ip}");
+            assert_eq!(
+                Cidr::parse(net).unwrap().contains(ip.parse().unwrap()),
+                *want,
+                "{net} ∋ {ip}"
+            );
         }
     }
 }

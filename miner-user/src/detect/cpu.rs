@@ -106,7 +106,10 @@ impl CpuJudgement {
 }
 
 /// Judges samples (end time, span, cores) that fall in one window.
-pub fn judge<'a>(points: impl IntoIterator<Item = &'a CpuPoint>, policy: &CpuPolicy) -> CpuJudgement {
+pub fn judge<'a>(
+    points: impl IntoIterator<Item = &'a CpuPoint>,
+    policy: &CpuPolicy,
+) -> CpuJudgement {
     let mut j = CpuJudgement::default();
     let mut on_cpu = 0.0;
     let mut busy: Vec<(u64, u64)> = Vec::new();
@@ -129,7 +132,11 @@ pub fn judge<'a>(points: impl IntoIterator<Item = &'a CpuPoint>, policy: &CpuPol
             covered_to = e;
         }
     }
-    j.mean_cores = if policy.window_ns == 0 { 0.0 } else { on_cpu / policy.window_ns as f64 };
+    j.mean_cores = if policy.window_ns == 0 {
+        0.0
+    } else {
+        on_cpu / policy.window_ns as f64
+    };
     j.sustained = j.busy_ns >= policy.sustained_ns;
     j
 }
@@ -149,7 +156,11 @@ pub fn judge_group<'a>(
     let mut by_time: BTreeMap<Mono, CpuPoint> = BTreeMap::new();
     for h in histories {
         for p in h.in_window(now, policy.window_ns) {
-            let e = by_time.entry(p.time).or_insert(CpuPoint { time: p.time, span_ns: 0, cores: 0.0 });
+            let e = by_time.entry(p.time).or_insert(CpuPoint {
+                time: p.time,
+                span_ns: 0,
+                cores: 0.0,
+            });
             // Members' spans differ only when one started mid-interval:
             // weight by on-CPU time over the longest span.
             let span = e.span_ns.max(p.span_ns);
@@ -174,7 +185,14 @@ mod tests {
     fn history(cores: &[f64]) -> CpuHistory {
         let mut h = CpuHistory::default();
         for (i, &c) in cores.iter().enumerate() {
-            h.push(CpuPoint { time: Mono((i as u64 + 1) * S), span_ns: S, cores: c }, policy().window_ns);
+            h.push(
+                CpuPoint {
+                    time: Mono((i as u64 + 1) * S),
+                    span_ns: S,
+                    cores: c,
+                },
+                policy().window_ns,
+            );
         }
         h
     }
@@ -185,17 +203,31 @@ mod tests {
             ("full core for 3 s", &[1.0, 1.0, 1.0], true),
             ("throttled to half a core", &[0.5, 0.45, 0.55], true),
             ("0.4 core after 3 samples", &[0.4, 0.4, 0.4], true),
-            ("pause and resume", &[1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0], true),
+            (
+                "pause and resume",
+                &[1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+                true,
+            ),
             ("multithreaded", &[0.0, 0.0, 3.8, 3.9], false),
             ("two seconds only", &[1.0, 1.0], false),
             ("idle daemon", &[0.02; 30], false),
-            ("busy long ago", &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], false),
+            (
+                "busy long ago",
+                &[
+                    1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                ],
+                false,
+            ),
             ("just under the busy line", &[0.29; 10], false),
         ];
         for (name, cores, want) in cases {
             let h = history(cores);
             let now = Mono(cores.len() as u64 * S);
-            assert_eq!(judge_history(&h, now, &policy()).sustained, *want, "case: {name}");
+            assert_eq!(
+                judge_history(&h, now, &policy()).sustained,
+                *want,
+                "case: {name}"
+            );
         }
     }
 
@@ -206,7 +238,10 @@ mod tests {
         assert!(!judge_history(&workers[0], now, &policy()).sustained);
         let g = judge_group(workers.iter(), now, &policy());
         assert!(g.sustained, "{g:?}");
-        assert!((g.mean_cores - 0.2).abs() < 1e-9, "0.4 cores for 5 s of a 10 s window");
+        assert!(
+            (g.mean_cores - 0.2).abs() < 1e-9,
+            "0.4 cores for 5 s of a 10 s window"
+        );
         assert_eq!(g.first_busy, Some(Mono(0)));
     }
 
@@ -214,7 +249,14 @@ mod tests {
     fn overlapping_samples_count_once() {
         let mut h = CpuHistory::default();
         for t in [1_000, 1_300, 1_600, 1_900] {
-            h.push(CpuPoint { time: Mono(t * 1_000_000), span_ns: S, cores: 1.0 }, policy().window_ns);
+            h.push(
+                CpuPoint {
+                    time: Mono(t * 1_000_000),
+                    span_ns: S,
+                    cores: 1.0,
+                },
+                policy().window_ns,
+            );
         }
         let j = judge_history(&h, Mono(2 * S), &policy());
         assert_eq!(j.busy_ns, 1_900_000_000);

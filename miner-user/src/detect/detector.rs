@@ -22,11 +22,16 @@ use super::config::Cidr;
 use super::cpu::{CpuHistory, CpuPoint, CpuPolicy, MIN_SPAN_NS};
 use super::stratum::{Protocol, classify, tls_sni};
 use super::{DetectorConfig, Rule, Severity, Verdict};
-use crate::event::{Connect, CpuSample, Event, Exec, ExeId, Fork, Payload, Provenance, ProvenanceEvent, Source};
+use crate::event::{
+    Connect, CpuSample, Event, ExeId, Exec, Fork, Payload, Provenance, ProvenanceEvent, Source,
+};
 use crate::process::table::{EvictionCounts, Origin, Process, ProcessTable, exe_identity_known};
 use crate::time::Mono;
 
 /// One input to [`Detector::step`].
+// Events are moved in once and consumed; boxing them would only add an
+// allocation per event on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Event(Event),
@@ -103,7 +108,8 @@ impl Flow {
     /// A connection to a pool endpoint that did not turn out to be
     /// something else (and had its chance to show its first bytes).
     pub fn is_pool_connection(&self, now: Mono) -> bool {
-        self.could_be_pool_connection() && (self.class.is_some() || self.payload_due.is_none_or(|d| now >= d))
+        self.could_be_pool_connection()
+            && (self.class.is_some() || self.payload_due.is_none_or(|d| now >= d))
     }
 
     fn could_be_pool_connection(&self) -> bool {
@@ -192,7 +198,11 @@ impl Detector {
             policy: CpuPolicy::from_config(&cfg),
             ports,
             nets: cfg.pool_networks(),
-            domains: cfg.pool_domains.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect(),
+            domains: cfg
+                .pool_domains
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
             table: ProcessTable::new(cfg.max_processes),
             tracks: HashMap::new(),
             candidates: BTreeSet::new(),
@@ -306,11 +316,16 @@ impl Detector {
     fn on_exec(&mut self, e: Exec, now: Mono, out: &mut Vec<Verdict>) {
         let tgid = e.tgid;
         let same = self.table.live(tgid).is_some_and(|p| {
-            p.start_boottime_ns == e.start_boottime_ns || p.start_boottime_ns == 0 || e.start_boottime_ns == 0
+            p.start_boottime_ns == e.start_boottime_ns
+                || p.start_boottime_ns == 0
+                || e.start_boottime_ns == 0
         });
         let cached = self.cached_provenance(&e.exe);
         let cmdline = miner_cmdline(&e.argv);
-        let placeholder = self.table.live(tgid).is_some_and(|p| !p.has_exe_identity() && p.filename.is_empty());
+        let placeholder = self
+            .table
+            .live(tgid)
+            .is_some_and(|p| !p.has_exe_identity() && p.filename.is_empty());
         if same && e.source == Source::Sweep && !placeholder {
             // The kernel already told us more than the sweep can.
             self.table.update(tgid, |p| {
@@ -343,7 +358,11 @@ impl Detector {
                 })
                 .unwrap_or(e.time);
             if let Some(t) = self.tracks.get_mut(&tgid) {
-                t.cmdline = cmdline.map(|detail| CmdlineEvidence { time: e.time, owner: (tgid, start), detail });
+                t.cmdline = cmdline.map(|detail| CmdlineEvidence {
+                    time: e.time,
+                    owner: (tgid, start),
+                    detail,
+                });
             }
             self.refresh_candidate(tgid);
         } else if same {
@@ -363,7 +382,11 @@ impl Detector {
                 // all set it): the old image's flows go with it.
                 t.flows.clear();
                 t.image_seen = e.time;
-                t.cmdline = cmdline.map(|detail| CmdlineEvidence { time: e.time, owner: (tgid, start), detail });
+                t.cmdline = cmdline.map(|detail| CmdlineEvidence {
+                    time: e.time,
+                    owner: (tgid, start),
+                    detail,
+                });
             }
             self.refresh_candidate(tgid);
         } else {
@@ -375,7 +398,11 @@ impl Detector {
             p.provenance_time = cached.as_ref().map(|_| e.time);
             p.provenance = cached;
             let track = Track {
-                cmdline: cmdline.map(|detail| CmdlineEvidence { time: e.time, owner: (tgid, e.time), detail }),
+                cmdline: cmdline.map(|detail| CmdlineEvidence {
+                    time: e.time,
+                    owner: (tgid, e.time),
+                    detail,
+                }),
                 image_seen: e.time,
                 ..Track::default()
             };
@@ -397,7 +424,10 @@ impl Detector {
         let mut p = Process::new(child, f.parent_tgid, f.time, Origin::Fork);
         p.comm = f.comm;
         p.start_boottime_ns = f.child_start_boottime_ns;
-        let mut track = Track { image_seen: f.time, ..Track::default() };
+        let mut track = Track {
+            image_seen: f.time,
+            ..Track::default()
+        };
         if let Some(parent) = self.table.get(f.parent_tgid) {
             p.exe = parent.exe.clone();
             p.exe_path = parent.exe_path.clone();
@@ -432,24 +462,43 @@ impl Detector {
     fn is_pool_domain(&self, sni: &str) -> bool {
         self.domains.iter().any(|d| {
             sni == d
-                || (sni.len() > d.len() && sni.ends_with(d.as_str()) && sni.as_bytes()[sni.len() - d.len() - 1] == b'.')
+                || (sni.len() > d.len()
+                    && sni.ends_with(d.as_str())
+                    && sni.as_bytes()[sni.len() - d.len() - 1] == b'.')
         })
     }
 
     /// A process known only from network activity (its exec was lost or
     /// predates the sweep).
-    fn ensure_process(&mut self, tgid: u32, comm: &str, uid: u32, time: Mono, source: Source) -> bool {
+    fn ensure_process(
+        &mut self,
+        tgid: u32,
+        comm: &str,
+        uid: u32,
+        time: Mono,
+        source: Source,
+    ) -> bool {
         if self.table.live(tgid).is_some() {
             return true;
         }
         if self.table.get(tgid).is_some() {
             return false; // exited: late event
         }
-        let origin = if source == Source::Sweep { Origin::Sweep } else { Origin::Inferred };
+        let origin = if source == Source::Sweep {
+            Origin::Sweep
+        } else {
+            Origin::Inferred
+        };
         let mut p = Process::new(tgid, 0, time, origin);
         p.comm = comm.to_owned();
         p.uid = uid;
-        self.insert_process(p, Track { image_seen: time, ..Track::default() });
+        self.insert_process(
+            p,
+            Track {
+                image_seen: time,
+                ..Track::default()
+            },
+        );
         true
     }
 
@@ -460,7 +509,9 @@ impl Detector {
         if self.cookies.insert(cookie, owner).is_none() {
             self.cookie_order.push_back(cookie);
             while self.cookies.len() > self.cfg.max_flows {
-                let Some(old) = self.cookie_order.pop_front() else { break };
+                let Some(old) = self.cookie_order.pop_front() else {
+                    break;
+                };
                 self.cookies.remove(&old);
             }
         }
@@ -474,16 +525,26 @@ impl Detector {
             return;
         }
         let start = self.table.get(c.tgid).map_or(c.time, |p| p.start_time);
-        self.remember_cookie(c.cookie, CookieOwner { tgid: c.tgid, start });
+        self.remember_cookie(
+            c.cookie,
+            CookieOwner {
+                tgid: c.tgid,
+                start,
+            },
+        );
         if c.source == Source::Sweep && c.cookie == 0 {
-            self.sweep_flows.entry((c.daddr, c.dport)).or_default().insert(c.tgid);
+            self.sweep_flows
+                .entry((c.daddr, c.dport))
+                .or_default()
+                .insert(c.tgid);
         }
         let pool_port = self.is_pool_port(c.dport);
         let pool_addr = self.is_pool_addr(c.daddr);
         if !(pool_port || pool_addr) {
             return;
         }
-        let payload_due = (c.source == Source::Kernel).then(|| c.time.plus_ns(self.cfg.payload_wait_ms * 1_000_000));
+        let payload_due = (c.source == Source::Kernel)
+            .then(|| c.time.plus_ns(self.cfg.payload_wait_ms * 1_000_000));
         let flow = Flow {
             time: c.time,
             owner: (c.tgid, start),
@@ -523,7 +584,13 @@ impl Detector {
             None => self
                 .cookies
                 .get(&pl.cookie)
-                .filter(|o| pl.cookie != 0 && self.table.get(o.tgid).is_some_and(|p| p.start_time == o.start))
+                .filter(|o| {
+                    pl.cookie != 0
+                        && self
+                            .table
+                            .get(o.tgid)
+                            .is_some_and(|p| p.start_time == o.start)
+                })
                 .map(|o| o.tgid),
         };
         if let Some(t) = tgid {
@@ -535,7 +602,11 @@ impl Detector {
             }
             if pl.tgid.is_some() {
                 // Kernel-attributed, but we never saw this process.
-                let source = if pl.untracked { Source::Sweep } else { Source::Kernel };
+                let source = if pl.untracked {
+                    Source::Sweep
+                } else {
+                    Source::Kernel
+                };
                 if self.ensure_process(t, "", 0, pl.time, source) {
                     return vec![(t, key)];
                 }
@@ -543,8 +614,14 @@ impl Detector {
             return Vec::new();
         }
         // A flow from before the agent: the sweep saw its destination.
-        let Some(owners) = self.sweep_flows.get(&(pl.daddr, pl.dport)) else { return Vec::new() };
-        let live: Vec<u32> = owners.iter().copied().filter(|&t| self.table.live(t).is_some()).collect();
+        let Some(owners) = self.sweep_flows.get(&(pl.daddr, pl.dport)) else {
+            return Vec::new();
+        };
+        let live: Vec<u32> = owners
+            .iter()
+            .copied()
+            .filter(|&t| self.table.live(t).is_some())
+            .collect();
         match live.as_slice() {
             [only] => vec![(*only, (0, pl.daddr, pl.dport))],
             _ => Vec::new(),
@@ -554,17 +631,27 @@ impl Detector {
     /// Live processes that carry on an exited process's flow: descendants
     /// holding the flow, else forked children still running its image.
     fn heirs(&self, tgid: u32, key: &FlowKey) -> Vec<u32> {
-        let desc: Vec<u32> =
-            self.table.descendants(tgid).into_iter().filter(|&d| self.table.live(d).is_some()).collect();
+        let desc: Vec<u32> = self
+            .table
+            .descendants(tgid)
+            .into_iter()
+            .filter(|&d| self.table.live(d).is_some())
+            .collect();
         let holding: Vec<u32> = desc
             .iter()
             .copied()
-            .filter(|d| self.tracks.get(d).is_some_and(|t| t.flows.contains_key(key)))
+            .filter(|d| {
+                self.tracks
+                    .get(d)
+                    .is_some_and(|t| t.flows.contains_key(key))
+            })
             .collect();
         if !holding.is_empty() {
             return holding;
         }
-        let Some(p) = self.table.get(tgid) else { return Vec::new() };
+        let Some(p) = self.table.get(tgid) else {
+            return Vec::new();
+        };
         if !p.has_exe_identity() {
             return Vec::new();
         }
@@ -583,7 +670,11 @@ impl Detector {
             self.stats.payloads_unresolved_total += 1;
             return;
         }
-        let sni = if proto == Protocol::Tls { tls_sni(&pl.data) } else { None };
+        let sni = if proto == Protocol::Tls {
+            tls_sni(&pl.data)
+        } else {
+            None
+        };
         let pool_sni = sni.as_deref().is_some_and(|s| self.is_pool_domain(s));
         let pool_port = self.is_pool_port(pl.dport);
         let pool_addr = self.is_pool_addr(pl.daddr);
@@ -593,16 +684,21 @@ impl Detector {
             let start = self.table.get(tgid).map_or(pl.time, |p| p.start_time);
             // Copies of the flow held by forked descendants learn too.
             let mut holders = vec![tgid];
-            if self.tracks.get(&tgid).is_some_and(|t| t.flows.contains_key(&key)) {
-                holders.extend(
-                    self.table
-                        .descendants(tgid)
-                        .into_iter()
-                        .filter(|d| self.tracks.get(d).is_some_and(|t| t.flows.contains_key(&key))),
-                );
+            if self
+                .tracks
+                .get(&tgid)
+                .is_some_and(|t| t.flows.contains_key(&key))
+            {
+                holders.extend(self.table.descendants(tgid).into_iter().filter(|d| {
+                    self.tracks
+                        .get(d)
+                        .is_some_and(|t| t.flows.contains_key(&key))
+                }));
             }
             for h in holders {
-                let Some(t) = self.tracks.get_mut(&h) else { continue };
+                let Some(t) = self.tracks.get_mut(&h) else {
+                    continue;
+                };
                 match t.flows.get_mut(&key) {
                     Some(f) => {
                         if f.class.is_none_or(|c| c == Protocol::Unknown) {
@@ -616,7 +712,9 @@ impl Detector {
                             f.pool_sni = pool_sni;
                         }
                     }
-                    None if h == tgid && (mining.is_some() || pool_sni || pool_port || pool_addr) => {
+                    None if h == tgid
+                        && (mining.is_some() || pool_sni || pool_port || pool_addr) =>
+                    {
                         // No connect seen (flow from before the agent, or a
                         // port that is not a pool port).
                         t.insert_flow(
@@ -651,7 +749,9 @@ impl Detector {
 
     fn on_cpu(&mut self, s: CpuSample, now: Mono, out: &mut Vec<Verdict>) {
         for u in &s.usage {
-            let Some(p) = self.table.live(u.tgid) else { continue };
+            let Some(p) = self.table.live(u.tgid) else {
+                continue;
+            };
             let mut span = s.interval_ns;
             if matches!(p.origin, Origin::Exec | Origin::Fork) {
                 // A process that started inside the interval ran only part
@@ -664,7 +764,14 @@ impl Detector {
             }
             let cores = u.on_cpu_ns as f64 / span as f64;
             if let Some(t) = self.tracks.get_mut(&u.tgid) {
-                t.cpu.push(CpuPoint { time: s.time, span_ns: span, cores }, self.policy.window_ns);
+                t.cpu.push(
+                    CpuPoint {
+                        time: s.time,
+                        span_ns: span,
+                        cores,
+                    },
+                    self.policy.window_ns,
+                );
             }
         }
         self.evaluate_candidates(now, out);
@@ -680,10 +787,16 @@ impl Detector {
     fn on_provenance(&mut self, ev: ProvenanceEvent, now: Mono, out: &mut Vec<Verdict>) {
         let mut targets: BTreeSet<u32> = BTreeSet::new();
         if exe_identity_known(&ev.exe) {
-            if self.provenance_cache.insert(ev.exe.clone(), ev.provenance.clone()).is_none() {
+            if self
+                .provenance_cache
+                .insert(ev.exe.clone(), ev.provenance.clone())
+                .is_none()
+            {
                 self.provenance_order.push_back(ev.exe.clone());
                 while self.provenance_cache.len() > MAX_PROVENANCE_CACHE {
-                    let Some(old) = self.provenance_order.pop_front() else { break };
+                    let Some(old) = self.provenance_order.pop_front() else {
+                        break;
+                    };
                     self.provenance_cache.remove(&old);
                 }
             }
@@ -691,10 +804,10 @@ impl Detector {
         }
         // The process it was computed for, unless it has exec'd something
         // else since.
-        if let Some(p) = self.table.get(ev.tgid) {
-            if p.exe == ev.exe || !p.has_exe_identity() {
-                targets.insert(ev.tgid);
-            }
+        if let Some(p) = self.table.get(ev.tgid)
+            && (p.exe == ev.exe || !p.has_exe_identity())
+        {
+            targets.insert(ev.tgid);
         }
         for &t in &targets {
             self.table.update(t, |p| {

@@ -53,7 +53,11 @@ struct Firing {
 }
 
 fn ev(signal: &str, time: Mono, detail: String) -> Evidence {
-    Evidence { signal: signal.to_owned(), time, detail }
+    Evidence {
+        signal: signal.to_owned(),
+        time,
+        detail,
+    }
 }
 
 impl Detector {
@@ -61,7 +65,11 @@ impl Detector {
     /// that did is gone (a daemonized child carries on). While the producer
     /// lives, forked copies are its workers, judged by the group rule.
     fn counts_for(&self, p: &Process, owner: Owner) -> bool {
-        owner == (p.tgid, p.start_time) || self.table.live(owner.0).is_none_or(|o| o.start_time != owner.1)
+        owner == (p.tgid, p.start_time)
+            || self
+                .table
+                .live(owner.0)
+                .is_none_or(|o| o.start_time != owner.1)
     }
 
     fn provenance_state(&self, p: &Process, t: &Track, now: Mono) -> Prov {
@@ -74,7 +82,11 @@ impl Detector {
                     .filter_map(|r| serde_json::to_value(r).ok())
                     .filter_map(|v| v.as_str().map(str::to_owned))
                     .collect();
-                let path = prov.path.clone().or_else(|| p.exe_display()).unwrap_or_default();
+                let path = prov
+                    .path
+                    .clone()
+                    .or_else(|| p.exe_display())
+                    .unwrap_or_default();
                 Prov::Unverified(ev(
                     "unverified_exec",
                     p.provenance_time.unwrap_or(now),
@@ -88,14 +100,22 @@ impl Detector {
                     ev(
                         "provenance_unknown",
                         since.plus_ns(wait),
-                        format!("no provenance verdict {} ms after exec", self.cfg.provenance_wait_ms),
+                        format!(
+                            "no provenance verdict {} ms after exec",
+                            self.cfg.provenance_wait_ms
+                        ),
                     )
                 }))
             }
         }
     }
 
-    fn flow_evidence(&self, p: &Process, t: &Track, pick: impl Fn(&Flow) -> Option<Evidence>) -> Option<Evidence> {
+    fn flow_evidence(
+        &self,
+        p: &Process,
+        t: &Track,
+        pick: impl Fn(&Flow) -> Option<Evidence>,
+    ) -> Option<Evidence> {
         t.flows
             .values()
             .filter(|f| self.counts_for(p, f.owner))
@@ -106,7 +126,11 @@ impl Detector {
     fn pool_protocol_evidence(&self, p: &Process, t: &Track) -> Option<Evidence> {
         self.flow_evidence(p, t, |f| {
             let (time, proto) = f.mining?;
-            Some(ev("pool_protocol", time, format!("{proto} to {}", endpoint(f))))
+            Some(ev(
+                "pool_protocol",
+                time,
+                format!("{proto} to {}", endpoint(f)),
+            ))
         })
     }
 
@@ -115,7 +139,11 @@ impl Detector {
             if !f.is_pool_connection(now) {
                 return None;
             }
-            let sni = f.sni.as_deref().map(|s| format!(", server name {s}")).unwrap_or_default();
+            let sni = f
+                .sni
+                .as_deref()
+                .map(|s| format!(", server name {s}"))
+                .unwrap_or_default();
             let (signal, what) = if f.pool_sni {
                 ("tls_pool_sni", "TLS to a pool server name")
             } else if f.class == Some(super::Protocol::Tls) {
@@ -131,11 +159,16 @@ impl Detector {
 
     fn cmdline_evidence(&self, p: &Process, t: &Track) -> Option<Evidence> {
         let c = t.cmdline.as_ref()?;
-        self.counts_for(p, c.owner).then(|| ev("miner_cmdline", c.time, c.detail.clone()))
+        self.counts_for(p, c.owner)
+            .then(|| ev("miner_cmdline", c.time, c.detail.clone()))
     }
 
     fn cpu_evidence(&self, signal: &str, j: &CpuJudgement, now: Mono, who: &str) -> Evidence {
-        ev(signal, j.first_busy.unwrap_or(now), format!("{who}{}", j.detail(&self.policy)))
+        ev(
+            signal,
+            j.first_busy.unwrap_or(now),
+            format!("{who}{}", j.detail(&self.policy)),
+        )
     }
 
     /// The holder's descendants and, in its cgroup, processes running its
@@ -150,16 +183,24 @@ impl Detector {
         let mut root = h.tgid;
         for a in self.table.ancestors(h.tgid) {
             match self.table.live(a) {
-                Some(ap) if !holder_verified && a > 1 && ap.is_verified() == Some(false) => root = a,
+                Some(ap) if !holder_verified && a > 1 && ap.is_verified() == Some(false) => {
+                    root = a
+                }
                 _ => break,
             }
         }
-        let mut set: BTreeSet<u32> =
-            self.table.descendants(root).into_iter().filter(|&d| self.table.live(d).is_some()).collect();
+        let mut set: BTreeSet<u32> = self
+            .table
+            .descendants(root)
+            .into_iter()
+            .filter(|&d| self.table.live(d).is_some())
+            .collect();
         set.insert(root);
         if h.cgroup_id != 0 {
             for m in self.table.in_cgroup(h.cgroup_id) {
-                let Some(mp) = self.table.live(m) else { continue };
+                let Some(mp) = self.table.live(m) else {
+                    continue;
+                };
                 let same_exe = h.has_exe_identity() && mp.exe == h.exe;
                 if same_exe || (strong && !holder_verified && mp.is_verified() == Some(false)) {
                     set.insert(m);
@@ -172,7 +213,9 @@ impl Detector {
 
     fn judge(&self, tgid: u32, now: Mono) -> Vec<Firing> {
         let mut fire = Vec::new();
-        let (Some(p), Some(t)) = (self.table.live(tgid), self.tracks.get(&tgid)) else { return fire };
+        let (Some(p), Some(t)) = (self.table.live(tgid), self.tracks.get(&tgid)) else {
+            return fire;
+        };
         let prov = self.provenance_state(p, t, now);
         let protocol = self.pool_protocol_evidence(p, t);
         let connection = self.pool_connection_evidence(p, t, now);
@@ -181,7 +224,9 @@ impl Detector {
             return fire;
         }
         let cpu = judge_history(&t.cpu, now, &self.policy);
-        let cpu_ev = cpu.sustained.then(|| self.cpu_evidence("cpu_sustained", &cpu, now, ""));
+        let cpu_ev = cpu
+            .sustained
+            .then(|| self.cpu_evidence("cpu_sustained", &cpu, now, ""));
         let not_verified = prov.evidence_not_verified();
         let one = |rule, severity, evidence: Vec<Option<&Evidence>>| Firing {
             rule,
@@ -192,42 +237,80 @@ impl Detector {
 
         if let Some(proto) = &protocol {
             if let Prov::Unverified(u) = &prov {
-                let sev = if cpu.sustained { Severity::Critical } else { Severity::High };
-                fire.push(one(Rule::PoolProtocolUnverified, sev, vec![Some(proto), Some(u), cpu_ev.as_ref()]));
+                let sev = if cpu.sustained {
+                    Severity::Critical
+                } else {
+                    Severity::High
+                };
+                fire.push(one(
+                    Rule::PoolProtocolUnverified,
+                    sev,
+                    vec![Some(proto), Some(u), cpu_ev.as_ref()],
+                ));
             } else if cpu.sustained {
                 let unknown = match &prov {
                     Prov::Unknown(e) => e.as_ref(),
                     _ => None,
                 };
-                fire.push(one(Rule::PoolProtocolBusy, Severity::High, vec![Some(proto), unknown, cpu_ev.as_ref()]));
+                fire.push(one(
+                    Rule::PoolProtocolBusy,
+                    Severity::High,
+                    vec![Some(proto), unknown, cpu_ev.as_ref()],
+                ));
             }
         }
         if let (Some(conn), Some(nv), true) = (&connection, not_verified, cpu.sustained) {
-            fire.push(one(Rule::PoolPortBusyUnverified, Severity::High, vec![Some(conn), Some(nv), cpu_ev.as_ref()]));
+            fire.push(one(
+                Rule::PoolPortBusyUnverified,
+                Severity::High,
+                vec![Some(conn), Some(nv), cpu_ev.as_ref()],
+            ));
         }
         if let (Some(cmd), Some(nv), true) = (&cmdline, not_verified, cpu.sustained) {
-            fire.push(one(Rule::MinerCommandLine, Severity::High, vec![Some(cmd), Some(nv), cpu_ev.as_ref()]));
+            fire.push(one(
+                Rule::MinerCommandLine,
+                Severity::High,
+                vec![Some(cmd), Some(nv), cpu_ev.as_ref()],
+            ));
         }
 
         let strong = protocol.is_some();
         let weak = not_verified.is_some() && (connection.is_some() || cmdline.is_some());
-        if (strong || weak) && t.alerted.get(&Rule::MinerGroup).is_none() {
+        if (strong || weak) && !t.alerted.contains_key(&Rule::MinerGroup) {
             let members = self.group_members(p, strong);
-            let histories: Vec<_> = members.iter().filter_map(|m| self.tracks.get(m)).map(|t| &t.cpu).collect();
+            let histories: Vec<_> = members
+                .iter()
+                .filter_map(|m| self.tracks.get(m))
+                .map(|t| &t.cpu)
+                .collect();
             if !histories.is_empty() {
                 let g = judge_group(histories, now, &self.policy);
                 if g.sustained {
                     let busy = members
                         .iter()
                         .filter(|m| {
-                            self.tracks.get(m).is_some_and(|t| judge_history(&t.cpu, now, &self.policy).peak_cores > 0.0)
+                            self.tracks.get(m).is_some_and(|t| {
+                                judge_history(&t.cpu, now, &self.policy).peak_cores > 0.0
+                            })
                         })
                         .count();
                     let who = format!("{} of {} other group members on CPU: ", busy, members.len());
-                    let holder = protocol.as_ref().or(connection.as_ref()).or(cmdline.as_ref());
-                    let mut evidence: Vec<Evidence> = [holder, not_verified].into_iter().flatten().cloned().collect();
+                    let holder = protocol
+                        .as_ref()
+                        .or(connection.as_ref())
+                        .or(cmdline.as_ref());
+                    let mut evidence: Vec<Evidence> = [holder, not_verified]
+                        .into_iter()
+                        .flatten()
+                        .cloned()
+                        .collect();
                     evidence.push(self.cpu_evidence("group_cpu", &g, now, &who));
-                    fire.push(Firing { rule: Rule::MinerGroup, severity: Severity::High, evidence, members });
+                    fire.push(Firing {
+                        rule: Rule::MinerGroup,
+                        severity: Severity::High,
+                        evidence,
+                        members,
+                    });
                 }
             }
         }
@@ -241,16 +324,31 @@ impl Detector {
     }
 
     fn emit(&mut self, tgid: u32, f: Firing, now: Mono, out: &mut Vec<Verdict>) {
-        let Some(t) = self.tracks.get(&tgid) else { return };
+        let Some(t) = self.tracks.get(&tgid) else {
+            return;
+        };
         if t.alerted.get(&f.rule).is_some_and(|&s| s >= f.severity) {
             return;
         }
-        let Some(p) = self.table.live(tgid) else { return };
-        let mut members: BTreeSet<u32> =
-            self.table.descendants(tgid).into_iter().filter(|&d| self.table.live(d).is_some()).collect();
+        let Some(p) = self.table.live(tgid) else {
+            return;
+        };
+        let mut members: BTreeSet<u32> = self
+            .table
+            .descendants(tgid)
+            .into_iter()
+            .filter(|&d| self.table.live(d).is_some())
+            .collect();
         members.extend(f.members);
         members.remove(&tgid);
-        let verdict = build_verdict(p, f.rule, f.severity, f.evidence, members.iter().copied().collect(), now);
+        let verdict = build_verdict(
+            p,
+            f.rule,
+            f.severity,
+            f.evidence,
+            members.iter().copied().collect(),
+            now,
+        );
         for m in std::iter::once(tgid).chain(members) {
             if let Some(t) = self.tracks.get_mut(&m) {
                 let e = t.alerted.entry(f.rule).or_insert(f.severity);
@@ -277,7 +375,12 @@ fn build_verdict(
     now: Mono,
 ) -> Verdict {
     evidence.sort_by_key(|e| e.time);
-    let base = evidence.iter().map(|e| e.time).chain(p.observed_start()).min().unwrap_or(now);
+    let base = evidence
+        .iter()
+        .map(|e| e.time)
+        .chain(p.observed_start())
+        .min()
+        .unwrap_or(now);
     Verdict {
         time: now,
         rule,

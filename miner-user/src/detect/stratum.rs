@@ -119,7 +119,11 @@ pub fn classify(bytes: &[u8]) -> Protocol {
         // LSP-style framing: header, blank line, JSON body.
         let body = find(body, b"\r\n\r\n").map_or(&[][..], |i| &body[i + 4..]);
         let p = classify_json(body);
-        return if p.is_mining() { p } else { Protocol::OtherJsonRpc };
+        return if p.is_mining() {
+            p
+        } else {
+            Protocol::OtherJsonRpc
+        };
     }
     let start = skip_ws(bytes, 0);
     if matches!(bytes.get(start), Some(b'{') | Some(b'[')) {
@@ -172,7 +176,11 @@ fn classify_json(buf: &[u8]) -> Protocol {
             MethodClass::Other => {}
         }
     }
-    let rpc_keys = || [&b"jsonrpc"[..], b"result", b"error"].iter().any(|k| has_key(buf, 0, k));
+    let rpc_keys = || {
+        [&b"jsonrpc"[..], b"result", b"error"]
+            .iter()
+            .any(|k| has_key(buf, 0, k))
+    };
     if incomplete {
         Protocol::Unknown
     } else if saw_method || (ends_json(buf) && rpc_keys()) {
@@ -196,14 +204,24 @@ fn method_protocol(buf: &[u8], value: StrValue<'_>) -> MethodClass {
         // Ethash pools speak stratum v1 method names with a marker
         // (`EthereumStratum/1.0.0` in mining.subscribe, NiceHash style).
         let eth = find(buf, b"EthereumStratum").is_some();
-        return MethodClass::Mining(if eth { Protocol::EthStratum } else { Protocol::StratumV1 });
+        return MethodClass::Mining(if eth {
+            Protocol::EthStratum
+        } else {
+            Protocol::StratumV1
+        });
     }
     if !value.complete {
         let could_be = |full: &[u8]| full.starts_with(name);
         let mining_prefix = b"mining.".starts_with(name)
             || ETH_METHODS.iter().any(|m| could_be(m))
-            || [&b"login"[..], b"submit", b"keepalived", b"getjob"].iter().any(|m| could_be(m));
-        return if mining_prefix { MethodClass::Incomplete } else { MethodClass::Other };
+            || [&b"login"[..], b"submit", b"keepalived", b"getjob"]
+                .iter()
+                .any(|m| could_be(m));
+        return if mining_prefix {
+            MethodClass::Incomplete
+        } else {
+            MethodClass::Other
+        };
     }
     if ETH_METHODS.contains(&name) {
         return MethodClass::Mining(Protocol::EthStratum);
@@ -224,7 +242,9 @@ fn method_protocol(buf: &[u8], value: StrValue<'_>) -> MethodClass {
         }
         // Share submission: {"method":"submit","params":{"id":SESSION,
         // "job_id":..,"nonce":..,"result":HASH}}.
-        b"submit" => has_key(buf, 0, b"job_id") && (has_key(buf, 0, b"nonce") || has_key(buf, 0, b"result")),
+        b"submit" => {
+            has_key(buf, 0, b"job_id") && (has_key(buf, 0, b"nonce") || has_key(buf, 0, b"result"))
+        }
         // Session keepalive and job refresh carry the pool session id.
         b"keepalived" | b"getjob" => params.is_some_and(|p| has_key(buf, p, b"id")),
         _ => false,
@@ -243,7 +263,10 @@ fn method_protocol(buf: &[u8], value: StrValue<'_>) -> MethodClass {
 /// integrated 106), optionally followed by `.worker` or `+difficulty`, or a
 /// prefix of one when the buffer was cut.
 fn looks_like_monero_wallet_prefix(text: &[u8], complete: bool) -> bool {
-    let end = text.iter().position(|&c| matches!(c, b'.' | b'+' | b'/')).unwrap_or(text.len());
+    let end = text
+        .iter()
+        .position(|&c| matches!(c, b'.' | b'+' | b'/'))
+        .unwrap_or(text.len());
     let addr = &text[..end];
     if !matches!(addr.first(), Some(b'4') | Some(b'8')) || !addr.iter().all(|&c| is_base58(c)) {
         return false;
@@ -262,7 +285,10 @@ pub(crate) fn is_base58(c: u8) -> bool {
 /// The buffer holds a whole JSON message (it ends with `}` or `]`, modulo
 /// trailing whitespace).
 fn ends_json(buf: &[u8]) -> bool {
-    buf.iter().rev().find(|c| !c.is_ascii_whitespace()).is_some_and(|&c| c == b'}' || c == b']')
+    buf.iter()
+        .rev()
+        .find(|c| !c.is_ascii_whitespace())
+        .is_some_and(|&c| c == b'}' || c == b']')
 }
 
 struct KeyHit {
@@ -279,7 +305,9 @@ fn next_key(buf: &[u8], from: usize, name: &[u8]) -> Option<KeyHit> {
         let after = key_start + name.len() + 2;
         let colon = skip_ws(buf, after);
         if buf.get(colon) == Some(&b':') {
-            return Some(KeyHit { after_colon: colon + 1 });
+            return Some(KeyHit {
+                after_colon: colon + 1,
+            });
         }
         pos = key_start + 1;
     }
@@ -297,7 +325,7 @@ fn find_quoted(hay: &[u8], name: &[u8]) -> Option<usize> {
         let rel = hay[i..].iter().position(|&c| c == b'"')?;
         let q = i + rel;
         let body = q + 1;
-        if hay.len() >= body + name.len() + 1
+        if hay.len() > body + name.len()
             && &hay[body..body + name.len()] == name
             && hay[body + name.len()] == b'"'
         {
@@ -325,11 +353,19 @@ fn string_value(buf: &[u8], at: usize) -> Option<StrValue<'_>> {
     while i < buf.len() {
         match buf[i] {
             b'\\' => i += 2,
-            b'"' => return Some(StrValue { text: &buf[start..i], complete: true }),
+            b'"' => {
+                return Some(StrValue {
+                    text: &buf[start..i],
+                    complete: true,
+                });
+            }
             _ => i += 1,
         }
     }
-    Some(StrValue { text: &buf[start.min(buf.len())..], complete: false })
+    Some(StrValue {
+        text: &buf[start.min(buf.len())..],
+        complete: false,
+    })
 }
 
 fn skip_ws(buf: &[u8], mut i: usize) -> usize {
@@ -372,14 +408,23 @@ fn is_tls_client_hello(b: &[u8]) -> bool {
 }
 
 const HTTP_METHODS: [&[u8]; 10] = [
-    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
     b"PRI * HTTP/2",
 ];
 
 /// HTTP request (or the HTTP/2 preface): returns the body after the
 /// headers (empty when not in the buffer).
 fn http_body(b: &[u8]) -> Option<&[u8]> {
-    let is_http = HTTP_METHODS.iter().any(|m| prefix_of_or_starts(b, m, 4)) || b.starts_with(b"HTTP/");
+    let is_http =
+        HTTP_METHODS.iter().any(|m| prefix_of_or_starts(b, m, 4)) || b.starts_with(b"HTTP/");
     if !is_http {
         return None;
     }
@@ -394,7 +439,8 @@ fn is_postgres(b: &[u8]) -> bool {
     }
     let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let code = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-    (8..=10_000).contains(&len) && matches!(code, 0x0003_0000 | 80_877_102 | 80_877_103 | 80_877_104)
+    (8..=10_000).contains(&len)
+        && matches!(code, 0x0003_0000 | 80_877_102 | 80_877_103 | 80_877_104)
 }
 
 /// Redis RESP array (`*N\r\n$…`), the form every client library sends.
@@ -456,7 +502,7 @@ fn is_stratum_v2_setup(b: &[u8]) -> bool {
     let protocol = p[0];
     let min_v = u16::from_le_bytes([p[1], p[2]]);
     let max_v = u16::from_le_bytes([p[3], p[4]]);
-    if protocol > 1 || !(1..=2).contains(&min_v) || max_v < min_v || max_v > 16 || max_v < 2 {
+    if protocol > 1 || !(1..=2).contains(&min_v) || max_v < min_v || !(2..=16).contains(&max_v) {
         return false;
     }
     if p.len() >= 9 {
@@ -571,20 +617,30 @@ mod tests {
         let s = |x: &str| x.as_bytes().to_vec();
         vec![
             ("xmrig login", XMRIG_LOGIN.to_vec(), XmrigLogin),
-            ("xmrig login cut at 256", XMRIG_LOGIN[..256].to_vec(), XmrigLogin),
+            (
+                "xmrig login cut at 256",
+                XMRIG_LOGIN[..256].to_vec(),
+                XmrigLogin,
+            ),
             (
                 "xmrig login, other field order, spaces",
-                s(r#"{ "params" : { "agent" : "xmrig-proxy/6.0", "login" : "x" , "pass":"x"}, "method" : "login", "id" : 1 }"#),
+                s(
+                    r#"{ "params" : { "agent" : "xmrig-proxy/6.0", "login" : "x" , "pass":"x"}, "method" : "login", "id" : 1 }"#,
+                ),
                 XmrigLogin,
             ),
             (
                 "xmrig login cut inside the wallet",
-                s(r#"{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7o"#),
+                s(
+                    r#"{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7o"#,
+                ),
                 XmrigLogin,
             ),
             (
                 "xmrig submit",
-                s(r#"{"id":4,"jsonrpc":"2.0","method":"submit","params":{"id":"a7b3c1d2","job_id":"Zk3f","nonce":"1b0e0000","result":"f2c9ab00e1"}}"#),
+                s(
+                    r#"{"id":4,"jsonrpc":"2.0","method":"submit","params":{"id":"a7b3c1d2","job_id":"Zk3f","nonce":"1b0e0000","result":"f2c9ab00e1"}}"#,
+                ),
                 XmrigLogin,
             ),
             (
@@ -592,15 +648,23 @@ mod tests {
                 s(r#"{"id":9,"jsonrpc":"2.0","method":"keepalived","params":{"id":"a7b3c1d2"}}"#),
                 XmrigLogin,
             ),
-            ("xmrig getjob", s(r#"{"id":3,"method":"getjob","params":{"id":"a7b3c1d2"}}"#), XmrigLogin),
+            (
+                "xmrig getjob",
+                s(r#"{"id":3,"method":"getjob","params":{"id":"a7b3c1d2"}}"#),
+                XmrigLogin,
+            ),
             (
                 "cpuminer subscribe",
-                s("{\"id\": 1, \"method\": \"mining.subscribe\", \"params\": [\"cpuminer-opt/3.23.3\"]}\n"),
+                s(
+                    "{\"id\": 1, \"method\": \"mining.subscribe\", \"params\": [\"cpuminer-opt/3.23.3\"]}\n",
+                ),
                 StratumV1,
             ),
             (
                 "subscribe + authorize in one packet",
-                s("{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"cgminer/4.12.1\"]}\n{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"user.w1\",\"x\"]}\n"),
+                s(
+                    "{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"cgminer/4.12.1\"]}\n{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"user.w1\",\"x\"]}\n",
+                ),
                 StratumV1,
             ),
             (
@@ -610,65 +674,143 @@ mod tests {
             ),
             (
                 "submit",
-                s(r#"{"params":["w.1","bf","00000000","5f5e1000","a1b2c3d4"],"id":4,"method":"mining.submit"}"#),
+                s(
+                    r#"{"params":["w.1","bf","00000000","5f5e1000","a1b2c3d4"],"id":4,"method":"mining.submit"}"#,
+                ),
                 StratumV1,
             ),
-            ("extranonce", s(r#"{"id":3,"method":"mining.extranonce.subscribe","params":[]}"#), StratumV1),
+            (
+                "extranonce",
+                s(r#"{"id":3,"method":"mining.extranonce.subscribe","params":[]}"#),
+                StratumV1,
+            ),
             (
                 "configure",
-                s(r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"1fffe000"}]}"#),
+                s(
+                    r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"1fffe000"}]}"#,
+                ),
                 StratumV1,
             ),
-            ("suggest_difficulty", s(r#"{"id":5,"method":"mining.suggest_difficulty","params":[512]}"#), StratumV1),
-            ("method cut after prefix", s(r#"{"id":1,"method":"mining.sub"#), StratumV1),
+            (
+                "suggest_difficulty",
+                s(r#"{"id":5,"method":"mining.suggest_difficulty","params":[512]}"#),
+                StratumV1,
+            ),
+            (
+                "method cut after prefix",
+                s(r#"{"id":1,"method":"mining.sub"#),
+                StratumV1,
+            ),
             (
                 "nicehash ethereum stratum",
-                s(r#"{"id":1,"method":"mining.subscribe","params":["ethminer/0.19.0","EthereumStratum/1.0.0"]}"#),
+                s(
+                    r#"{"id":1,"method":"mining.subscribe","params":["ethminer/0.19.0","EthereumStratum/1.0.0"]}"#,
+                ),
                 EthStratum,
             ),
             (
                 "eth_submitLogin",
-                s(r#"{"id":1,"jsonrpc":"2.0","method":"eth_submitLogin","params":["0x5f2d2a1b9c7e4d3f8a6b0c1d2e3f4a5b6c7d8e9f"],"worker":"rig"}"#),
+                s(
+                    r#"{"id":1,"jsonrpc":"2.0","method":"eth_submitLogin","params":["0x5f2d2a1b9c7e4d3f8a6b0c1d2e3f4a5b6c7d8e9f"],"worker":"rig"}"#,
+                ),
                 EthStratum,
             ),
-            ("eth_getWork", s(r#"{"id":5,"jsonrpc":"2.0","method":"eth_getWork","params":[]}"#), EthStratum),
+            (
+                "eth_getWork",
+                s(r#"{"id":5,"jsonrpc":"2.0","method":"eth_getWork","params":[]}"#),
+                EthStratum,
+            ),
             (
                 "eth_submitWork",
-                s(r#"{"id":4,"method":"eth_submitWork","params":["0x0000000000000001","0xab","0xcd"]}"#),
+                s(
+                    r#"{"id":4,"method":"eth_submitWork","params":["0x0000000000000001","0xab","0xcd"]}"#,
+                ),
                 EthStratum,
             ),
             (
                 "eth_submitHashrate",
-                s(r#"{"id":9,"jsonrpc":"2.0","method":"eth_submitHashrate","params":["0x1","0x2"]}"#),
+                s(
+                    r#"{"id":9,"jsonrpc":"2.0","method":"eth_submitHashrate","params":["0x1","0x2"]}"#,
+                ),
                 EthStratum,
             ),
             (
                 "getwork over http",
-                s("POST / HTTP/1.1\r\nHost: pool:8008\r\nContent-Type: application/json\r\n\r\n{\"id\":1,\"method\":\"eth_getWork\",\"params\":[]}"),
+                s(
+                    "POST / HTTP/1.1\r\nHost: pool:8008\r\nContent-Type: application/json\r\n\r\n{\"id\":1,\"method\":\"eth_getWork\",\"params\":[]}",
+                ),
                 EthStratum,
             ),
-            ("stratum v2 setup connection", sv2_setup_connection(0, "pool.example.com"), StratumV2),
-            ("stratum v2 cut after versions", sv2_setup_connection(0, "pool.example.com")[..11].to_vec(), StratumV2),
+            (
+                "stratum v2 setup connection",
+                sv2_setup_connection(0, "pool.example.com"),
+                StratumV2,
+            ),
+            (
+                "stratum v2 cut after versions",
+                sv2_setup_connection(0, "pool.example.com")[..11].to_vec(),
+                StratumV2,
+            ),
             // Benign look-alikes.
-            ("stratum v2 template distribution", sv2_setup_connection(2, "tp.example"), Unknown),
+            (
+                "stratum v2 template distribution",
+                sv2_setup_connection(2, "tp.example"),
+                Unknown,
+            ),
             ("tls client hello", client_hello("pool.supportxmr.com"), Tls),
             ("tls cut after header", vec![0x16, 0x03, 0x01, 0x02], Tls),
-            ("tls server alert is not a hello", vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28], Unknown),
-            ("http get", s("GET /api/v1/stats HTTP/1.1\r\nHost: pool:3333\r\n\r\n"), Http),
-            ("http post json-rpc, not mining", s("POST / HTTP/1.1\r\n\r\n{\"method\":\"getblockchaininfo\"}"), Http),
-            ("http connect tunnel", s("CONNECT pool.example:3333 HTTP/1.1\r\n\r\n"), Http),
-            ("http/2 preface", s("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Http),
-            ("ssh banner", s("SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n"), Ssh),
+            (
+                "tls server alert is not a hello",
+                vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
+                Unknown,
+            ),
+            (
+                "http get",
+                s("GET /api/v1/stats HTTP/1.1\r\nHost: pool:3333\r\n\r\n"),
+                Http,
+            ),
+            (
+                "http post json-rpc, not mining",
+                s("POST / HTTP/1.1\r\n\r\n{\"method\":\"getblockchaininfo\"}"),
+                Http,
+            ),
+            (
+                "http connect tunnel",
+                s("CONNECT pool.example:3333 HTTP/1.1\r\n\r\n"),
+                Http,
+            ),
+            (
+                "http/2 preface",
+                s("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+                Http,
+            ),
+            (
+                "ssh banner",
+                s("SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n"),
+                Ssh,
+            ),
             (
                 "postgres startup",
-                [&[0u8, 0, 0, 0x29, 0, 3, 0, 0][..], b"user\0app\0database\0app\0\0"].concat(),
+                [
+                    &[0u8, 0, 0, 0x29, 0, 3, 0, 0][..],
+                    b"user\0app\0database\0app\0\0",
+                ]
+                .concat(),
                 Postgres,
             ),
-            ("postgres ssl request", vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], Postgres),
+            (
+                "postgres ssl request",
+                vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f],
+                Postgres,
+            ),
             ("redis resp", s("*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n"), Redis),
             (
                 "mongo op_msg",
-                [&[0x3a, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xdd, 0x07, 0, 0][..], &[0u8; 8][..]].concat(),
+                [
+                    &[0x3a, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xdd, 0x07, 0, 0][..],
+                    &[0u8; 8][..],
+                ]
+                .concat(),
                 Mongo,
             ),
             (
@@ -676,22 +818,50 @@ mod tests {
                 [&[0x55, 0, 0, 1, 0x0d, 0xa2, 0x3e, 0x00][..], &[0u8; 24][..]].concat(),
                 Mysql,
             ),
-            ("eth json-rpc, not mining", s(r#"{"jsonrpc":"2.0","method":"eth_blockNumber","params":[],"id":1}"#), OtherJsonRpc),
-            ("bitcoind rpc", s(r#"{"jsonrpc":"1.0","id":"curl","method":"getblockchaininfo","params":[]}"#), OtherJsonRpc),
-            ("bitcoind getblocktemplate (pool server side)", s(r#"{"id":0,"method":"getblocktemplate","params":[{"rules":["segwit"]}]}"#), OtherJsonRpc),
+            (
+                "eth json-rpc, not mining",
+                s(r#"{"jsonrpc":"2.0","method":"eth_blockNumber","params":[],"id":1}"#),
+                OtherJsonRpc,
+            ),
+            (
+                "bitcoind rpc",
+                s(r#"{"jsonrpc":"1.0","id":"curl","method":"getblockchaininfo","params":[]}"#),
+                OtherJsonRpc,
+            ),
+            (
+                "bitcoind getblocktemplate (pool server side)",
+                s(r#"{"id":0,"method":"getblocktemplate","params":[{"rules":["segwit"]}]}"#),
+                OtherJsonRpc,
+            ),
             (
                 "lsp initialize",
-                s("Content-Length: 52\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\"}"),
+                s(
+                    "Content-Length: 52\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\"}",
+                ),
                 OtherJsonRpc,
             ),
             (
                 "generic login is not xmrig",
-                s(r#"{"jsonrpc":"2.0","id":7,"method":"login","params":{"user":"bob","password":"hunter2"}}"#),
+                s(
+                    r#"{"jsonrpc":"2.0","id":7,"method":"login","params":{"user":"bob","password":"hunter2"}}"#,
+                ),
                 OtherJsonRpc,
             ),
-            ("generic submit is not a share", s(r#"{"id":1,"method":"submit","params":{"form":"a"}}"#), OtherJsonRpc),
-            ("json-rpc response", s(r#"{"id":1,"jsonrpc":"2.0","result":{"status":"OK"}}"#), OtherJsonRpc),
-            ("method name in a string value", s(r#"{"log":"\"method\":\"mining.subscribe\"","level":"info"}"#), Unknown),
+            (
+                "generic submit is not a share",
+                s(r#"{"id":1,"method":"submit","params":{"form":"a"}}"#),
+                OtherJsonRpc,
+            ),
+            (
+                "json-rpc response",
+                s(r#"{"id":1,"jsonrpc":"2.0","result":{"status":"OK"}}"#),
+                OtherJsonRpc,
+            ),
+            (
+                "method name in a string value",
+                s(r#"{"log":"\"method\":\"mining.subscribe\"","level":"info"}"#),
+                Unknown,
+            ),
             ("plain json", s(r#"{"name":"x","values":[1,2,3]}"#), Unknown),
             ("binary", vec![0x00, 0x01, 0x02, 0xff, 0xfe], Unknown),
             ("empty", vec![], Unknown),
@@ -716,7 +886,8 @@ mod tests {
             for cut in 0..bytes.len() {
                 let got = classify(&bytes[..cut]);
                 assert!(
-                    got.is_mining() || matches!(got, Protocol::Unknown | Protocol::Http | Protocol::Tls),
+                    got.is_mining()
+                        || matches!(got, Protocol::Unknown | Protocol::Http | Protocol::Tls),
                     "case {name} cut at {cut}: {got:?}"
                 );
             }
@@ -725,16 +896,26 @@ mod tests {
 
     #[test]
     fn reads_sni_from_client_hello() {
-        assert_eq!(tls_sni(&client_hello("Pool.SupportXMR.com")).as_deref(), Some("pool.supportxmr.com"));
+        assert_eq!(
+            tls_sni(&client_hello("Pool.SupportXMR.com")).as_deref(),
+            Some("pool.supportxmr.com")
+        );
         let hello = client_hello("gulf.moneroocean.stream");
-        assert_eq!(tls_sni(&hello[..hello.len() - 3]), None, "cut inside the name");
+        assert_eq!(
+            tls_sni(&hello[..hello.len() - 3]),
+            None,
+            "cut inside the name"
+        );
         assert_eq!(tls_sni(b"GET / HTTP/1.1\r\n"), None);
     }
 
     #[test]
     fn serde_names_are_kebab_case() {
         for p in Protocol::ALL {
-            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.name()));
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.name())
+            );
         }
     }
 

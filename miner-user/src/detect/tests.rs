@@ -29,11 +29,24 @@ pub(crate) mod build {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
         let name = path.rsplit('/').next().unwrap_or(path).to_owned();
-        ExeId { dev: 0x803, ino: 1000 + h % 1_000_000, nlink: 1, memfd: path.starts_with("memfd:"), name, unknown: false }
+        ExeId {
+            dev: 0x803,
+            ino: 1000 + h % 1_000_000,
+            nlink: 1,
+            memfd: path.starts_with("memfd:"),
+            name,
+            unknown: false,
+        }
     }
 
     pub fn exec_struct(t: u64, tgid: u32, ppid: u32, path: &str, argv: &[&str]) -> Exec {
-        let comm: String = path.rsplit('/').next().unwrap_or(path).chars().take(15).collect();
+        let comm: String = path
+            .rsplit('/')
+            .next()
+            .unwrap_or(path)
+            .chars()
+            .take(15)
+            .collect();
         Exec {
             time: ms(t),
             tgid,
@@ -75,7 +88,14 @@ pub(crate) mod build {
     }
 
     pub fn exit(t: u64, tgid: u32) -> Event {
-        Event::Exit(Exit { time: ms(t), tgid, status: 0, signal: 0, cpu_ns: 0, comm: String::new() })
+        Event::Exit(Exit {
+            time: ms(t),
+            tgid,
+            status: 0,
+            signal: 0,
+            cpu_ns: 0,
+            comm: String::new(),
+        })
     }
 
     pub fn ip(s: &str) -> IpAddr {
@@ -99,13 +119,22 @@ pub(crate) mod build {
     }
 
     pub fn sweep_connect(t: u64, tgid: u32, addr: &str, port: u16) -> Event {
-        let Event::Connect(mut c) = connect(t, tgid, addr, port, 0) else { unreachable!() };
+        let Event::Connect(mut c) = connect(t, tgid, addr, port, 0) else {
+            unreachable!()
+        };
         c.result = ConnectResult::Connected;
         c.source = Source::Sweep;
         Event::Connect(c)
     }
 
-    pub fn payload(t: u64, tgid: Option<u32>, cookie: u64, addr: &str, port: u16, data: &[u8]) -> Event {
+    pub fn payload(
+        t: u64,
+        tgid: Option<u32>,
+        cookie: u64,
+        addr: &str,
+        port: u16,
+        data: &[u8],
+    ) -> Event {
         Event::Payload(Payload {
             time: ms(t),
             tgid,
@@ -123,10 +152,17 @@ pub(crate) mod build {
 
     pub fn provenance(t: u64, tgid: u32, path: &str, verified: bool) -> Event {
         let (verdict, reasons, package) = if verified {
-            (ProvenanceVerdict::Verified, vec![Reason::Packaged], Some("pkg".to_owned()))
+            (
+                ProvenanceVerdict::Verified,
+                vec![Reason::Packaged],
+                Some("pkg".to_owned()),
+            )
         } else {
             let mut r = vec![Reason::NotPackaged];
-            if path.starts_with("/tmp") || path.starts_with("/dev/shm") || path.starts_with("/var/tmp") {
+            if path.starts_with("/tmp")
+                || path.starts_with("/dev/shm")
+                || path.starts_with("/var/tmp")
+            {
                 r.push(Reason::WritableDir);
             }
             if path.contains("/.") {
@@ -141,7 +177,13 @@ pub(crate) mod build {
             time: ms(t),
             tgid,
             exe: exe_id(path),
-            provenance: Provenance { verdict, reasons, sha256: None, path: Some(path.into()), package },
+            provenance: Provenance {
+                verdict,
+                reasons,
+                sha256: None,
+                path: Some(path.into()),
+                package,
+            },
         })
     }
 
@@ -153,7 +195,10 @@ pub(crate) mod build {
             usage: usage
                 .iter()
                 .filter(|(_, c)| *c > 0.0)
-                .map(|&(tgid, c)| CpuUsage { tgid, on_cpu_ns: (c * 1e9) as u64 })
+                .map(|&(tgid, c)| CpuUsage {
+                    tgid,
+                    on_cpu_ns: (c * 1e9) as u64,
+                })
                 .collect(),
         })
     }
@@ -180,32 +225,42 @@ pub(crate) mod build {
     }
 
     pub fn stratum_subscribe() -> Vec<u8> {
-        b"{\"id\": 1, \"method\": \"mining.subscribe\", \"params\": [\"cpuminer-opt/3.23.3\"]}\n".to_vec()
+        b"{\"id\": 1, \"method\": \"mining.subscribe\", \"params\": [\"cpuminer-opt/3.23.3\"]}\n"
+            .to_vec()
     }
 
     pub fn keepalived() -> Vec<u8> {
-        br#"{"id":12,"jsonrpc":"2.0","method":"keepalived","params":{"id":"8a3b1f2c-6d1e"}}"#.to_vec()
+        br#"{"id":12,"jsonrpc":"2.0","method":"keepalived","params":{"id":"8a3b1f2c-6d1e"}}"#
+            .to_vec()
     }
 
     pub fn tls_hello() -> Vec<u8> {
-        let mut v = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+        let mut v = vec![
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
         v.extend_from_slice(&[0x5a; 32]);
         v
     }
 
     pub fn http_get() -> Vec<u8> {
-        b"GET /metrics HTTP/1.1\r\nHost: 10.0.0.9:3333\r\nUser-Agent: Go-http-client/1.1\r\n\r\n".to_vec()
+        b"GET /metrics HTTP/1.1\r\nHost: 10.0.0.9:3333\r\nUser-Agent: Go-http-client/1.1\r\n\r\n"
+            .to_vec()
     }
 }
 
 use build::*;
 
 /// Feeds events in time order with a tick every second until `until_ms`.
-pub(crate) fn run_with(cfg: DetectorConfig, mut events: Vec<Event>, until_ms: u64) -> (Vec<Verdict>, Detector) {
+pub(crate) fn run_with(
+    cfg: DetectorConfig,
+    mut events: Vec<Event>,
+    until_ms: u64,
+) -> (Vec<Verdict>, Detector) {
     events.sort_by_key(|e| e.time());
     let mut det = Detector::new(cfg);
     let mut out = Vec::new();
-    let mut next_tick = (events.first().map_or(T0, |e| e.time().ns() / 1_000_000) / 1000 + 1) * 1000;
+    let mut next_tick =
+        (events.first().map_or(T0, |e| e.time().ns() / 1_000_000) / 1000 + 1) * 1000;
     let feed_ticks = |det: &mut Detector, out: &mut Vec<Verdict>, upto: u64, next: &mut u64| {
         while *next <= upto {
             out.extend(det.step(Input::Tick, ms(*next)));
@@ -275,7 +330,11 @@ fn positive_cases() -> Vec<Case> {
         payload(T0 + 120, Some(600), 5, POOL, 4444, &stratum_subscribe()),
     ];
     ev.extend(cpu_series(T0 + 500, 60, &[600], |_| 1.0));
-    cases.push(Case { name: "stratum from packaged python3, busy", events: ev, want: vec![(Rule::PoolProtocolBusy, 600, Severity::High)] });
+    cases.push(Case {
+        name: "stratum from packaged python3, busy",
+        events: ev,
+        want: vec![(Rule::PoolProtocolBusy, 600, Severity::High)],
+    });
     // Unverified binary on a pool port, protocol unseen (no payload peek).
     let bin = "/var/tmp/.cache/systemd-helper";
     let mut ev = vec![
@@ -284,7 +343,11 @@ fn positive_cases() -> Vec<Case> {
         connect(T0 + 150, 700, POOL, 14444, 9),
     ];
     ev.extend(cpu_series(T0 + 700, 60, &[700], |_| 1.0));
-    cases.push(Case { name: "unverified, pool port, busy", events: ev, want: vec![(Rule::PoolPortBusyUnverified, 700, Severity::High)] });
+    cases.push(Case {
+        name: "unverified, pool port, busy",
+        events: ev,
+        want: vec![(Rule::PoolPortBusyUnverified, 700, Severity::High)],
+    });
     // TLS to a pool TLS port.
     let mut ev = vec![
         exec(T0, 710, 1, "/dev/shm/x", &["x"]),
@@ -293,9 +356,20 @@ fn positive_cases() -> Vec<Case> {
         payload(T0 + 160, Some(710), 10, POOL, 14433, &tls_hello()),
     ];
     ev.extend(cpu_series(T0 + 700, 60, &[710], |_| 1.0));
-    cases.push(Case { name: "unverified, TLS to pool port, busy", events: ev, want: vec![(Rule::PoolPortBusyUnverified, 710, Severity::High)] });
+    cases.push(Case {
+        name: "unverified, TLS to pool port, busy",
+        events: ev,
+        want: vec![(Rule::PoolPortBusyUnverified, 710, Severity::High)],
+    });
     // Miner over TLS on 443, run from a memfd, options on the command line.
-    let argv = ["[kworker/0:1]", "-o", "stratum+ssl://pool.example.org:443", "-u", WALLET, "--donate-level=0"];
+    let argv = [
+        "[kworker/0:1]",
+        "-o",
+        "stratum+ssl://pool.example.org:443",
+        "-u",
+        WALLET,
+        "--donate-level=0",
+    ];
     let mut ev = vec![
         exec(T0, 800, 1, "memfd:x", &argv),
         provenance(T0 + 70, 800, "memfd:x", false),
@@ -303,16 +377,31 @@ fn positive_cases() -> Vec<Case> {
         payload(T0 + 110, Some(800), 11, POOL, 443, &tls_hello()),
     ];
     ev.extend(cpu_series(T0 + 250, 60, &[800], |_| 0.5));
-    cases.push(Case { name: "miner command line, TLS on 443, memfd", events: ev, want: vec![(Rule::MinerCommandLine, 800, Severity::High)] });
+    cases.push(Case {
+        name: "miner command line, TLS on 443, memfd",
+        events: ev,
+        want: vec![(Rule::MinerCommandLine, 800, Severity::High)],
+    });
     // TLS on 443 to a pool's server name (SNI in the peek).
     let mut ev = vec![
         exec(T0, 810, 1, "/tmp/sshd", &["sshd"]),
         provenance(T0 + 70, 810, "/tmp/sshd", false),
         connect(T0 + 100, 810, POOL, 443, 12),
-        payload(T0 + 110, Some(810), 12, POOL, 443, &client_hello_sni("gulf.moneroocean.stream")),
+        payload(
+            T0 + 110,
+            Some(810),
+            12,
+            POOL,
+            443,
+            &client_hello_sni("gulf.moneroocean.stream"),
+        ),
     ];
     ev.extend(cpu_series(T0 + 250, 60, &[810], |_| 1.0));
-    cases.push(Case { name: "TLS on 443 to a pool server name", events: ev, want: vec![(Rule::PoolPortBusyUnverified, 810, Severity::High)] });
+    cases.push(Case {
+        name: "TLS on 443 to a pool server name",
+        events: ev,
+        want: vec![(Rule::PoolPortBusyUnverified, 810, Severity::High)],
+    });
     // Holder + 2 forked workers: the holder idles, the workers burn.
     let bin = "/tmp/.ICE-unix/minerd";
     let mut ev = vec![
@@ -327,7 +416,10 @@ fn positive_cases() -> Vec<Case> {
     cases.push(Case {
         name: "holder + 2 workers",
         events: ev,
-        want: vec![(Rule::PoolProtocolUnverified, 900, Severity::High), (Rule::MinerGroup, 900, Severity::High)],
+        want: vec![
+            (Rule::PoolProtocolUnverified, 900, Severity::High),
+            (Rule::MinerGroup, 900, Severity::High),
+        ],
     });
     cases
 }
@@ -357,13 +449,23 @@ pub(crate) fn client_hello_sni(sni: &str) -> Vec<u8> {
 
 fn benign_cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    let silent = |name, events| Case { name, events, want: vec![] };
+    let silent = |name, events| Case {
+        name,
+        events,
+        want: vec![],
+    };
     // Sustained CPU alone (verified).
-    let mut ev = vec![exec(T0, 100, 1, "/usr/bin/stress-ng", &["stress-ng", "-c", "1"]), provenance(T0 + 50, 100, "/usr/bin/stress-ng", true)];
+    let mut ev = vec![
+        exec(T0, 100, 1, "/usr/bin/stress-ng", &["stress-ng", "-c", "1"]),
+        provenance(T0 + 50, 100, "/usr/bin/stress-ng", true),
+    ];
     ev.extend(cpu_series(T0, 60, &[100], |_| 1.0));
     cases.push(silent("sustained CPU alone", ev));
     // Unverified + CPU, no network at all.
-    let mut ev = vec![exec(T0, 101, 1, "/home/dev/target/release/bench", &["bench"]), provenance(T0 + 50, 101, "/home/dev/target/release/bench", false)];
+    let mut ev = vec![
+        exec(T0, 101, 1, "/home/dev/target/release/bench", &["bench"]),
+        provenance(T0 + 50, 101, "/home/dev/target/release/bench", false),
+    ];
     ev.extend(cpu_series(T0, 60, &[101], |_| 3.5));
     cases.push(silent("busy unverified binary with no network", ev));
     // Verified binary briefly on a pool port.
@@ -383,82 +485,182 @@ fn benign_cases() -> Vec<Case> {
         connect(T0 + 100, 104, POOL, 3333, 21),
         payload(T0 + 110, Some(104), 21, POOL, 3333, &stratum_subscribe()),
     ];
-    ev.extend(cpu_series(T0, 60, &[104], |k| if k % 10 == 0 { 0.05 } else { 0.01 }));
+    ev.extend(cpu_series(T0, 60, &[104], |k| {
+        if k % 10 == 0 { 0.05 } else { 0.01 }
+    }));
     cases.push(silent("verified pool health check, idle", ev));
     // Compile burst: make spawns many short cc1 at full core.
-    let mut ev = vec![exec(T0, 200, 1, "/usr/bin/make", &["make", "-j4"]), provenance(T0 + 30, 200, "/usr/bin/make", true)];
+    let mut ev = vec![
+        exec(T0, 200, 1, "/usr/bin/make", &["make", "-j4"]),
+        provenance(T0 + 30, 200, "/usr/bin/make", true),
+    ];
     for i in 0..80u32 {
         let t = T0 + 100 + u64::from(i) * 700;
         let pid = 1000 + i;
         ev.push(fork(t, 200, pid, "make"));
-        ev.push(exec(t + 1, pid, 200, "/usr/libexec/gcc/x86_64-linux-gnu/13/cc1", &["cc1", "-quiet", "-O2", "f.c", "-o", "/tmp/ccX.s"]));
-        ev.push(provenance(t + 20, pid, "/usr/libexec/gcc/x86_64-linux-gnu/13/cc1", true));
+        ev.push(exec(
+            t + 1,
+            pid,
+            200,
+            "/usr/libexec/gcc/x86_64-linux-gnu/13/cc1",
+            &["cc1", "-quiet", "-O2", "f.c", "-o", "/tmp/ccX.s"],
+        ));
+        ev.push(provenance(
+            t + 20,
+            pid,
+            "/usr/libexec/gcc/x86_64-linux-gnu/13/cc1",
+            true,
+        ));
         ev.push(cpu(t + 1000, &[(pid, 0.9)]));
         ev.push(exit(t + 1400, pid));
     }
     cases.push(silent("compile burst", ev));
     // xz -9 on a big file.
-    let mut ev = vec![exec(T0, 300, 1, "/usr/bin/xz", &["xz", "-9", "-T0", "backup.tar"]), provenance(T0 + 30, 300, "/usr/bin/xz", true)];
+    let mut ev = vec![
+        exec(
+            T0,
+            300,
+            1,
+            "/usr/bin/xz",
+            &["xz", "-9", "-T0", "backup.tar"],
+        ),
+        provenance(T0 + 30, 300, "/usr/bin/xz", true),
+    ];
     ev.extend(cpu_series(T0, 60, &[300], |_| 2.0));
     cases.push(silent("xz -9", ev));
     // A database under load, with clients connecting to it.
-    let mut ev = vec![exec(T0, 400, 1, "/usr/lib/postgresql/16/bin/postgres", &["postgres", "-D", "/var/lib/postgresql"]), provenance(T0 + 30, 400, "/usr/lib/postgresql/16/bin/postgres", true)];
+    let mut ev = vec![
+        exec(
+            T0,
+            400,
+            1,
+            "/usr/lib/postgresql/16/bin/postgres",
+            &["postgres", "-D", "/var/lib/postgresql"],
+        ),
+        provenance(T0 + 30, 400, "/usr/lib/postgresql/16/bin/postgres", true),
+    ];
     ev.extend(cpu_series(T0, 60, &[400], |_| 3.0));
     cases.push(silent("database under load", ev));
     // An unpackaged service burning CPU while it talks HTTP to 3333 and
     // 8080, opening new connections while already busy.
     let svc = "/opt/acme/bin/api-server";
-    let mut ev = vec![exec(T0, 450, 1, svc, &["api-server", "--listen", ":8000"]), provenance(T0 + 50, 450, svc, false)];
+    let mut ev = vec![
+        exec(T0, 450, 1, svc, &["api-server", "--listen", ":8000"]),
+        provenance(T0 + 50, 450, svc, false),
+    ];
     for (i, at) in [100u64, 10_000, 20_000, 40_000].into_iter().enumerate() {
         let cookie = 30 + 2 * i as u64;
         ev.push(connect(T0 + at, 450, "10.0.0.9", 3333, cookie));
-        ev.push(payload(T0 + at + 1, Some(450), cookie, "10.0.0.9", 3333, &http_get()));
+        ev.push(payload(
+            T0 + at + 1,
+            Some(450),
+            cookie,
+            "10.0.0.9",
+            3333,
+            &http_get(),
+        ));
         ev.push(connect(T0 + at + 5, 450, "10.0.0.9", 8080, cookie + 1));
-        ev.push(payload(T0 + at + 6, Some(450), cookie + 1, "10.0.0.9", 8080, &http_get()));
+        ev.push(payload(
+            T0 + at + 6,
+            Some(450),
+            cookie + 1,
+            "10.0.0.9",
+            8080,
+            &http_get(),
+        ));
     }
     ev.extend(cpu_series(T0, 60, &[450], |_| 1.5));
-    cases.push(silent("unpackaged service, HTTP to pool-numbered ports, busy", ev));
+    cases.push(silent(
+        "unpackaged service, HTTP to pool-numbered ports, busy",
+        ev,
+    ));
     // Other protocols on pool ports from a busy unverified binary.
     let tool = "/opt/tools/etl";
-    let mut ev = vec![exec(T0, 460, 1, tool, &["etl"]), provenance(T0 + 50, 460, tool, false)];
+    let mut ev = vec![
+        exec(T0, 460, 1, tool, &["etl"]),
+        provenance(T0 + 50, 460, tool, false),
+    ];
     // Connects while already busy (samples from T0), first bytes 10 ms later.
     let others: [(u16, Vec<u8>); 5] = [
         (2222, b"SSH-2.0-Go\r\n".to_vec()),
         (5555, vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]),
         (6666, b"*1\r\n$4\r\nPING\r\n".to_vec()),
-        (7777, br#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#.to_vec()),
-        (9999, br#"{"jsonrpc":"1.0","id":"x","method":"getblocktemplate","params":[]}"#.to_vec()),
+        (
+            7777,
+            br#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#.to_vec(),
+        ),
+        (
+            9999,
+            br#"{"jsonrpc":"1.0","id":"x","method":"getblocktemplate","params":[]}"#.to_vec(),
+        ),
     ];
     for (i, (port, data)) in others.iter().enumerate() {
         let cookie = 40 + i as u64;
-        ev.push(connect(T0 + 5_000 + i as u64, 460, "10.0.0.9", *port, cookie));
-        ev.push(payload(T0 + 5_010 + i as u64, Some(460), cookie, "10.0.0.9", *port, data));
+        ev.push(connect(
+            T0 + 5_000 + i as u64,
+            460,
+            "10.0.0.9",
+            *port,
+            cookie,
+        ));
+        ev.push(payload(
+            T0 + 5_010 + i as u64,
+            Some(460),
+            cookie,
+            "10.0.0.9",
+            *port,
+            data,
+        ));
     }
     ev.extend(cpu_series(T0, 60, &[460], |_| 1.0));
-    cases.push(silent("busy unverified, SSH/Postgres/Redis/JSON-RPC on pool ports", ev));
+    cases.push(silent(
+        "busy unverified, SSH/Postgres/Redis/JSON-RPC on pool ports",
+        ev,
+    ));
     // TLS to 443 (not a pool name) from a busy unverified binary.
     let mut ev = vec![
         exec(T0, 470, 1, "/opt/app/sync", &["sync"]),
         provenance(T0 + 50, 470, "/opt/app/sync", false),
         connect(T0 + 100, 470, "198.51.100.1", 443, 50),
-        payload(T0 + 110, Some(470), 50, "198.51.100.1", 443, &client_hello_sni("api.github.com")),
+        payload(
+            T0 + 110,
+            Some(470),
+            50,
+            "198.51.100.1",
+            443,
+            &client_hello_sni("api.github.com"),
+        ),
     ];
     ev.extend(cpu_series(T0, 60, &[470], |_| 1.0));
     cases.push(silent("busy unverified, TLS to 443", ev));
     // grep for pool URLs: miner-looking argv, but a verified binary.
     let mut ev = vec![
-        exec(T0, 480, 1, "/usr/bin/grep", &["grep", "-r", "stratum+tcp://", "/var/log"]),
+        exec(
+            T0,
+            480,
+            1,
+            "/usr/bin/grep",
+            &["grep", "-r", "stratum+tcp://", "/var/log"],
+        ),
         provenance(T0 + 30, 480, "/usr/bin/grep", true),
     ];
     ev.extend(cpu_series(T0, 60, &[480], |_| 1.0));
     cases.push(silent("grep for stratum URLs", ev));
     // Stratum from an unverified binary that is refused by the pool.
-    let mut ev = vec![exec(T0, 490, 1, "/tmp/m", &["m"]), provenance(T0 + 50, 490, "/tmp/m", false)];
-    let Event::Connect(mut c) = connect(T0 + 100, 490, POOL, 3333, 60) else { unreachable!() };
+    let mut ev = vec![
+        exec(T0, 490, 1, "/tmp/m", &["m"]),
+        provenance(T0 + 50, 490, "/tmp/m", false),
+    ];
+    let Event::Connect(mut c) = connect(T0 + 100, 490, POOL, 3333, 60) else {
+        unreachable!()
+    };
     c.result = ConnectResult::Refused;
     ev.push(Event::Connect(c));
     ev.extend(cpu_series(T0, 60, &[490], |_| 1.0));
-    cases.push(silent("busy unverified, refused connect to a pool port", ev));
+    cases.push(silent(
+        "busy unverified, refused connect to a pool port",
+        ev,
+    ));
     cases
 }
 
@@ -467,10 +669,15 @@ fn each_rule_fires_and_each_look_alike_stays_silent() {
     for case in positive_cases().into_iter().chain(benign_cases()) {
         let verdicts = run(case.events, T0 + 62_000);
         let got = rules_of(&verdicts);
-        let want: BTreeMap<(Rule, u32), Severity> = case.want.iter().map(|&(r, t, s)| ((r, t), s)).collect();
+        let want: BTreeMap<(Rule, u32), Severity> =
+            case.want.iter().map(|&(r, t, s)| ((r, t), s)).collect();
         assert_eq!(got, want, "case: {}\n{verdicts:#?}", case.name);
         for v in &verdicts {
-            assert!(v.severity >= Severity::High, "case {}: no low-severity noise", case.name);
+            assert!(
+                v.severity >= Severity::High,
+                "case {}: no low-severity noise",
+                case.name
+            );
         }
     }
 }
@@ -479,19 +686,47 @@ fn each_rule_fires_and_each_look_alike_stays_silent() {
 fn pool_protocol_from_unverified_binary_fires_with_latency_from_exec() {
     let path = "/tmp/.x/kworker";
     let mut d = Detector::new(DetectorConfig::default());
-    assert!(d.step(Input::Event(exec(T0, 10, 1, path, &["kworker"])), ms(T0)).is_empty());
-    assert!(d.step(Input::Event(connect(T0 + 20, 10, POOL, 3333, 1)), ms(T0 + 20)).is_empty());
-    assert!(d.step(Input::Event(payload(T0 + 50, Some(10), 1, POOL, 3333, &xmrig_login())), ms(T0 + 50)).is_empty());
-    let v = d.step(Input::Event(provenance(T0 + 80, 10, path, false)), ms(T0 + 80));
+    assert!(
+        d.step(Input::Event(exec(T0, 10, 1, path, &["kworker"])), ms(T0))
+            .is_empty()
+    );
+    assert!(
+        d.step(
+            Input::Event(connect(T0 + 20, 10, POOL, 3333, 1)),
+            ms(T0 + 20)
+        )
+        .is_empty()
+    );
+    assert!(
+        d.step(
+            Input::Event(payload(T0 + 50, Some(10), 1, POOL, 3333, &xmrig_login())),
+            ms(T0 + 50)
+        )
+        .is_empty()
+    );
+    let v = d.step(
+        Input::Event(provenance(T0 + 80, 10, path, false)),
+        ms(T0 + 80),
+    );
     assert_eq!(v.len(), 1, "{v:#?}");
     let v = &v[0];
-    assert_eq!((v.rule, v.severity, v.tgid, v.latency_ms), (Rule::PoolProtocolUnverified, Severity::High, 10, 80));
+    assert_eq!(
+        (v.rule, v.severity, v.tgid, v.latency_ms),
+        (Rule::PoolProtocolUnverified, Severity::High, 10, 80)
+    );
     let signals: Vec<&str> = v.evidence.iter().map(|e| e.signal.as_str()).collect();
     assert_eq!(signals, ["pool_protocol", "unverified_exec"]);
     assert_eq!(v.evidence[0].time, ms(T0 + 50));
-    assert!(v.evidence[0].detail.contains("xmrig-login"), "{}", v.evidence[0].detail);
+    assert!(
+        v.evidence[0].detail.contains("xmrig-login"),
+        "{}",
+        v.evidence[0].detail
+    );
     assert_eq!(v.exe.as_deref(), Some(path));
-    assert_eq!((v.exe_dev, v.exe_ino, v.start_boottime_ns), (0x803, exe_id(path).ino, boot(10)));
+    assert_eq!(
+        (v.exe_dev, v.exe_ino, v.start_boottime_ns),
+        (0x803, exe_id(path).ino, boot(10))
+    );
     assert_eq!(v.cgroup_id, 4242);
     assert!(v.provenance.as_ref().is_some_and(|p| !p.is_verified()));
     // And it serialises as the sinks expect.
@@ -513,20 +748,32 @@ fn provenance_before_payload_fires_on_the_payload() {
         T0 + 100,
     );
     assert_eq!(v.len(), 1);
-    assert_eq!((v[0].rule, v[0].time, v[0].latency_ms), (Rule::PoolProtocolUnverified, ms(T0 + 45), 45));
+    assert_eq!(
+        (v[0].rule, v[0].time, v[0].latency_ms),
+        (Rule::PoolProtocolUnverified, ms(T0 + 45), 45)
+    );
 }
 
 #[test]
 fn one_verdict_per_rule_and_escalation_realerts_once() {
     let verdicts = run(xmrig_in_tmp(500, 1.0), T0 + 120_000);
-    let r1: Vec<Severity> =
-        verdicts.iter().filter(|v| v.rule == Rule::PoolProtocolUnverified).map(|v| v.severity).collect();
+    let r1: Vec<Severity> = verdicts
+        .iter()
+        .filter(|v| v.rule == Rule::PoolProtocolUnverified)
+        .map(|v| v.severity)
+        .collect();
     assert_eq!(r1, [Severity::High, Severity::Critical]);
-    let r3 = verdicts.iter().filter(|v| v.rule == Rule::PoolPortBusyUnverified).count();
+    let r3 = verdicts
+        .iter()
+        .filter(|v| v.rule == Rule::PoolPortBusyUnverified)
+        .count();
     assert_eq!(r3, 1);
     assert_eq!(verdicts.len(), 3, "{verdicts:#?}");
     // Critical within ~3-4 s of exec (1 Hz samples, 2.5 busy seconds).
-    let crit = verdicts.iter().find(|v| v.severity == Severity::Critical).unwrap();
+    let crit = verdicts
+        .iter()
+        .find(|v| v.severity == Severity::Critical)
+        .unwrap();
     assert!(crit.time <= ms(T0 + 4_000), "critical at {:?}", crit.time);
     assert!(crit.evidence.iter().any(|e| e.signal == "cpu_sustained"));
 }
@@ -542,21 +789,42 @@ fn pool_port_rule_fires_within_5s_for_throttled_miner() {
             connect(T0 + 100, 20, POOL, 3333, 3),
             provenance(T0 + 120, 20, bin, false),
         ];
-        ev.extend(cpu_series(T0 + phase - 1000, 30, &[20], |k| if k == 1 { 0.0 } else { 0.5 }));
+        ev.extend(cpu_series(T0 + phase - 1000, 30, &[20], |k| {
+            if k == 1 { 0.0 } else { 0.5 }
+        }));
         let v = run(ev, T0 + 30_000);
-        let r3 = v.iter().find(|v| v.rule == Rule::PoolPortBusyUnverified).unwrap_or_else(|| panic!("phase {phase}: {v:#?}"));
-        assert!(r3.latency_ms <= 5_000, "phase {phase}: latency {}", r3.latency_ms);
+        let r3 = v
+            .iter()
+            .find(|v| v.rule == Rule::PoolPortBusyUnverified)
+            .unwrap_or_else(|| panic!("phase {phase}: {v:#?}"));
+        assert!(
+            r3.latency_ms <= 5_000,
+            "phase {phase}: latency {}",
+            r3.latency_ms
+        );
     }
 }
 
 #[test]
 fn pause_and_resume_miner_is_sustained() {
     let bin = "/tmp/x";
-    let mut ev = vec![exec(T0, 21, 1, bin, &["x"]), connect(T0 + 100, 21, POOL, 7777, 4), provenance(T0 + 120, 21, bin, false)];
+    let mut ev = vec![
+        exec(T0, 21, 1, bin, &["x"]),
+        connect(T0 + 100, 21, POOL, 7777, 4),
+        provenance(T0 + 120, 21, bin, false),
+    ];
     // Busy 2 s, idle 3 s, repeatedly: never 3 busy seconds in a row.
-    ev.extend(cpu_series(T0, 60, &[21], |k| if k % 5 < 2 { 1.0 } else { 0.0 }));
+    ev.extend(cpu_series(
+        T0,
+        60,
+        &[21],
+        |k| if k % 5 < 2 { 1.0 } else { 0.0 },
+    ));
     let v = run(ev, T0 + 60_000);
-    let r3 = v.iter().find(|v| v.rule == Rule::PoolPortBusyUnverified).expect("detected");
+    let r3 = v
+        .iter()
+        .find(|v| v.rule == Rule::PoolPortBusyUnverified)
+        .expect("detected");
     assert!(r3.time <= ms(T0 + 12_000), "at {:?}", r3.time);
 }
 
@@ -574,27 +842,71 @@ fn miner_started_before_the_agent_is_detected() {
     ev.extend(cpu_series(agent, 30, &[30], |_| 1.0));
     let v = run(ev, agent + 30_000);
     let got = rules_of(&v);
-    assert_eq!(got.get(&(Rule::PoolPortBusyUnverified, 30)), Some(&Severity::High), "{v:#?}");
-    assert_eq!(got.get(&(Rule::PoolProtocolUnverified, 30)), Some(&Severity::Critical), "{v:#?}");
-    let r3 = v.iter().find(|v| v.rule == Rule::PoolPortBusyUnverified).unwrap();
-    assert!(r3.latency_ms <= 5_000, "latency from first evidence: {}", r3.latency_ms);
+    assert_eq!(
+        got.get(&(Rule::PoolPortBusyUnverified, 30)),
+        Some(&Severity::High),
+        "{v:#?}"
+    );
+    assert_eq!(
+        got.get(&(Rule::PoolProtocolUnverified, 30)),
+        Some(&Severity::Critical),
+        "{v:#?}"
+    );
+    let r3 = v
+        .iter()
+        .find(|v| v.rule == Rule::PoolPortBusyUnverified)
+        .unwrap();
+    assert!(
+        r3.latency_ms <= 5_000,
+        "latency from first evidence: {}",
+        r3.latency_ms
+    );
 }
 
 #[test]
 fn untracked_payload_resolves_by_cookie_or_is_ignored() {
     let mut d = Detector::new(DetectorConfig::default());
     d.step(Input::Event(exec(T0, 40, 1, "/tmp/a", &["a"])), ms(T0));
-    d.step(Input::Event(provenance(T0 + 1, 40, "/tmp/a", false)), ms(T0 + 1));
-    d.step(Input::Event(connect(T0 + 2, 40, "10.1.1.1", 443, 5)), ms(T0 + 2));
+    d.step(
+        Input::Event(provenance(T0 + 1, 40, "/tmp/a", false)),
+        ms(T0 + 1),
+    );
+    d.step(
+        Input::Event(connect(T0 + 2, 40, "10.1.1.1", 443, 5)),
+        ms(T0 + 2),
+    );
     // Known cookie: resolved.
-    let v = d.step(Input::Event(payload(T0 + 3, None, 5, "10.1.1.1", 443, &stratum_subscribe())), ms(T0 + 3));
+    let v = d.step(
+        Input::Event(payload(
+            T0 + 3,
+            None,
+            5,
+            "10.1.1.1",
+            443,
+            &stratum_subscribe(),
+        )),
+        ms(T0 + 3),
+    );
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].tgid, 40);
     // Unknown cookie, no sweep flow: ignored and counted.
-    let v = d.step(Input::Event(payload(T0 + 4, None, 6, "10.1.1.2", 3333, &stratum_subscribe())), ms(T0 + 4));
+    let v = d.step(
+        Input::Event(payload(
+            T0 + 4,
+            None,
+            6,
+            "10.1.1.2",
+            3333,
+            &stratum_subscribe(),
+        )),
+        ms(T0 + 4),
+    );
     assert!(v.is_empty());
     assert_eq!(d.stats().payloads_unresolved_total, 1);
-    assert_eq!(d.stats().payloads_by_protocol.get(&Protocol::StratumV1), Some(&2));
+    assert_eq!(
+        d.stats().payloads_by_protocol.get(&Protocol::StratumV1),
+        Some(&2)
+    );
 }
 
 #[test]
@@ -612,13 +924,30 @@ fn forked_child_inherits_and_daemonized_miner_keeps_its_history() {
     ev.extend(cpu_series(T0 + 200, 30, &[51], |_| 1.0));
     let (v, det) = run_with(DetectorConfig::default(), ev, T0 + 30_000);
     let got = rules_of(&v);
-    assert_eq!(got.get(&(Rule::PoolProtocolUnverified, 51)), Some(&Severity::Critical), "{v:#?}");
-    assert!(!got.keys().any(|(_, t)| *t == 50), "the exited parent gets nothing: {v:#?}");
+    assert_eq!(
+        got.get(&(Rule::PoolProtocolUnverified, 51)),
+        Some(&Severity::Critical),
+        "{v:#?}"
+    );
+    assert!(
+        !got.keys().any(|(_, t)| *t == 50),
+        "the exited parent gets nothing: {v:#?}"
+    );
     let first = v.iter().find(|v| v.tgid == 51).unwrap();
-    assert_eq!(first.evidence[0].time, ms(T0 + 20), "evidence keeps its original time");
-    assert_eq!(first.latency_ms, 70, "from the first evidence (login at +20) to provenance at +90");
+    assert_eq!(
+        first.evidence[0].time,
+        ms(T0 + 20),
+        "evidence keeps its original time"
+    );
+    assert_eq!(
+        first.latency_ms, 70,
+        "from the first evidence (login at +20) to provenance at +90"
+    );
     let child = det.table().get(51).unwrap();
-    assert_eq!((child.ppid, child.exe.ino, child.argv.len()), (50, exe_id(bin).ino, 2));
+    assert_eq!(
+        (child.ppid, child.exe.ino, child.argv.len()),
+        (50, exe_id(bin).ino, 2)
+    );
     assert!(child.provenance.is_some(), "provenance applied by ExeId");
 }
 
@@ -633,7 +962,12 @@ fn children_of_a_flagged_miner_do_not_storm() {
     ];
     // 100 short-lived busy children, each forked from the flagged parent,
     // polled at 1 Hz while alive.
-    let life = |i: u32| (T0 + 200 + u64::from(i) * 300, T0 + 200 + u64::from(i) * 300 + 3100);
+    let life = |i: u32| {
+        (
+            T0 + 200 + u64::from(i) * 300,
+            T0 + 200 + u64::from(i) * 300 + 3100,
+        )
+    };
     for i in 0..100u32 {
         let (born, dies) = life(i);
         ev.push(fork(born, 60, 2000 + i, "forker"));
@@ -641,15 +975,20 @@ fn children_of_a_flagged_miner_do_not_storm() {
     }
     for s in 1..40u64 {
         let t = T0 + s * 1000;
-        let mut usage: Vec<(u32, f64)> =
-            (0..100u32).filter(|&i| life(i).0 < t && t < life(i).1).map(|i| (2000 + i, 1.0)).collect();
+        let mut usage: Vec<(u32, f64)> = (0..100u32)
+            .filter(|&i| life(i).0 < t && t < life(i).1)
+            .map(|i| (2000 + i, 1.0))
+            .collect();
         usage.push((60, 0.1));
         ev.push(cpu(t, &usage));
     }
     let v = run(ev, T0 + 40_000);
     assert!(v.iter().all(|v| v.tgid == 60), "{v:#?}");
     let rules: BTreeSet<Rule> = v.iter().map(|v| v.rule).collect();
-    assert!(rules.contains(&Rule::PoolProtocolUnverified) && rules.contains(&Rule::MinerGroup), "{rules:?}");
+    assert!(
+        rules.contains(&Rule::PoolProtocolUnverified) && rules.contains(&Rule::MinerGroup),
+        "{rules:?}"
+    );
     assert!(v.len() <= 3, "{v:#?}");
     let group = v.iter().find(|v| v.rule == Rule::MinerGroup).unwrap();
     assert!(!group.members.is_empty() && group.members.iter().all(|m| *m >= 2000));
@@ -672,9 +1011,16 @@ fn multi_process_miner_is_a_group_with_members() {
     ];
     ev.extend(cpu_series(T0 + 300, 20, &[71, 72, 73], |_| 0.8));
     let v = run(ev, T0 + 20_000);
-    let group = v.iter().find(|v| v.rule == Rule::MinerGroup).unwrap_or_else(|| panic!("{v:#?}"));
+    let group = v
+        .iter()
+        .find(|v| v.rule == Rule::MinerGroup)
+        .unwrap_or_else(|| panic!("{v:#?}"));
     assert_eq!(group.tgid, 70);
-    assert_eq!(group.members, vec![71, 72], "the packaged gzip is not a worker");
+    assert_eq!(
+        group.members,
+        vec![71, 72],
+        "the packaged gzip is not a worker"
+    );
     assert!(group.evidence.iter().any(|e| e.signal == "group_cpu"));
     assert!(!v.iter().any(|v| v.tgid != 70), "{v:#?}");
 }
@@ -718,18 +1064,42 @@ fn new_pool_port_connection_waits_for_its_first_bytes() {
     let bin = "/opt/svc/bin/worker";
     let mut d = Detector::new(DetectorConfig::default());
     d.step(Input::Event(exec(T0, 84, 1, bin, &["worker"])), ms(T0));
-    d.step(Input::Event(provenance(T0 + 10, 84, bin, false)), ms(T0 + 10));
+    d.step(
+        Input::Event(provenance(T0 + 10, 84, bin, false)),
+        ms(T0 + 10),
+    );
     for k in 1..=5 {
-        d.step(Input::Event(cpu(T0 + k * 1000, &[(84, 1.0)])), ms(T0 + k * 1000));
+        d.step(
+            Input::Event(cpu(T0 + k * 1000, &[(84, 1.0)])),
+            ms(T0 + k * 1000),
+        );
     }
     // Already busy when it connects: nothing until the first bytes had
     // their chance.
-    assert!(d.step(Input::Event(connect(T0 + 5_100, 84, POOL, 3333, 17)), ms(T0 + 5_100)).is_empty());
-    assert!(d.step(Input::Event(cpu(T0 + 6_000, &[(84, 1.0)])), ms(T0 + 6_000)).is_empty());
+    assert!(
+        d.step(
+            Input::Event(connect(T0 + 5_100, 84, POOL, 3333, 17)),
+            ms(T0 + 5_100)
+        )
+        .is_empty()
+    );
+    assert!(
+        d.step(Input::Event(cpu(T0 + 6_000, &[(84, 1.0)])), ms(T0 + 6_000))
+            .is_empty()
+    );
     // Still nothing to show after the wait: counts as a pool connection.
     let v = d.step(Input::Tick, ms(T0 + 6_100));
     assert_eq!(v.len(), 1);
-    assert_eq!((v[0].rule, v[0].evidence.iter().find(|e| e.signal == "pool_port").map(|e| e.time)), (Rule::PoolPortBusyUnverified, Some(ms(T0 + 5_100))));
+    assert_eq!(
+        (
+            v[0].rule,
+            v[0].evidence
+                .iter()
+                .find(|e| e.signal == "pool_port")
+                .map(|e| e.time)
+        ),
+        (Rule::PoolPortBusyUnverified, Some(ms(T0 + 5_100)))
+    );
 }
 
 #[test]
@@ -744,7 +1114,10 @@ fn payload_overtaking_its_connect_is_kept() {
         ],
         T0 + 3_000,
     );
-    assert_eq!(rules_of(&v).into_keys().collect::<Vec<_>>(), vec![(Rule::PoolProtocolUnverified, 85)]);
+    assert_eq!(
+        rules_of(&v).into_keys().collect::<Vec<_>>(),
+        vec![(Rule::PoolProtocolUnverified, 85)]
+    );
 }
 
 #[test]
@@ -759,7 +1132,10 @@ fn exec_after_a_connect_only_placeholder_keeps_the_evidence() {
     ];
     ev.extend(cpu_series(T0, 10, &[86], |_| 1.0));
     let got = rules_of(&run(ev, T0 + 10_000));
-    assert_eq!(got.get(&(Rule::PoolPortBusyUnverified, 86)), Some(&Severity::High));
+    assert_eq!(
+        got.get(&(Rule::PoolPortBusyUnverified, 86)),
+        Some(&Severity::High)
+    );
 }
 
 #[test]
@@ -773,7 +1149,10 @@ fn missing_provenance_still_catches_a_busy_pool_client() {
     ];
     ev.extend(cpu_series(T0, 20, &[90], |_| 1.0));
     let got = rules_of(&run(ev, T0 + 20_000));
-    assert_eq!(got.get(&(Rule::PoolProtocolBusy, 90)), Some(&Severity::High));
+    assert_eq!(
+        got.get(&(Rule::PoolProtocolBusy, 90)),
+        Some(&Severity::High)
+    );
     assert!(!got.contains_key(&(Rule::PoolProtocolUnverified, 90)));
 }
 
@@ -787,7 +1166,13 @@ fn exec_replaces_evidence_of_the_old_image() {
         connect(T0 + 40, 95, POOL, 3333, 13),
         payload(T0 + 50, Some(95), 13, POOL, 3333, &stratum_subscribe()),
         fork(T0 + 100, 95, 96, "agent"),
-        exec(T0 + 101, 96, 95, "/usr/bin/rustc", &["rustc", "--crate-name", "x"]),
+        exec(
+            T0 + 101,
+            96,
+            95,
+            "/usr/bin/rustc",
+            &["rustc", "--crate-name", "x"],
+        ),
         provenance(T0 + 130, 96, "/usr/bin/rustc", true),
         exit(T0 + 200, 95),
     ];
@@ -797,14 +1182,23 @@ fn exec_replaces_evidence_of_the_old_image() {
 
 #[test]
 fn table_cap_evicts_and_counts_but_keeps_the_miner() {
-    let cfg = DetectorConfig { max_processes: 256, ..DetectorConfig::default() };
+    let cfg = DetectorConfig {
+        max_processes: 256,
+        ..DetectorConfig::default()
+    };
     let mut ev = vec![
         exec(T0, 5, 1, "/tmp/m", &["m"]),
         provenance(T0 + 10, 5, "/tmp/m", false),
         connect(T0 + 20, 5, POOL, 3333, 14),
     ];
     for i in 0..400u32 {
-        ev.push(exec(T0 + 100 + u64::from(i), 10_000 + i, 1, "/usr/bin/true", &["true"]));
+        ev.push(exec(
+            T0 + 100 + u64::from(i),
+            10_000 + i,
+            1,
+            "/usr/bin/true",
+            &["true"],
+        ));
     }
     ev.extend(cpu_series(T0 + 1000, 10, &[5], |_| 1.0));
     let (v, det) = run_with(cfg, ev, T0 + 12_000);
@@ -813,20 +1207,33 @@ fn table_cap_evicts_and_counts_but_keeps_the_miner() {
     assert_eq!(stats.evictions.capacity, 401 - 256);
     assert_eq!(stats.evictions_total, 401 - 256);
     assert!(det.table().get(5).is_some(), "pinned by its evidence");
-    assert_eq!(rules_of(&v).get(&(Rule::PoolPortBusyUnverified, 5)), Some(&Severity::High));
+    assert_eq!(
+        rules_of(&v).get(&(Rule::PoolPortBusyUnverified, 5)),
+        Some(&Severity::High)
+    );
 }
 
 #[test]
 fn exited_processes_expire_after_the_grace_period() {
     let (_, det) = run_with(
         DetectorConfig::default(),
-        vec![exec(T0, 7, 1, "/usr/bin/sleep", &["sleep", "1"]), exit(T0 + 1000, 7)],
+        vec![
+            exec(T0, 7, 1, "/usr/bin/sleep", &["sleep", "1"]),
+            exit(T0 + 1000, 7),
+        ],
         T0 + 5_000,
     );
-    assert!(det.table().get(7).is_some_and(|p| p.exited == Some(ms(T0 + 1000))));
+    assert!(
+        det.table()
+            .get(7)
+            .is_some_and(|p| p.exited == Some(ms(T0 + 1000)))
+    );
     let (_, det) = run_with(
         DetectorConfig::default(),
-        vec![exec(T0, 7, 1, "/usr/bin/sleep", &["sleep", "1"]), exit(T0 + 1000, 7)],
+        vec![
+            exec(T0, 7, 1, "/usr/bin/sleep", &["sleep", "1"]),
+            exit(T0 + 1000, 7),
+        ],
         T0 + 12_000,
     );
     assert!(det.table().get(7).is_none());
@@ -859,7 +1266,10 @@ fn same_input_gives_same_verdicts() {
     let a = run(all.clone(), T0 + 70_000);
     let b = run(all, T0 + 70_000);
     assert!(!a.is_empty());
-    assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
 }
 
 mod recordings {
@@ -900,18 +1310,29 @@ mod recordings {
         ];
         presweep.extend(cpu_series(T0, 20, &[30], |_| 1.0));
         let mut benign = case("verified pool health check, idle");
-        benign.extend(case("unpackaged service, HTTP to pool-numbered ports, busy"));
+        benign.extend(case(
+            "unpackaged service, HTTP to pool-numbered ports, busy",
+        ));
         benign.extend(case("xz -9"));
         vec![
             Recording {
                 file: "xmrig_login_tmp.jsonl",
-                events: xmrig_in_tmp(500, 2.0).into_iter().filter(|e| e.time() <= ms(T0 + 20_000)).collect(),
+                events: xmrig_in_tmp(500, 2.0)
+                    .into_iter()
+                    .filter(|e| e.time() <= ms(T0 + 20_000))
+                    .collect(),
                 until_ms: T0 + 20_000,
-                want: &[(Rule::PoolProtocolUnverified, 500), (Rule::PoolPortBusyUnverified, 500)],
+                want: &[
+                    (Rule::PoolProtocolUnverified, 500),
+                    (Rule::PoolPortBusyUnverified, 500),
+                ],
             },
             Recording {
                 file: "miner_tls_443_memfd.jsonl",
-                events: case("miner command line, TLS on 443, memfd").into_iter().filter(|e| e.time() <= ms(T0 + 20_000)).collect(),
+                events: case("miner command line, TLS on 443, memfd")
+                    .into_iter()
+                    .filter(|e| e.time() <= ms(T0 + 20_000))
+                    .collect(),
                 until_ms: T0 + 20_000,
                 want: &[(Rule::MinerCommandLine, 800)],
             },
@@ -919,18 +1340,32 @@ mod recordings {
                 file: "presweep_miner.jsonl",
                 events: presweep,
                 until_ms: T0 + 20_000,
-                want: &[(Rule::PoolProtocolUnverified, 30), (Rule::PoolPortBusyUnverified, 30)],
+                want: &[
+                    (Rule::PoolProtocolUnverified, 30),
+                    (Rule::PoolPortBusyUnverified, 30),
+                ],
             },
             Recording {
                 file: "multiprocess_miner.jsonl",
-                events: case("holder + 2 workers").into_iter().filter(|e| e.time() <= ms(T0 + 20_000)).collect(),
+                events: case("holder + 2 workers")
+                    .into_iter()
+                    .filter(|e| e.time() <= ms(T0 + 20_000))
+                    .collect(),
                 until_ms: T0 + 20_000,
                 want: &[(Rule::PoolProtocolUnverified, 900), (Rule::MinerGroup, 900)],
             },
-            Recording { file: "compile_burst.jsonl", events: case("compile burst"), until_ms: T0 + 60_000, want: &[] },
+            Recording {
+                file: "compile_burst.jsonl",
+                events: case("compile burst"),
+                until_ms: T0 + 60_000,
+                want: &[],
+            },
             Recording {
                 file: "benign_health_check_http_xz.jsonl",
-                events: benign.into_iter().filter(|e| e.time() <= ms(T0 + 30_000)).collect(),
+                events: benign
+                    .into_iter()
+                    .filter(|e| e.time() <= ms(T0 + 30_000))
+                    .collect(),
                 until_ms: T0 + 30_000,
                 want: &[],
             },
@@ -978,9 +1413,17 @@ mod recordings {
                 std::fs::create_dir_all(dir()).unwrap();
                 std::fs::write(&path, &text).unwrap();
             }
-            let on_disk = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}; run with MINERWATCH_UPDATE_RECORDINGS=1", path.display()));
-            assert!(on_disk == text, "{} is stale; run with MINERWATCH_UPDATE_RECORDINGS=1", r.file);
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}; run with MINERWATCH_UPDATE_RECORDINGS=1",
+                    path.display()
+                )
+            });
+            assert!(
+                on_disk == text,
+                "{} is stale; run with MINERWATCH_UPDATE_RECORDINGS=1",
+                r.file
+            );
 
             let replay_once = || {
                 let mut out = Vec::new();

@@ -218,12 +218,18 @@ impl ProcessTable {
 
     /// Processes running the executable `exe`, sorted.
     pub fn with_exe(&self, exe: &ExeId) -> Vec<u32> {
-        self.by_exe.get(exe).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        self.by_exe
+            .get(exe)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Processes in cgroup `id`, sorted.
     pub fn in_cgroup(&self, id: u64) -> Vec<u32> {
-        self.by_cgroup.get(&id).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        self.by_cgroup
+            .get(&id)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Children, grandchildren… of `tgid` (live and exited), sorted.
@@ -231,7 +237,9 @@ impl ProcessTable {
         let mut out = BTreeSet::new();
         let mut stack = vec![tgid];
         while let Some(t) = stack.pop() {
-            let Some(p) = self.procs.get(&t) else { continue };
+            let Some(p) = self.procs.get(&t) else {
+                continue;
+            };
             for &c in &p.children {
                 if c != tgid && self.is_child_of(c, p) && out.insert(c) {
                     stack.push(c);
@@ -248,7 +256,9 @@ impl ProcessTable {
         let mut seen = BTreeSet::from([tgid]);
         let mut cur = self.procs.get(&tgid);
         while let Some(p) = cur {
-            let Some(parent) = self.procs.get(&p.ppid) else { break };
+            let Some(parent) = self.procs.get(&p.ppid) else {
+                break;
+            };
             if p.ppid == 0 || !seen.insert(p.ppid) || !self.is_child_of(p.tgid, parent) {
                 break;
             }
@@ -369,7 +379,10 @@ impl ProcessTable {
         if exe_identity_known(&p.exe) {
             self.by_exe.entry(p.exe.clone()).or_default().insert(p.tgid);
         }
-        self.by_cgroup.entry(p.cgroup_id).or_default().insert(p.tgid);
+        self.by_cgroup
+            .entry(p.cgroup_id)
+            .or_default()
+            .insert(p.tgid);
         match (p.exited, p.pinned) {
             (Some(t), _) => self.exited.insert((t, p.tgid)),
             (None, false) => self.live.insert((p.start_time, p.tgid)),
@@ -416,7 +429,14 @@ mod tests {
     }
 
     fn exe(ino: u64) -> ExeId {
-        ExeId { dev: 8, ino, nlink: 1, memfd: false, name: format!("bin{ino}"), unknown: false }
+        ExeId {
+            dev: 8,
+            ino,
+            nlink: 1,
+            memfd: false,
+            name: format!("bin{ino}"),
+            unknown: false,
+        }
     }
 
     #[test]
@@ -491,7 +511,18 @@ mod tests {
         assert_eq!(t.with_exe(&exe(2)), vec![7]);
         assert_eq!(t.in_cgroup(43), vec![7]);
         // Unknown identities are not indexed (they would all collide).
-        t.update(7, |p| p.exe = ExeId { unknown: true, ..ExeId::default() });
-        assert!(t.with_exe(&ExeId { unknown: true, ..ExeId::default() }).is_empty());
+        t.update(7, |p| {
+            p.exe = ExeId {
+                unknown: true,
+                ..ExeId::default()
+            }
+        });
+        assert!(
+            t.with_exe(&ExeId {
+                unknown: true,
+                ..ExeId::default()
+            })
+            .is_empty()
+        );
     }
 }
