@@ -179,8 +179,11 @@ pub struct Detector {
     pub(super) candidates: BTreeSet<u32>,
     cookies: HashMap<u64, CookieOwner>,
     cookie_order: VecDeque<u64>,
-    /// Sweep-found connections (no cookie): destination → processes.
-    sweep_flows: BTreeMap<(IpAddr, u16), BTreeSet<u32>>,
+    /// Sweep-found connections (no cookie): destination → processes, as
+    /// (tgid, start time) so a reused tgid never matches. Filled once at
+    /// start; bounded by `max_flows`.
+    sweep_flows: BTreeMap<(IpAddr, u16), BTreeSet<Owner>>,
+    sweep_flow_count: usize,
     provenance_cache: HashMap<ExeId, Provenance>,
     provenance_order: VecDeque<ExeId>,
     pub(super) stats: DetectorStats,
@@ -209,6 +212,7 @@ impl Detector {
             cookies: HashMap::new(),
             cookie_order: VecDeque::new(),
             sweep_flows: BTreeMap::new(),
+            sweep_flow_count: 0,
             provenance_cache: HashMap::new(),
             provenance_order: VecDeque::new(),
             stats: DetectorStats::default(),
@@ -283,10 +287,6 @@ impl Detector {
     fn forget(&mut self, tgid: u32) {
         self.tracks.remove(&tgid);
         self.candidates.remove(&tgid);
-        for set in self.sweep_flows.values_mut() {
-            set.remove(&tgid);
-        }
-        self.sweep_flows.retain(|_, s| !s.is_empty());
     }
 
     fn insert_process(&mut self, p: Process, track: Track) {
@@ -532,11 +532,16 @@ impl Detector {
                 start,
             },
         );
-        if c.source == Source::Sweep && c.cookie == 0 {
-            self.sweep_flows
+        if c.source == Source::Sweep
+            && c.cookie == 0
+            && self.sweep_flow_count < self.cfg.max_flows
+            && self
+                .sweep_flows
                 .entry((c.daddr, c.dport))
                 .or_default()
-                .insert(c.tgid);
+                .insert((c.tgid, start))
+        {
+            self.sweep_flow_count += 1;
         }
         let pool_port = self.is_pool_port(c.dport);
         let pool_addr = self.is_pool_addr(c.daddr);
@@ -619,8 +624,8 @@ impl Detector {
         };
         let live: Vec<u32> = owners
             .iter()
-            .copied()
-            .filter(|&t| self.table.live(t).is_some())
+            .filter(|&&(t, start)| self.table.live(t).is_some_and(|p| p.start_time == start))
+            .map(|&(t, _)| t)
             .collect();
         match live.as_slice() {
             [only] => vec![(*only, (0, pl.daddr, pl.dport))],
@@ -787,20 +792,26 @@ impl Detector {
     fn on_provenance(&mut self, ev: ProvenanceEvent, now: Mono, out: &mut Vec<Verdict>) {
         let mut targets: BTreeSet<u32> = BTreeSet::new();
         if exe_identity_known(&ev.exe) {
-            if self
+            match self
                 .provenance_cache
                 .insert(ev.exe.clone(), ev.provenance.clone())
-                .is_none()
             {
-                self.provenance_order.push_back(ev.exe.clone());
-                while self.provenance_cache.len() > MAX_PROVENANCE_CACHE {
-                    let Some(old) = self.provenance_order.pop_front() else {
-                        break;
-                    };
-                    self.provenance_cache.remove(&old);
+                // Same verdict as before: every live process of this
+                // executable already has it (from its exec or its fork).
+                Some(old) if old == ev.provenance => {}
+                prev => {
+                    if prev.is_none() {
+                        self.provenance_order.push_back(ev.exe.clone());
+                        while self.provenance_cache.len() > MAX_PROVENANCE_CACHE {
+                            let Some(old) = self.provenance_order.pop_front() else {
+                                break;
+                            };
+                            self.provenance_cache.remove(&old);
+                        }
+                    }
+                    targets.extend(self.table.with_exe(&ev.exe));
                 }
             }
-            targets.extend(self.table.with_exe(&ev.exe));
         }
         // The process it was computed for, unless it has exec'd something
         // else since.
@@ -809,12 +820,15 @@ impl Detector {
         {
             targets.insert(ev.tgid);
         }
+        targets.retain(|t| {
+            self.table
+                .get(*t)
+                .is_some_and(|p| p.provenance.as_ref() != Some(&ev.provenance))
+        });
         for &t in &targets {
             self.table.update(t, |p| {
-                if p.provenance.as_ref() != Some(&ev.provenance) {
-                    p.provenance = Some(ev.provenance.clone());
-                    p.provenance_time = Some(ev.time);
-                }
+                p.provenance = Some(ev.provenance.clone());
+                p.provenance_time = Some(ev.time);
             });
         }
         for t in self.by_start(targets) {

@@ -3,7 +3,7 @@
 //!
 //! | rule | needs | severity |
 //! |---|---|---|
-//! | `pool_protocol_unverified` | pool protocol + unverified binary | High at once; Critical once CPU is sustained |
+//! | `pool_protocol_unverified` | pool protocol + unverified binary | High at once; Critical once its CPU (or its group's) is sustained |
 //! | `pool_protocol_busy` | pool protocol + binary not unverified + sustained CPU | High |
 //! | `pool_port_busy_unverified` | pool port/address/TLS server name (flow not proven to be another protocol) + unverified (or no provenance after the wait) + sustained CPU | High |
 //! | `miner_command_line` | miner command line + unverified (or no provenance after the wait) + sustained CPU | High |
@@ -216,28 +216,59 @@ impl Detector {
         let (Some(p), Some(t)) = (self.table.live(tgid), self.tracks.get(&tgid)) else {
             return fire;
         };
-        let prov = self.provenance_state(p, t, now);
+        // Cheapest first: most processes have no evidence at all.
         let protocol = self.pool_protocol_evidence(p, t);
         let connection = self.pool_connection_evidence(p, t, now);
         let cmdline = self.cmdline_evidence(p, t);
         if protocol.is_none() && connection.is_none() && cmdline.is_none() {
             return fire;
         }
+        let prov = self.provenance_state(p, t, now);
         let cpu = judge_history(&t.cpu, now, &self.policy);
         let cpu_ev = cpu
             .sustained
             .then(|| self.cpu_evidence("cpu_sustained", &cpu, now, ""));
         let not_verified = prov.evidence_not_verified();
+
+        // The group: a holder's workers (forked copies, its tree, its
+        // cgroup) burning CPU together.
+        let strong = protocol.is_some();
+        let weak = not_verified.is_some() && (connection.is_some() || cmdline.is_some());
+        let group = (strong || weak)
+            .then(|| self.group_members(p, strong))
+            .filter(|m| !m.is_empty())
+            .and_then(|members| {
+                let histories = members
+                    .iter()
+                    .filter_map(|m| self.tracks.get(m))
+                    .map(|t| &t.cpu);
+                let g = judge_group(histories, now, &self.policy);
+                g.sustained.then(|| {
+                    let busy = members
+                        .iter()
+                        .filter(|m| {
+                            self.tracks.get(m).is_some_and(|t| {
+                                judge_history(&t.cpu, now, &self.policy).peak_cores > 0.0
+                            })
+                        })
+                        .count();
+                    let who = format!("{busy} of {} other group members on CPU: ", members.len());
+                    (self.cpu_evidence("group_cpu", &g, now, &who), members)
+                })
+            });
+        let group_ev = group.as_ref().map(|(e, _)| e);
+
         let one = |rule, severity, evidence: Vec<Option<&Evidence>>| Firing {
             rule,
             severity,
             evidence: evidence.into_iter().flatten().cloned().collect(),
             members: BTreeSet::new(),
         };
-
         if let Some(proto) = &protocol {
             if let Prov::Unverified(u) = &prov {
-                let sev = if cpu.sustained {
+                // Critical once the miner (or its workers) burns CPU.
+                let busy = cpu_ev.as_ref().or(group_ev);
+                let sev = if busy.is_some() {
                     Severity::Critical
                 } else {
                     Severity::High
@@ -245,7 +276,7 @@ impl Detector {
                 fire.push(one(
                     Rule::PoolProtocolUnverified,
                     sev,
-                    vec![Some(proto), Some(u), cpu_ev.as_ref()],
+                    vec![Some(proto), Some(u), busy],
                 ));
             } else if cpu.sustained {
                 let unknown = match &prov {
@@ -273,46 +304,23 @@ impl Detector {
                 vec![Some(cmd), Some(nv), cpu_ev.as_ref()],
             ));
         }
-
-        let strong = protocol.is_some();
-        let weak = not_verified.is_some() && (connection.is_some() || cmdline.is_some());
-        if (strong || weak) && !t.alerted.contains_key(&Rule::MinerGroup) {
-            let members = self.group_members(p, strong);
-            let histories: Vec<_> = members
-                .iter()
-                .filter_map(|m| self.tracks.get(m))
-                .map(|t| &t.cpu)
+        if let Some((group_ev, members)) = group {
+            let holder = protocol
+                .as_ref()
+                .or(connection.as_ref())
+                .or(cmdline.as_ref());
+            let mut evidence: Vec<Evidence> = [holder, not_verified]
+                .into_iter()
+                .flatten()
+                .cloned()
                 .collect();
-            if !histories.is_empty() {
-                let g = judge_group(histories, now, &self.policy);
-                if g.sustained {
-                    let busy = members
-                        .iter()
-                        .filter(|m| {
-                            self.tracks.get(m).is_some_and(|t| {
-                                judge_history(&t.cpu, now, &self.policy).peak_cores > 0.0
-                            })
-                        })
-                        .count();
-                    let who = format!("{} of {} other group members on CPU: ", busy, members.len());
-                    let holder = protocol
-                        .as_ref()
-                        .or(connection.as_ref())
-                        .or(cmdline.as_ref());
-                    let mut evidence: Vec<Evidence> = [holder, not_verified]
-                        .into_iter()
-                        .flatten()
-                        .cloned()
-                        .collect();
-                    evidence.push(self.cpu_evidence("group_cpu", &g, now, &who));
-                    fire.push(Firing {
-                        rule: Rule::MinerGroup,
-                        severity: Severity::High,
-                        evidence,
-                        members,
-                    });
-                }
-            }
+            evidence.push(group_ev);
+            fire.push(Firing {
+                rule: Rule::MinerGroup,
+                severity: Severity::High,
+                evidence,
+                members,
+            });
         }
         fire
     }

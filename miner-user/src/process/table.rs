@@ -216,7 +216,7 @@ impl ProcessTable {
         v
     }
 
-    /// Processes running the executable `exe`, sorted.
+    /// Live processes running the executable `exe`, sorted.
     pub fn with_exe(&self, exe: &ExeId) -> Vec<u32> {
         self.by_exe
             .get(exe)
@@ -224,7 +224,7 @@ impl ProcessTable {
             .unwrap_or_default()
     }
 
-    /// Processes in cgroup `id`, sorted.
+    /// Live processes in cgroup `id`, sorted.
     pub fn in_cgroup(&self, id: u64) -> Vec<u32> {
         self.by_cgroup
             .get(&id)
@@ -376,13 +376,19 @@ impl ProcessTable {
     }
 
     fn index(&mut self, p: &Process) {
-        if exe_identity_known(&p.exe) {
-            self.by_exe.entry(p.exe.clone()).or_default().insert(p.tgid);
+        // Executable and cgroup indexes hold live processes only: a busy
+        // node execs the same binary thousands of times a minute, and the
+        // exited ones waiting out their grace period must not make every
+        // lookup slower.
+        if p.is_live() {
+            if exe_identity_known(&p.exe) {
+                self.by_exe.entry(p.exe.clone()).or_default().insert(p.tgid);
+            }
+            self.by_cgroup
+                .entry(p.cgroup_id)
+                .or_default()
+                .insert(p.tgid);
         }
-        self.by_cgroup
-            .entry(p.cgroup_id)
-            .or_default()
-            .insert(p.tgid);
         match (p.exited, p.pinned) {
             (Some(t), _) => self.exited.insert((t, p.tgid)),
             (None, false) => self.live.insert((p.start_time, p.tgid)),
@@ -510,19 +516,19 @@ mod tests {
         assert!(t.with_exe(&exe(1)).is_empty());
         assert_eq!(t.with_exe(&exe(2)), vec![7]);
         assert_eq!(t.in_cgroup(43), vec![7]);
-        // Unknown identities are not indexed (they would all collide).
-        t.update(7, |p| {
-            p.exe = ExeId {
-                unknown: true,
-                ..ExeId::default()
-            }
-        });
+        t.mark_exited(7, Mono(5));
         assert!(
-            t.with_exe(&ExeId {
-                unknown: true,
-                ..ExeId::default()
-            })
-            .is_empty()
+            t.with_exe(&exe(2)).is_empty() && t.in_cgroup(43).is_empty(),
+            "live only"
         );
+        // Unknown identities are not indexed (they would all collide).
+        let unknown = ExeId {
+            unknown: true,
+            ..ExeId::default()
+        };
+        let mut q = proc(8, 1, 0);
+        q.exe = unknown.clone();
+        t.insert(q);
+        assert!(t.with_exe(&unknown).is_empty());
     }
 }
