@@ -10,7 +10,11 @@ use minerwatch::cli::{Cli, Command, ConfigCommand};
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("minerwatch: cannot start the async runtime: {e}");
@@ -24,7 +28,12 @@ fn main() -> ExitCode {
             Command::Tail(args) => minerwatch::cmd::tail::run(args).await,
             Command::Check(args) => {
                 let cfg = minerwatch::config::load(args.config.as_deref())?;
-                Ok(minerwatch::cmd::check::check(&args.paths, &cfg.provenance, args.json, &mut stdout)?)
+                Ok(minerwatch::cmd::check::check(
+                    &args.paths,
+                    &cfg.provenance,
+                    args.json,
+                    &mut stdout,
+                )?)
             }
             Command::Replay(args) => {
                 let cfg = minerwatch::config::load(args.config.as_deref())?;

@@ -33,11 +33,20 @@ struct Pool {
 
 impl Pool {
     fn start(addr: &str) -> Pool {
-        let mut child = Command::new(POOL).args(["--addr", addr, "--seconds", "120"]).stdout(Stdio::piped()).spawn().expect("pool");
+        let mut child = Command::new(POOL)
+            .args(["--addr", addr, "--seconds", "120"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("pool");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let port = line.trim().parse().expect("pool port");
-        let host = addr.rsplit_once(':').map(|(h, _)| h.to_owned()).unwrap_or_default();
+        let host = addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_owned())
+            .unwrap_or_default();
         Pool { child, port, host }
     }
 }
@@ -60,7 +69,19 @@ fn drop_miner(dir: &str, name: &str) -> PathBuf {
 }
 
 fn miner_args(pool: &str, proto: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["--pool", pool, "--proto", proto, "--threads", "1", "--seconds", "40"].iter().map(|s| s.to_string()).collect();
+    let mut v: Vec<String> = [
+        "--pool",
+        pool,
+        "--proto",
+        proto,
+        "--threads",
+        "1",
+        "--seconds",
+        "40",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
@@ -74,7 +95,11 @@ struct Row {
 }
 
 /// An alert for one of `pids` (its tgid or members).
-fn alert_for(d: &Daemon, pids: &dyn Fn() -> Vec<u32>, timeout: Duration) -> Option<serde_json::Value> {
+fn alert_for(
+    d: &Daemon,
+    pids: &dyn Fn() -> Vec<u32>,
+    timeout: Duration,
+) -> Option<serde_json::Value> {
     d.wait_alert(timeout, |a| {
         let set = pids();
         let tgid = a["tgid"].as_u64().unwrap_or(0) as u32;
@@ -82,18 +107,38 @@ fn alert_for(d: &Daemon, pids: &dyn Fn() -> Vec<u32>, timeout: Duration) -> Opti
     })
 }
 
-fn positive(rows: &mut Vec<Row>, d: &Daemon, scenario: &'static str, pids: &dyn Fn() -> Vec<u32>, want_rules: &[&str]) {
+fn positive(
+    rows: &mut Vec<Row>,
+    d: &Daemon,
+    scenario: &'static str,
+    pids: &dyn Fn() -> Vec<u32>,
+    want_rules: &[&str],
+) {
     let t0 = Instant::now();
     let got = alert_for(d, pids, DETECT);
     let (got, latency, ok) = match got {
         Some(a) => {
             let rule = a["rule"].as_str().unwrap_or("?").to_owned();
             let ok = want_rules.contains(&rule.as_str());
-            (format!("{rule} ({})", a["severity"].as_str().unwrap_or("?")), format!("{} ms", a["latency_ms"]), ok)
+            (
+                format!("{rule} ({})", a["severity"].as_str().unwrap_or("?")),
+                format!("{} ms", a["latency_ms"]),
+                ok,
+            )
         }
-        None => ("no alert".into(), format!("> {} s", t0.elapsed().as_secs()), false),
+        None => (
+            "no alert".into(),
+            format!("> {} s", t0.elapsed().as_secs()),
+            false,
+        ),
     };
-    rows.push(Row { scenario, expected: "alert", got, latency, ok });
+    rows.push(Row {
+        scenario,
+        expected: "alert",
+        got,
+        latency,
+        ok,
+    });
 }
 
 fn kill_all(children: &mut [Child]) {
@@ -117,12 +162,14 @@ fn e2e_detection_suite() {
 
     // A pool on 3333 (another loopback address if 3333 is taken here) and
     // one on an ephemeral port that the config declares a pool port.
-    let pool_3333 = ["127.0.0.1:3333", "127.0.0.7:3333", "127.0.0.9:3333"].iter().find_map(|a| {
-        std::net::TcpListener::bind(a).ok().map(|l| {
-            drop(l);
-            Pool::start(a)
-        })
-    });
+    let pool_3333 = ["127.0.0.1:3333", "127.0.0.7:3333", "127.0.0.9:3333"]
+        .iter()
+        .find_map(|a| {
+            std::net::TcpListener::bind(a).ok().map(|l| {
+                drop(l);
+                Pool::start(a)
+            })
+        });
     let pool_eph = Pool::start("127.0.0.1:0");
     let pool_443 = ["127.0.0.1:443", "127.0.0.8:443"].iter().find_map(|a| {
         std::net::TcpListener::bind(a).ok().map(|l| {
@@ -134,37 +181,93 @@ fn e2e_detection_suite() {
 
     // 1. Started before the daemon: found by the startup sweep.
     let pre = drop_miner(&format!("/tmp/.{tag}-pre"), "kswapd1");
-    let mut pre_child = Command::new(&pre).args(miner_args(&format!("127.0.0.1:{}", pool_eph.port), "tls", &[])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut pre_child = Command::new(&pre)
+        .args(miner_args(
+            &format!("127.0.0.1:{}", pool_eph.port),
+            "tls",
+            &[],
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let d = Daemon::start(&config, &[]);
     let pre_pid = pre_child.id();
-    positive(&mut rows, &d, "started before the agent (sweep), TLS on a pool port", &move || vec![pre_pid], &["pool_port_busy_unverified", "miner_command_line", "pool_protocol_unverified"]);
+    positive(
+        &mut rows,
+        &d,
+        "started before the agent (sweep), TLS on a pool port",
+        &move || vec![pre_pid],
+        &[
+            "pool_port_busy_unverified",
+            "miner_command_line",
+            "pool_protocol_unverified",
+        ],
+    );
     kill_all(std::slice::from_mut(&mut pre_child));
 
     let p3333 = pool_3333.as_ref().map(|p| format!("{}:3333", addr_of(p)));
     // 2. XMRig protocol on 3333 from /tmp.
     if let Some(pool) = &p3333 {
         let m = drop_miner(&format!("/tmp/{tag}"), "xmrig");
-        let mut c = Command::new(&m).args(miner_args(pool, "xmrig", &[])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = Command::new(&m)
+            .args(miner_args(pool, "xmrig", &[]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = c.id();
-        positive(&mut rows, &d, "XMRig login on port 3333", &move || vec![pid], &["pool_protocol_unverified"]);
+        positive(
+            &mut rows,
+            &d,
+            "XMRig login on port 3333",
+            &move || vec![pid],
+            &["pool_protocol_unverified"],
+        );
         kill_all(std::slice::from_mut(&mut c));
     }
     // 3. Stratum on 443, renamed kworker in a hidden /tmp dir.
     if let Some(p443) = &pool_443 {
         let m = drop_miner(&format!("/tmp/.x-{tag}"), "kworker-0:1");
-        let mut c = Command::new(&m).args(miner_args(&format!("{}:443", addr_of(p443)), "stratum", &[])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = Command::new(&m)
+            .args(miner_args(
+                &format!("{}:443", addr_of(p443)),
+                "stratum",
+                &[],
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = c.id();
-        positive(&mut rows, &d, "Stratum v1 on port 443, /tmp/.x/kworker-0:1", &move || vec![pid], &["pool_protocol_unverified"]);
+        positive(
+            &mut rows,
+            &d,
+            "Stratum v1 on port 443, /tmp/.x/kworker-0:1",
+            &move || vec![pid],
+            &["pool_protocol_unverified"],
+        );
         kill_all(std::slice::from_mut(&mut c));
     }
     let eph = format!("127.0.0.1:{}", pool_eph.port);
     // 4. /dev/shm.
     {
         let m = drop_miner("/dev/shm", &format!("{tag}-sshd"));
-        let mut c = Command::new(&m).args(miner_args(&eph, "xmrig", &[])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = Command::new(&m)
+            .args(miner_args(&eph, "xmrig", &[]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = c.id();
-        positive(&mut rows, &d, "renamed sshd in /dev/shm", &move || vec![pid], &["pool_protocol_unverified"]);
+        positive(
+            &mut rows,
+            &d,
+            "renamed sshd in /dev/shm",
+            &move || vec![pid],
+            &["pool_protocol_unverified"],
+        );
         kill_all(std::slice::from_mut(&mut c));
         let _ = std::fs::remove_file(m);
     }
@@ -172,41 +275,109 @@ fn e2e_detection_suite() {
     {
         let mut args = vec![MINER.to_string(), "kthreadd".to_string()];
         args.extend(miner_args(&eph, "xmrig", &[]));
-        let mut c = Command::new(MEMFD_EXEC).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = Command::new(MEMFD_EXEC)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = c.id();
-        positive(&mut rows, &d, "fileless (memfd_create + fexecve)", &move || vec![pid], &["pool_protocol_unverified"]);
+        positive(
+            &mut rows,
+            &d,
+            "fileless (memfd_create + fexecve)",
+            &move || vec![pid],
+            &["pool_protocol_unverified"],
+        );
         kill_all(std::slice::from_mut(&mut c));
     }
     // 6. Binary deleted after start (TLS: no payload evidence).
     {
         let m = drop_miner(&format!("/var/tmp/{tag}"), "dbus-daemon");
-        let mut c = Command::new(&m).args(miner_args(&eph, "tls", &["--delay-connect-ms", "500"])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = Command::new(&m)
+            .args(miner_args(&eph, "tls", &["--delay-connect-ms", "500"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(100));
         std::fs::remove_file(&m).unwrap();
         let pid = c.id();
-        positive(&mut rows, &d, "deleted after start, TLS on a pool port", &move || vec![pid], &["pool_port_busy_unverified", "miner_command_line"]);
+        positive(
+            &mut rows,
+            &d,
+            "deleted after start, TLS on a pool port",
+            &move || vec![pid],
+            &["pool_port_busy_unverified", "miner_command_line"],
+        );
         kill_all(std::slice::from_mut(&mut c));
     }
     // 7. Grandchild of a shell script.
     {
         let m = drop_miner(&format!("/tmp/{tag}-gc"), "php-fpm");
-        let script = format!("/bin/sh -c '{} {}; true'", m.display(), miner_args(&eph, "stratum", &[]).join(" "));
-        let mut c = Command::new("/bin/sh").args(["-c", &script]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let script = format!(
+            "/bin/sh -c '{} {}; true'",
+            m.display(),
+            miner_args(&eph, "stratum", &[]).join(" ")
+        );
+        let mut c = Command::new("/bin/sh")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let mc = m.clone();
-        positive(&mut rows, &d, "grandchild of a shell script", &move || pids_running(&mc), &["pool_protocol_unverified"]);
+        positive(
+            &mut rows,
+            &d,
+            "grandchild of a shell script",
+            &move || pids_running(&mc),
+            &["pool_protocol_unverified"],
+        );
         kill_path(&m);
         kill_all(std::slice::from_mut(&mut c));
     }
     // 8. Multi-process: a holder of the pool connection and forked workers.
     {
         let m = drop_miner(&format!("/tmp/{tag}-mp"), "systemd-journal");
-        let mut c = Command::new(&m).args(miner_args(&eph, "xmrig", &["--workers", "2"])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = Command::new(&m)
+            .args(miner_args(&eph, "xmrig", &["--workers", "2"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = c.id();
         let t0 = Instant::now();
-        let got = d.wait_alert(DETECT, |a| a["tgid"].as_u64() == Some(pid as u64) && a["members"].as_array().is_some_and(|m| m.len() >= 2));
+        let got = d.wait_alert(DETECT, |a| {
+            a["tgid"].as_u64() == Some(pid as u64)
+                && a["members"].as_array().is_some_and(|m| m.len() >= 2)
+        });
         rows.push(match got {
-            Some(a) => Row { scenario: "multi-process (holder + 2 workers), workers listed", expected: "alert", got: format!("{} members {}", a["rule"].as_str().unwrap_or("?"), a["members"]), latency: format!("{} ms", a["latency_ms"]), ok: true },
-            None => Row { scenario: "multi-process (holder + 2 workers), workers listed", expected: "alert", got: format!("no alert with members ({:?})", d.alerts().iter().filter(|a| a["tgid"].as_u64() == Some(pid as u64)).map(|a| a["members"].clone()).collect::<Vec<_>>()), latency: format!("> {} s", t0.elapsed().as_secs()), ok: false },
+            Some(a) => Row {
+                scenario: "multi-process (holder + 2 workers), workers listed",
+                expected: "alert",
+                got: format!(
+                    "{} members {}",
+                    a["rule"].as_str().unwrap_or("?"),
+                    a["members"]
+                ),
+                latency: format!("{} ms", a["latency_ms"]),
+                ok: true,
+            },
+            None => Row {
+                scenario: "multi-process (holder + 2 workers), workers listed",
+                expected: "alert",
+                got: format!(
+                    "no alert with members ({:?})",
+                    d.alerts()
+                        .iter()
+                        .filter(|a| a["tgid"].as_u64() == Some(pid as u64))
+                        .map(|a| a["members"].clone())
+                        .collect::<Vec<_>>()
+                ),
+                latency: format!("> {} s", t0.elapsed().as_secs()),
+                ok: false,
+            },
         });
         kill_path(&m);
         kill_all(std::slice::from_mut(&mut c));
@@ -214,18 +385,40 @@ fn e2e_detection_suite() {
     // 9. Throttled to half a core, TLS: CPU evidence must hold at ~0.5.
     {
         let m = drop_miner(&format!("/tmp/{tag}-thr"), "containerd-shim");
-        let mut c = Command::new(&m).args(miner_args(&eph, "tls", &["--duty", "50"])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = Command::new(&m)
+            .args(miner_args(&eph, "tls", &["--duty", "50"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = c.id();
-        positive(&mut rows, &d, "throttled to ~50% of a core, TLS on a pool port", &move || vec![pid], &["pool_port_busy_unverified", "miner_command_line"]);
+        positive(
+            &mut rows,
+            &d,
+            "throttled to ~50% of a core, TLS on a pool port",
+            &move || vec![pid],
+            &["pool_port_busy_unverified", "miner_command_line"],
+        );
         kill_all(std::slice::from_mut(&mut c));
     }
     // 10. Daemonizes: double fork, the parent exits.
     {
         let m = drop_miner(&format!("/tmp/{tag}-dm"), "rsyslogd");
-        let mut c = Command::new(&m).args(miner_args(&eph, "stratum", &["--daemonize"])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = Command::new(&m)
+            .args(miner_args(&eph, "stratum", &["--daemonize"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let _ = c.wait();
         let mc = m.clone();
-        positive(&mut rows, &d, "daemonizes (double fork, parent exits)", &move || pids_running(&mc), &["pool_protocol_unverified"]);
+        positive(
+            &mut rows,
+            &d,
+            "daemonizes (double fork, parent exits)",
+            &move || pids_running(&mc),
+            &["pool_protocol_unverified"],
+        );
         kill_path(&m);
     }
     // 11. Own pid and network namespaces (container-like), host pids reported.
@@ -236,9 +429,28 @@ fn e2e_detection_suite() {
             m.display(),
             port = pool_eph.port
         );
-        let mut c = Command::new("unshare").args(["--pid", "--net", "--fork", "--mount-proc", "sh", "-c", &inner]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut c = Command::new("unshare")
+            .args([
+                "--pid",
+                "--net",
+                "--fork",
+                "--mount-proc",
+                "sh",
+                "-c",
+                &inner,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let mc = m.clone();
-        positive(&mut rows, &d, "own pid + net namespace, reported with host pid", &move || pids_running(&mc), &["pool_protocol_unverified"]);
+        positive(
+            &mut rows,
+            &d,
+            "own pid + net namespace, reported with host pid",
+            &move || pids_running(&mc),
+            &["pool_protocol_unverified"],
+        );
         kill_path(&m);
         kill_all(std::slice::from_mut(&mut c));
     }
@@ -248,19 +460,58 @@ fn e2e_detection_suite() {
     let mut benign: Vec<Child> = Vec::new();
     let busy = drop_miner(&format!("/tmp/{tag}-busy"), "busy-worker");
     std::fs::copy(BURN, &busy).unwrap();
-    benign.push(Command::new(&busy).args(["18", "1"]).stdout(Stdio::null()).spawn().unwrap());
+    benign.push(
+        Command::new(&busy)
+            .args(["18", "1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     benign.push(Command::new("sh").args(["-c", &format!("head -c 400000000 /dev/urandom > /tmp/{tag}.bin; xz -9 -T1 -c /tmp/{tag}.bin > /dev/null")]).spawn().unwrap());
     let csrc = format!("/tmp/{tag}.c");
-    let body: String = (0..400).map(|i| format!("int f{i}(int x){{int s=0;for(int j=0;j<x;j++)s+=j*{i}%7;return s;}}\n")).collect();
+    let body: String = (0..400)
+        .map(|i| format!("int f{i}(int x){{int s=0;for(int j=0;j<x;j++)s+=j*{i}%7;return s;}}\n"))
+        .collect();
     std::fs::write(&csrc, body + "int main(){return 0;}\n").unwrap();
-    benign.push(Command::new("sh").args(["-c", &format!("for i in 1 2 3 4 5 6 7 8; do gcc -O2 -c {csrc} -o /tmp/{tag}.o; done")]).spawn().unwrap());
-    let http_pool = pool_3333.as_ref().map(|p| format!("{}", addr_of(p))).unwrap_or_else(|| "127.0.0.1".into());
-    let http_srv = Command::new("/usr/bin/python3").args(["-m", "http.server", "--bind", "127.0.0.5", "3333"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    benign.push(
+        Command::new("sh")
+            .args([
+                "-c",
+                &format!("for i in 1 2 3 4 5 6 7 8; do gcc -O2 -c {csrc} -o /tmp/{tag}.o; done"),
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    let http_pool = pool_3333
+        .as_ref()
+        .map(|p| format!("{}", addr_of(p)))
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let http_srv = Command::new("/usr/bin/python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.5", "3333"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
     std::thread::sleep(Duration::from_millis(700));
     benign.push(Command::new("/usr/bin/python3").args(["-c", "import urllib.request,time\nfor i in range(15):\n  try: urllib.request.urlopen('http://127.0.0.5:3333/').read()\n  except Exception: pass\n  time.sleep(1)\n"]).spawn().unwrap());
     let _ = http_pool;
-    benign.push(Command::new("/bin/bash").args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{}; sleep 18", pool_eph.port)]).spawn().unwrap());
-    benign.push(Command::new("sh").args(["-c", &format!("for i in $(seq 30); do {BURN} 0.4 1 >/dev/null; done")]).spawn().unwrap());
+    benign.push(
+        Command::new("/bin/bash")
+            .args([
+                "-c",
+                &format!("exec 3<>/dev/tcp/127.0.0.1/{}; sleep 18", pool_eph.port),
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    benign.push(
+        Command::new("sh")
+            .args([
+                "-c",
+                &format!("for i in $(seq 30); do {BURN} 0.4 1 >/dev/null; done"),
+            ])
+            .spawn()
+            .unwrap(),
+    );
     let pids: Vec<u32> = benign.iter().map(|c| c.id()).collect();
     std::thread::sleep(QUIET);
     let new: Vec<serde_json::Value> = d.alerts().into_iter().skip(before).collect();
@@ -273,20 +524,45 @@ fn e2e_detection_suite() {
         ("many short high-CPU processes", 5),
     ] {
         let pid = pids[idx];
-        let hits: Vec<&serde_json::Value> = new.iter().filter(|a| a["tgid"].as_u64() == Some(pid as u64) || a["ppid"].as_u64() == Some(pid as u64) || a["exe"].as_str().is_some_and(|e| e.contains(&tag) && idx == 0)).collect();
-        rows.push(Row { scenario: name, expected: "silent", got: if hits.is_empty() { "silent".into() } else { format!("ALERT {}", hits[0]["rule"]) }, latency: "-".into(), ok: hits.is_empty() });
+        let hits: Vec<&serde_json::Value> = new
+            .iter()
+            .filter(|a| {
+                a["tgid"].as_u64() == Some(pid as u64)
+                    || a["ppid"].as_u64() == Some(pid as u64)
+                    || a["exe"]
+                        .as_str()
+                        .is_some_and(|e| e.contains(&tag) && idx == 0)
+            })
+            .collect();
+        rows.push(Row {
+            scenario: name,
+            expected: "silent",
+            got: if hits.is_empty() {
+                "silent".into()
+            } else {
+                format!("ALERT {}", hits[0]["rule"])
+            },
+            latency: "-".into(),
+            ok: hits.is_empty(),
+        });
     }
     kill_all(&mut benign);
     if let Ok(mut s) = http_srv {
         let _ = s.kill();
         let _ = s.wait();
     }
-    let stray: Vec<&serde_json::Value> = new.iter().filter(|a| a["exe"].as_str().is_some_and(|e| !e.contains(&tag))).collect();
+    let stray: Vec<&serde_json::Value> = new
+        .iter()
+        .filter(|a| a["exe"].as_str().is_some_and(|e| !e.contains(&tag)))
+        .collect();
     let (code, took) = d.stop();
 
     println!("\n| scenario | expected | got | latency from exec |\n|---|---|---|---|");
     for r in &rows {
-        println!("| {} | {} | {} | {} |", r.scenario, r.expected, r.got, r.latency);
+        println!(
+            "| {} | {} | {} | {} |",
+            r.scenario, r.expected, r.got, r.latency
+        );
     }
     println!();
     for a in &stray {

@@ -10,7 +10,11 @@ pub fn run(cmd: QuarantineCommand, out: &mut impl Write) -> anyhow::Result<i32> 
             let cfg = config::load(config.as_deref())?;
             let records = quarantine::list(&cfg.response.quarantine_dir)?;
             if records.is_empty() && !json {
-                writeln!(out, "quarantine {} is empty", cfg.response.quarantine_dir.display())?;
+                writeln!(
+                    out,
+                    "quarantine {} is empty",
+                    cfg.response.quarantine_dir.display()
+                )?;
             }
             for r in records {
                 if json {
@@ -21,7 +25,9 @@ pub fn run(cmd: QuarantineCommand, out: &mut impl Write) -> anyhow::Result<i32> 
                         "{}  {}  {}  rule={} tgid={}",
                         r.sha256,
                         r.quarantined_at,
-                        r.original_path.as_deref().unwrap_or("(in-memory executable)"),
+                        r.original_path
+                            .as_deref()
+                            .unwrap_or("(in-memory executable)"),
                         r.rule,
                         r.tgid
                     )?;

@@ -23,7 +23,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         enforce: args.enforce,
         require_all: args.require_all,
     };
-    cfg.apply(&overrides).map_err(|e| StartError(e.to_string()))?;
-    let opts = Options { record: args.record.clone(), print_events: args.print_events };
+    cfg.apply(&overrides)
+        .map_err(|e| StartError(e.to_string()))?;
+    let opts = Options {
+        record: args.record.clone(),
+        print_events: args.print_events,
+    };
     daemon::run(cfg, opts).await
 }

@@ -48,10 +48,13 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     // Bind the operator endpoints before loading programs: a port in use is
     // a config error, reported before we touch the kernel.
     let http_task = if cfg.metrics.enabled {
-        let addr = cfg.metrics.socket_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the metrics endpoint {addr}; pick another with --metrics-addr"))?;
+        let addr = cfg
+            .metrics
+            .socket_addr()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("binding the metrics endpoint {addr}; pick another with --metrics-addr")
+        })?;
         log::info!("metrics on http://{addr}/metrics");
         let (m, h, s) = (metrics.clone(), health.clone(), shutdown.clone());
         Some(tokio::spawn(async move {
@@ -73,7 +76,10 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     };
     let alerts = AlertSink::new(&cfg.alerts, metrics.clone()).context("opening the alert sinks")?;
     let recorder = match &opts.record {
-        Some(p) => Some(Recorder::create(p).with_context(|| format!("creating the recording {}", p.display()))?),
+        Some(p) => Some(
+            Recorder::create(p)
+                .with_context(|| format!("creating the recording {}", p.display()))?,
+        ),
         None => None,
     };
 
@@ -82,7 +88,11 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     let attached = sensor.hooks.iter().filter(|h| h.attached).count() as u32;
     for h in &sensor.hooks {
         match (&h.error, h.verified_insns) {
-            (None, insns) => log::info!("attached {} ({} instructions verified)", h.program, insns.unwrap_or(0)),
+            (None, insns) => log::info!(
+                "attached {} ({} instructions verified)",
+                h.program,
+                insns.unwrap_or(0)
+            ),
             (Some(e), _) => log::warn!("not attached {}: {e}", h.program),
         }
     }
@@ -110,7 +120,9 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
 
     let responder = Responder::new(cfg.response.clone(), blocklist);
     if cfg.response.mode == crate::response::Mode::Enforce {
-        log::warn!("enforce mode: confirmed miners will be killed, blocked and quarantined per policy");
+        log::warn!(
+            "enforce mode: confirmed miners will be killed, blocked and quarantined per policy"
+        );
     }
     let mut pipe = Pipeline::new(
         Detector::new(cfg.detector.clone()),
@@ -126,20 +138,36 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     );
 
     // Seed the table with what runs already (and its connections).
-    let swept = procfs::sweep(std::path::Path::new(crate::defaults::PROC_PATH), Mono::now());
-    log::info!("startup sweep: {} events ({} unreadable entries)", swept.events.len(), swept.errors);
+    let swept = procfs::sweep(
+        std::path::Path::new(crate::defaults::PROC_PATH),
+        Mono::now(),
+    );
+    log::info!(
+        "startup sweep: {} events ({} unreadable entries)",
+        swept.events.len(),
+        swept.errors
+    );
     for ev in swept.events {
         pipe.event(ev, None);
     }
 
     let stats = Arc::new(ringbuf::ReaderStats::default());
     let (tx, mut rx) = mpsc::channel::<ringbuf::Batch>(256);
-    let reader = tokio::spawn(ringbuf::run(ring, Duration::from_millis(cfg.sensor.drain_interval_ms), tx, stats.clone()));
+    let reader = tokio::spawn(ringbuf::run(
+        ring,
+        Duration::from_millis(cfg.sensor.drain_interval_ms),
+        tx,
+        stats.clone(),
+    ));
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.sensor.cpu_poll_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let signal = lifecycle::shutdown_signal();
     tokio::pin!(signal);
-    log::info!("minerwatch running ({} of {} hooks attached)", attached, sensor.hooks.len());
+    log::info!(
+        "minerwatch running ({} of {} hooks attached)",
+        attached,
+        sensor.hooks.len()
+    );
 
     let mut decode_errors_seen = 0u64;
     loop {

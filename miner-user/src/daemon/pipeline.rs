@@ -77,10 +77,20 @@ impl Pipeline {
     pub fn provenance(&mut self, r: CheckResult) {
         let result = match r.event.provenance.verdict {
             ProvenanceVerdict::Verified => "verified",
-            ProvenanceVerdict::Unverified if r.event.provenance.reasons.contains(&crate::event::Reason::Unreadable) => "unreadable",
+            ProvenanceVerdict::Unverified
+                if r.event
+                    .provenance
+                    .reasons
+                    .contains(&crate::event::Reason::Unreadable) =>
+            {
+                "unreadable"
+            }
             ProvenanceVerdict::Unverified => "unverified",
         };
-        self.metrics.provenance_checks.with_label_values(&[result]).inc();
+        self.metrics
+            .provenance_checks
+            .with_label_values(&[result])
+            .inc();
         if !r.cache_hit {
             self.metrics.provenance_hash_seconds.observe(r.hash_seconds);
         }
@@ -104,7 +114,9 @@ impl Pipeline {
             r.tick(now);
         }
         let verdicts = self.detector.step(Input::Tick, now);
-        self.metrics.tracked_processes.set(self.detector.stats().tracked_processes as i64);
+        self.metrics
+            .tracked_processes
+            .set(self.detector.stats().tracked_processes as i64);
         self.handle(verdicts, now);
     }
 
@@ -114,13 +126,23 @@ impl Pipeline {
                 if x.cgroup.is_none() {
                     x.cgroup = container::read_cgroup(x.tgid);
                 }
-                let job = Job { tgid: x.tgid, exe: x.exe.clone(), filename: x.filename.clone(), time: x.time };
+                let job = Job {
+                    tgid: x.tgid,
+                    exe: x.exe.clone(),
+                    filename: x.filename.clone(),
+                    time: x.time,
+                };
                 self.provenance.submit(job);
             }
             Event::Exit(x) => self.poller.on_exit(x.tgid, x.cpu_ns),
             Event::Payload(p) if p.tgid.is_none() => {
                 // A flow from before the agent: find its owner by 4-tuple.
-                let flow = Flow { saddr: p.saddr, sport: p.sport, daddr: p.daddr, dport: p.dport };
+                let flow = Flow {
+                    saddr: p.saddr,
+                    sport: p.sport,
+                    daddr: p.daddr,
+                    dport: p.dport,
+                };
                 match self.resolver.resolve(&flow) {
                     Ok(Some(tgid)) => p.tgid = Some(tgid),
                     Ok(None) => {}
@@ -188,7 +210,15 @@ impl Pipeline {
                 v.exe.as_deref().unwrap_or("?")
             );
             for a in outcome.actions {
-                let ar = ActionRecord::new(Mono::now(), &self.clock, a.action.name(), a.target, a.result, a.reason, a.latency_ms);
+                let ar = ActionRecord::new(
+                    Mono::now(),
+                    &self.clock,
+                    a.action.name(),
+                    a.target,
+                    a.result,
+                    a.reason,
+                    a.latency_ms,
+                );
                 if let Err(e) = self.alerts.emit_action(&ar) {
                     log::error!("writing an action record failed: {e}");
                 }
@@ -199,7 +229,12 @@ impl Pipeline {
 
     /// Flush what is buffered and stop the workers, within `deadline`.
     pub fn finish(self, deadline: Duration) {
-        let Pipeline { mut alerts, mut recorder, provenance, .. } = self;
+        let Pipeline {
+            mut alerts,
+            mut recorder,
+            provenance,
+            ..
+        } = self;
         if let Some(r) = recorder.as_mut()
             && let Err(e) = r.flush()
         {

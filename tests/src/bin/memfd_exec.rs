@@ -29,7 +29,10 @@ fn main() {
     if f.write_all(&bytes).is_err() {
         std::process::exit(2);
     }
-    let cargs: Vec<CString> = args[2..].iter().map(|a| CString::new(a.as_str()).unwrap_or_default()).collect();
+    let cargs: Vec<CString> = args[2..]
+        .iter()
+        .map(|a| CString::new(a.as_str()).unwrap_or_default())
+        .collect();
     let mut argv: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let envp = [std::ptr::null::<libc::c_char>()];

@@ -13,7 +13,10 @@ use std::{
 pub fn minerwatch_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/debug/deps/<test> → target/debug/minerwatch
-    exe.parent().and_then(|d| d.parent()).expect("target dir").join("minerwatch")
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("minerwatch")
 }
 
 pub struct Daemon {
@@ -25,13 +28,21 @@ pub struct Daemon {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Daemon {
     /// Start with `config` (TOML text) and extra flags; wait until /readyz.
     pub fn start(config: &str, extra: &[&str]) -> Daemon {
-        let dir = std::env::temp_dir().join(format!("mw-e2e-{}-{}", std::process::id(), super::unique("d")));
+        let dir = std::env::temp_dir().join(format!(
+            "mw-e2e-{}-{}",
+            std::process::id(),
+            super::unique("d")
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("minerwatch.toml");
         std::fs::write(&cfg, config).unwrap();
@@ -54,7 +65,13 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("start minerwatch (build it first: cargo build -p miner-user)");
-        let d = Daemon { child, dir, metrics, alerts, socket };
+        let d = Daemon {
+            child,
+            dir,
+            metrics,
+            alerts,
+            socket,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if d.get("/readyz").is_some_and(|(c, _)| c == 200) {
@@ -72,11 +89,20 @@ impl Daemon {
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(&self.metrics).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
         let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, buf.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default()))
+        Some((
+            code,
+            buf.split_once("\r\n\r\n")
+                .map(|x| x.1.to_owned())
+                .unwrap_or_default(),
+        ))
     }
 
     /// Every JSON line of the alert file (alerts and actions).
@@ -89,11 +115,18 @@ impl Daemon {
     }
 
     pub fn alerts(&self) -> Vec<serde_json::Value> {
-        self.records().into_iter().filter(|r| r["kind"] == "alert").collect()
+        self.records()
+            .into_iter()
+            .filter(|r| r["kind"] == "alert")
+            .collect()
     }
 
     /// Wait for an alert matching `pred`.
-    pub fn wait_alert(&self, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+    pub fn wait_alert(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(a) = self.alerts().into_iter().find(|a| pred(a)) {
@@ -145,7 +178,9 @@ pub fn pids_running(path: &Path) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             if let Ok(target) = std::fs::read_link(e.path().join("exe"))
                 && target == path
             {

@@ -1,0 +1,893 @@
+//! The detector: a pure state machine from events (and ticks) to verdicts.
+//!
+//! State per process lives next to the process table: the interesting
+//! flows it holds (pool port or address, pool protocol, TLS to a pool), a
+//! miner command line, a CPU history and the verdicts already given.
+//! Evidence is inherited on fork (with the fds and the image) but counts
+//! for the child alone only once the process that produced it is gone (a
+//! daemonized miner); while that process lives, its forked workers feed the
+//! group rule instead of alerting one by one.
+//!
+//! No clock, no I/O, no randomness: time comes in with each input, maps
+//! that are iterated are ordered, so a recording replays to the same
+//! verdicts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::cmdline::miner_cmdline;
+use super::config::Cidr;
+use super::cpu::{CpuHistory, CpuPoint, CpuPolicy, MIN_SPAN_NS};
+use super::stratum::{Protocol, classify, tls_sni};
+use super::{DetectorConfig, Rule, Severity, Verdict};
+use crate::event::{
+    Connect, CpuSample, Event, ExeId, Exec, Fork, Payload, Provenance, ProvenanceEvent, Source,
+};
+use crate::process::table::{EvictionCounts, Origin, Process, ProcessTable, exe_identity_known};
+use crate::time::Mono;
+
+/// One input to [`Detector::step`].
+// Events are moved in once and consumed; boxing them would only add an
+// allocation per event on the hot path.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Event(Event),
+    /// Periodic housekeeping (expire exited processes, re-judge evidence
+    /// whose CPU window or provenance wait moved). The daemon sends one
+    /// every second.
+    Tick,
+}
+
+/// Counters for `/metrics` and `replay` summaries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DetectorStats {
+    /// Processes in the table (live and exited within the grace period).
+    pub tracked_processes: usize,
+    pub live_processes: usize,
+    /// Live processes holding some evidence (pool flow, miner command line).
+    pub processes_with_evidence: usize,
+    /// Removals from the table, by cause.
+    pub evictions: EvictionCounts,
+    /// `evictions.expired + evictions.capacity + evictions.replaced`.
+    pub evictions_total: u64,
+    pub events_total: u64,
+    pub ticks_total: u64,
+    /// Sum of `Lost.count` seen (the detector ignores lost events).
+    pub lost_events_total: u64,
+    /// Payload peeks by classification.
+    pub payloads_by_protocol: BTreeMap<Protocol, u64>,
+    /// Payloads that could not be tied to a live process.
+    pub payloads_unresolved_total: u64,
+    /// Remembered connections (socket cookie → process).
+    pub flows_remembered: usize,
+    pub verdicts_by_rule: BTreeMap<Rule, u64>,
+}
+
+/// Interesting flows kept per process (evidence beyond that is dropped,
+/// oldest non-pool flow first).
+const MAX_FLOWS_PER_PROCESS: usize = 32;
+/// Provenance verdicts remembered by executable identity.
+const MAX_PROVENANCE_CACHE: usize = 4096;
+
+/// (cookie, destination address, destination port); cookie 0 for flows the
+/// startup sweep found (no cookie available).
+pub(super) type FlowKey = (u64, IpAddr, u16);
+
+/// The process that produced a piece of evidence: (tgid, start time).
+pub(super) type Owner = (u32, Mono);
+
+#[derive(Debug, Clone)]
+pub(super) struct Flow {
+    pub time: Mono,
+    pub owner: Owner,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub pool_port: bool,
+    pub pool_addr: bool,
+    /// First decisive classification of the flow's bytes (`Unknown` only
+    /// while nothing better was seen).
+    pub class: Option<Protocol>,
+    /// First mining classification, if any (a pool login may follow an
+    /// HTTP CONNECT or a SOCKS handshake on the same flow).
+    pub mining: Option<(Mono, Protocol)>,
+    pub sni: Option<String>,
+    pub pool_sni: bool,
+    /// Kernel-seen connect: its first bytes are expected by then.
+    pub payload_due: Option<Mono>,
+}
+
+impl Flow {
+    /// The flow proved it speaks something other than a pool protocol.
+    pub fn speaks_other(&self) -> bool {
+        self.mining.is_none() && self.class.is_some_and(Protocol::is_other)
+    }
+
+    /// A connection to a pool endpoint that did not turn out to be
+    /// something else (and had its chance to show its first bytes).
+    pub fn is_pool_connection(&self, now: Mono) -> bool {
+        self.could_be_pool_connection()
+            && (self.class.is_some() || self.payload_due.is_none_or(|d| now >= d))
+    }
+
+    pub(super) fn could_be_pool_connection(&self) -> bool {
+        (self.pool_port || self.pool_addr || self.pool_sni) && !self.speaks_other()
+    }
+
+    /// Evidence now or once the payload wait is over.
+    fn is_evidence(&self) -> bool {
+        self.mining.is_some() || self.could_be_pool_connection()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct CmdlineEvidence {
+    pub time: Mono,
+    pub owner: Owner,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct Track {
+    pub flows: BTreeMap<FlowKey, Flow>,
+    pub cmdline: Option<CmdlineEvidence>,
+    pub cpu: CpuHistory,
+    pub alerted: BTreeMap<Rule, Severity>,
+    /// When the current image appeared to the detector (provenance wait).
+    pub image_seen: Mono,
+}
+
+impl Track {
+    pub fn has_evidence(&self) -> bool {
+        self.cmdline.is_some() || self.flows.values().any(Flow::is_evidence)
+    }
+
+    fn insert_flow(&mut self, key: FlowKey, flow: Flow) {
+        if !self.flows.contains_key(&key) && self.flows.len() >= MAX_FLOWS_PER_PROCESS {
+            let victim = self
+                .flows
+                .iter()
+                .filter(|(_, f)| !f.is_evidence())
+                .min_by_key(|(k, f)| (f.time, **k))
+                .or_else(|| self.flows.iter().min_by_key(|(k, f)| (f.time, **k)))
+                .map(|(k, _)| *k);
+            if let Some(k) = victim {
+                self.flows.remove(&k);
+            }
+        }
+        self.flows.insert(key, flow);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CookieOwner {
+    tgid: u32,
+    start: Mono,
+}
+
+pub struct Detector {
+    pub(super) cfg: DetectorConfig,
+    pub(super) policy: CpuPolicy,
+    ports: Vec<u64>,
+    nets: Vec<Cidr>,
+    domains: Vec<String>,
+    pub(super) table: ProcessTable,
+    pub(super) tracks: HashMap<u32, Track>,
+    /// Live processes with evidence: judged on every CPU sample and tick.
+    pub(super) candidates: BTreeSet<u32>,
+    cookies: HashMap<u64, CookieOwner>,
+    cookie_order: VecDeque<u64>,
+    /// Sweep-found connections (no cookie): destination → processes, as
+    /// (tgid, start time) so a reused tgid never matches. Filled once at
+    /// start; bounded by `max_flows`.
+    sweep_flows: BTreeMap<(IpAddr, u16), BTreeSet<Owner>>,
+    sweep_flow_count: usize,
+    provenance_cache: HashMap<ExeId, Provenance>,
+    provenance_order: VecDeque<ExeId>,
+    pub(super) stats: DetectorStats,
+}
+
+impl Detector {
+    /// `cfg` should have passed [`DetectorConfig::validate`]; invalid pool
+    /// addresses are skipped.
+    pub fn new(cfg: DetectorConfig) -> Self {
+        let mut ports = vec![0u64; 1024];
+        for &p in cfg.pool_ports.iter().chain(&cfg.extra_pool_ports) {
+            ports[usize::from(p) / 64] |= 1 << (p % 64);
+        }
+        Detector {
+            policy: CpuPolicy::from_config(&cfg),
+            ports,
+            nets: cfg.pool_networks(),
+            domains: cfg
+                .pool_domains
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            table: ProcessTable::new(cfg.max_processes),
+            tracks: HashMap::new(),
+            candidates: BTreeSet::new(),
+            cookies: HashMap::new(),
+            cookie_order: VecDeque::new(),
+            sweep_flows: BTreeMap::new(),
+            sweep_flow_count: 0,
+            provenance_cache: HashMap::new(),
+            provenance_order: VecDeque::new(),
+            stats: DetectorStats::default(),
+            cfg,
+        }
+    }
+
+    /// No clock, no I/O, no randomness: same inputs, same verdicts.
+    pub fn step(&mut self, input: Input, now: Mono) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        match input {
+            Input::Event(ev) => {
+                self.stats.events_total += 1;
+                self.observe(ev, now, &mut out);
+            }
+            Input::Tick => {
+                self.stats.ticks_total += 1;
+                self.tick(now, &mut out);
+            }
+        }
+        for v in &out {
+            *self.stats.verdicts_by_rule.entry(v.rule).or_default() += 1;
+        }
+        out
+    }
+
+    pub fn table(&self) -> &ProcessTable {
+        &self.table
+    }
+
+    pub fn config(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    /// Endpoints a process (and its tree) used as a pool: flows that spoke a
+    /// mining protocol or went to a pool port/address/domain without proving
+    /// to be something else. The response blocks these for everyone, so a
+    /// respawned miner cannot reach them.
+    pub fn pool_endpoints(&self, tgid: u32) -> Vec<(IpAddr, u16)> {
+        let mut tgids = vec![tgid];
+        tgids.extend(self.table.descendants(tgid));
+        let mut out: Vec<(IpAddr, u16)> = tgids
+            .iter()
+            .filter_map(|t| self.tracks.get(t))
+            .flat_map(|track| track.flows.values())
+            .filter(|f| f.mining.is_some() || f.could_be_pool_connection())
+            .map(|f| (f.daddr, f.dport))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    pub fn stats(&self) -> DetectorStats {
+        let mut s = self.stats.clone();
+        s.tracked_processes = self.table.len();
+        s.live_processes = self.table.live_count();
+        s.processes_with_evidence = self.candidates.len();
+        s.evictions = self.table.evictions();
+        s.evictions_total = s.evictions.expired + s.evictions.capacity + s.evictions.replaced;
+        s.flows_remembered = self.cookies.len();
+        s
+    }
+
+    fn observe(&mut self, ev: Event, now: Mono, out: &mut Vec<Verdict>) {
+        match ev {
+            Event::Exec(e) => self.on_exec(e, now, out),
+            Event::Fork(f) => self.on_fork(f, now, out),
+            Event::Exit(e) => {
+                if self.table.mark_exited(e.tgid, e.time) {
+                    self.candidates.remove(&e.tgid);
+                }
+            }
+            Event::Connect(c) => self.on_connect(c, now, out),
+            Event::Payload(p) => self.on_payload(p, now, out),
+            Event::CpuSample(s) => self.on_cpu(s, now, out),
+            Event::Provenance(p) => self.on_provenance(p, now, out),
+            Event::Lost(l) => self.stats.lost_events_total += l.count,
+        }
+    }
+
+    fn tick(&mut self, now: Mono, out: &mut Vec<Verdict>) {
+        let grace = self.cfg.exit_grace_secs.saturating_mul(1_000_000_000);
+        for tgid in self.table.expire(now, grace) {
+            self.forget(tgid);
+        }
+        self.evaluate_candidates(now, out);
+    }
+
+    /// Drops detector state of a process that left the table.
+    fn forget(&mut self, tgid: u32) {
+        self.tracks.remove(&tgid);
+        self.candidates.remove(&tgid);
+    }
+
+    fn insert_process(&mut self, p: Process, track: Track) {
+        let tgid = p.tgid;
+        for (gone, _) in self.table.insert(p) {
+            if gone != tgid {
+                self.forget(gone);
+            }
+        }
+        self.tracks.insert(tgid, track);
+        self.refresh_candidate(tgid);
+    }
+
+    /// Keeps `candidates` and table pinning in step with a process's
+    /// evidence.
+    pub(super) fn refresh_candidate(&mut self, tgid: u32) {
+        let live = self.table.live(tgid).is_some();
+        let has = live && self.tracks.get(&tgid).is_some_and(Track::has_evidence);
+        if has {
+            self.candidates.insert(tgid);
+        } else {
+            self.candidates.remove(&tgid);
+        }
+        self.table.set_pinned(tgid, has);
+    }
+
+    fn on_exec(&mut self, e: Exec, now: Mono, out: &mut Vec<Verdict>) {
+        let tgid = e.tgid;
+        let same = self.table.live(tgid).is_some_and(|p| {
+            p.start_boottime_ns == e.start_boottime_ns
+                || p.start_boottime_ns == 0
+                || e.start_boottime_ns == 0
+        });
+        let cached = self.cached_provenance(&e.exe);
+        let cmdline = miner_cmdline(&e.argv);
+        let placeholder = self
+            .table
+            .live(tgid)
+            .is_some_and(|p| !p.has_exe_identity() && p.filename.is_empty());
+        if same && e.source == Source::Sweep && !placeholder {
+            // The kernel already told us more than the sweep can.
+            self.table.update(tgid, |p| {
+                p.exe_path = p.exe_path.take().or(e.exe_path);
+                p.cgroup = p.cgroup.take().or(e.cgroup);
+            });
+            return;
+        }
+        if same && placeholder {
+            // A process known only from a fork of an unknown parent or from
+            // its network activity: the exec (kernel or sweep) describes the
+            // image it already runs, so its evidence stays.
+            let start = self
+                .table
+                .update(tgid, |p| {
+                    apply_exec(p, &e);
+                    if e.source == Source::Kernel {
+                        p.exec_time = Some(e.time);
+                        if p.origin == Origin::Inferred {
+                            p.origin = Origin::Exec;
+                        }
+                    } else if p.origin == Origin::Inferred {
+                        p.origin = Origin::Sweep;
+                    }
+                    if p.provenance.is_none() {
+                        p.provenance_time = cached.as_ref().map(|_| e.time);
+                        p.provenance = cached;
+                    }
+                    p.start_time
+                })
+                .unwrap_or(e.time);
+            if let Some(t) = self.tracks.get_mut(&tgid) {
+                t.cmdline = cmdline.map(|detail| CmdlineEvidence {
+                    time: e.time,
+                    owner: (tgid, start),
+                    detail,
+                });
+            }
+            self.refresh_candidate(tgid);
+        } else if same {
+            // A new image in a known process (fork then exec).
+            let start = self
+                .table
+                .update(tgid, |p| {
+                    apply_exec(p, &e);
+                    p.exec_time = Some(e.time);
+                    p.provenance_time = cached.as_ref().map(|_| e.time);
+                    p.provenance = cached;
+                    p.start_time
+                })
+                .unwrap_or(e.time);
+            if let Some(t) = self.tracks.get_mut(&tgid) {
+                // Sockets are close-on-exec in practice (libuv, Go, Python
+                // all set it): the old image's flows go with it.
+                t.flows.clear();
+                t.image_seen = e.time;
+                t.cmdline = cmdline.map(|detail| CmdlineEvidence {
+                    time: e.time,
+                    owner: (tgid, start),
+                    detail,
+                });
+            }
+            self.refresh_candidate(tgid);
+        } else {
+            let mut p = Process::new(tgid, e.ppid, e.time, Origin::from_source(e.source));
+            apply_exec(&mut p, &e);
+            if e.source == Source::Kernel {
+                p.exec_time = Some(e.time);
+            }
+            p.provenance_time = cached.as_ref().map(|_| e.time);
+            p.provenance = cached;
+            let track = Track {
+                cmdline: cmdline.map(|detail| CmdlineEvidence {
+                    time: e.time,
+                    owner: (tgid, e.time),
+                    detail,
+                }),
+                image_seen: e.time,
+                ..Track::default()
+            };
+            self.insert_process(p, track);
+        }
+        self.evaluate(tgid, now, out);
+    }
+
+    fn on_fork(&mut self, f: Fork, now: Mono, out: &mut Vec<Verdict>) {
+        let child = f.child_tgid;
+        if child == f.parent_tgid {
+            return;
+        }
+        if self.table.live(child).is_some_and(|p| {
+            p.start_boottime_ns == f.child_start_boottime_ns && f.child_start_boottime_ns != 0
+        }) {
+            return; // duplicate
+        }
+        let mut p = Process::new(child, f.parent_tgid, f.time, Origin::Fork);
+        p.comm = f.comm;
+        p.start_boottime_ns = f.child_start_boottime_ns;
+        let mut track = Track {
+            image_seen: f.time,
+            ..Track::default()
+        };
+        if let Some(parent) = self.table.get(f.parent_tgid) {
+            p.exe = parent.exe.clone();
+            p.exe_path = parent.exe_path.clone();
+            p.filename = parent.filename.clone();
+            p.argv = parent.argv.clone();
+            p.argv_truncated = parent.argv_truncated;
+            p.uid = parent.uid;
+            p.gid = parent.gid;
+            p.cgroup_id = parent.cgroup_id;
+            p.cgroup = parent.cgroup.clone();
+            p.provenance = parent.provenance.clone();
+            p.provenance_time = parent.provenance_time;
+            if let Some(pt) = self.tracks.get(&f.parent_tgid) {
+                track.flows = pt.flows.clone();
+                track.cmdline = pt.cmdline.clone();
+                track.alerted = pt.alerted.clone();
+                track.image_seen = pt.image_seen;
+            }
+        }
+        self.insert_process(p, track);
+        self.evaluate(child, now, out);
+    }
+
+    fn is_pool_port(&self, port: u16) -> bool {
+        self.ports[usize::from(port) / 64] & (1 << (port % 64)) != 0
+    }
+
+    fn is_pool_addr(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|n| n.contains(ip))
+    }
+
+    fn is_pool_domain(&self, sni: &str) -> bool {
+        self.domains.iter().any(|d| {
+            sni == d
+                || (sni.len() > d.len()
+                    && sni.ends_with(d.as_str())
+                    && sni.as_bytes()[sni.len() - d.len() - 1] == b'.')
+        })
+    }
+
+    /// A process known only from network activity (its exec was lost or
+    /// predates the sweep).
+    fn ensure_process(
+        &mut self,
+        tgid: u32,
+        comm: &str,
+        uid: u32,
+        time: Mono,
+        source: Source,
+    ) -> bool {
+        if self.table.live(tgid).is_some() {
+            return true;
+        }
+        if self.table.get(tgid).is_some() {
+            return false; // exited: late event
+        }
+        let origin = if source == Source::Sweep {
+            Origin::Sweep
+        } else {
+            Origin::Inferred
+        };
+        let mut p = Process::new(tgid, 0, time, origin);
+        p.comm = comm.to_owned();
+        p.uid = uid;
+        self.insert_process(
+            p,
+            Track {
+                image_seen: time,
+                ..Track::default()
+            },
+        );
+        true
+    }
+
+    fn remember_cookie(&mut self, cookie: u64, owner: CookieOwner) {
+        if cookie == 0 {
+            return;
+        }
+        if self.cookies.insert(cookie, owner).is_none() {
+            self.cookie_order.push_back(cookie);
+            while self.cookies.len() > self.cfg.max_flows {
+                let Some(old) = self.cookie_order.pop_front() else {
+                    break;
+                };
+                self.cookies.remove(&old);
+            }
+        }
+    }
+
+    fn on_connect(&mut self, c: Connect, now: Mono, out: &mut Vec<Verdict>) {
+        if !c.result.is_success() {
+            return;
+        }
+        if !self.ensure_process(c.tgid, &c.comm, c.uid, c.time, c.source) {
+            return;
+        }
+        let start = self.table.get(c.tgid).map_or(c.time, |p| p.start_time);
+        self.remember_cookie(
+            c.cookie,
+            CookieOwner {
+                tgid: c.tgid,
+                start,
+            },
+        );
+        if c.source == Source::Sweep
+            && c.cookie == 0
+            && self.sweep_flow_count < self.cfg.max_flows
+            && self
+                .sweep_flows
+                .entry((c.daddr, c.dport))
+                .or_default()
+                .insert((c.tgid, start))
+        {
+            self.sweep_flow_count += 1;
+        }
+        let pool_port = self.is_pool_port(c.dport);
+        let pool_addr = self.is_pool_addr(c.daddr);
+        if !(pool_port || pool_addr) {
+            return;
+        }
+        let payload_due = (c.source == Source::Kernel)
+            .then(|| c.time.plus_ns(self.cfg.payload_wait_ms * 1_000_000));
+        let flow = Flow {
+            time: c.time,
+            owner: (c.tgid, start),
+            daddr: c.daddr,
+            dport: c.dport,
+            pool_port,
+            pool_addr,
+            class: None,
+            mining: None,
+            sni: None,
+            pool_sni: false,
+            payload_due,
+        };
+        if let Some(t) = self.tracks.get_mut(&c.tgid) {
+            let key = (c.cookie, c.daddr, c.dport);
+            match t.flows.get_mut(&key) {
+                // The payload peek overtook its connect: keep what it said.
+                Some(f) => {
+                    f.time = f.time.min(c.time);
+                    f.pool_port |= pool_port;
+                    f.pool_addr |= pool_addr;
+                }
+                None => t.insert_flow(key, flow),
+            }
+        }
+        self.refresh_candidate(c.tgid);
+        self.evaluate(c.tgid, now, out);
+    }
+
+    /// Which live processes a payload belongs to, with the flow key to
+    /// update in each.
+    fn resolve_payload(&mut self, pl: &Payload) -> Vec<(u32, FlowKey)> {
+        let key = (pl.cookie, pl.daddr, pl.dport);
+        let tgid = match pl.tgid {
+            Some(t) => Some(t),
+            // Same process as at connect time (not a reused tgid).
+            None => self
+                .cookies
+                .get(&pl.cookie)
+                .filter(|o| {
+                    pl.cookie != 0
+                        && self
+                            .table
+                            .get(o.tgid)
+                            .is_some_and(|p| p.start_time == o.start)
+                })
+                .map(|o| o.tgid),
+        };
+        if let Some(t) = tgid {
+            if self.table.live(t).is_some() {
+                return vec![(t, key)];
+            }
+            if self.table.get(t).is_some() {
+                return self.heirs(t, &key).into_iter().map(|h| (h, key)).collect();
+            }
+            if pl.tgid.is_some() {
+                // Kernel-attributed, but we never saw this process.
+                let source = if pl.untracked {
+                    Source::Sweep
+                } else {
+                    Source::Kernel
+                };
+                if self.ensure_process(t, "", 0, pl.time, source) {
+                    return vec![(t, key)];
+                }
+            }
+            return Vec::new();
+        }
+        // A flow from before the agent: the sweep saw its destination.
+        let Some(owners) = self.sweep_flows.get(&(pl.daddr, pl.dport)) else {
+            return Vec::new();
+        };
+        let live: Vec<u32> = owners
+            .iter()
+            .filter(|&&(t, start)| self.table.live(t).is_some_and(|p| p.start_time == start))
+            .map(|&(t, _)| t)
+            .collect();
+        match live.as_slice() {
+            [only] => vec![(*only, (0, pl.daddr, pl.dport))],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Live processes that carry on an exited process's flow: descendants
+    /// holding the flow, else forked children still running its image.
+    fn heirs(&self, tgid: u32, key: &FlowKey) -> Vec<u32> {
+        let desc: Vec<u32> = self
+            .table
+            .descendants(tgid)
+            .into_iter()
+            .filter(|&d| self.table.live(d).is_some())
+            .collect();
+        let holding: Vec<u32> = desc
+            .iter()
+            .copied()
+            .filter(|d| {
+                self.tracks
+                    .get(d)
+                    .is_some_and(|t| t.flows.contains_key(key))
+            })
+            .collect();
+        if !holding.is_empty() {
+            return holding;
+        }
+        let Some(p) = self.table.get(tgid) else {
+            return Vec::new();
+        };
+        if !p.has_exe_identity() {
+            return Vec::new();
+        }
+        p.children()
+            .iter()
+            .copied()
+            .filter(|c| self.table.live(*c).is_some_and(|cp| cp.exe == p.exe))
+            .collect()
+    }
+
+    fn on_payload(&mut self, pl: Payload, now: Mono, out: &mut Vec<Verdict>) {
+        let proto = classify(&pl.data);
+        *self.stats.payloads_by_protocol.entry(proto).or_default() += 1;
+        let targets = self.resolve_payload(&pl);
+        if targets.is_empty() {
+            self.stats.payloads_unresolved_total += 1;
+            return;
+        }
+        let sni = if proto == Protocol::Tls {
+            tls_sni(&pl.data)
+        } else {
+            None
+        };
+        let pool_sni = sni.as_deref().is_some_and(|s| self.is_pool_domain(s));
+        let pool_port = self.is_pool_port(pl.dport);
+        let pool_addr = self.is_pool_addr(pl.daddr);
+        let mining = proto.is_mining().then_some((pl.time, proto));
+        let mut touched = BTreeSet::new();
+        for (tgid, key) in targets {
+            let start = self.table.get(tgid).map_or(pl.time, |p| p.start_time);
+            // Copies of the flow held by forked descendants learn too.
+            let mut holders = vec![tgid];
+            if self
+                .tracks
+                .get(&tgid)
+                .is_some_and(|t| t.flows.contains_key(&key))
+            {
+                holders.extend(self.table.descendants(tgid).into_iter().filter(|d| {
+                    self.tracks
+                        .get(d)
+                        .is_some_and(|t| t.flows.contains_key(&key))
+                }));
+            }
+            for h in holders {
+                let Some(t) = self.tracks.get_mut(&h) else {
+                    continue;
+                };
+                match t.flows.get_mut(&key) {
+                    Some(f) => {
+                        if f.class.is_none_or(|c| c == Protocol::Unknown) {
+                            f.class = Some(proto);
+                        }
+                        if f.mining.is_none() {
+                            f.mining = mining;
+                        }
+                        if f.sni.is_none() {
+                            f.sni.clone_from(&sni);
+                            f.pool_sni = pool_sni;
+                        }
+                    }
+                    None if h == tgid
+                        && (mining.is_some() || pool_sni || pool_port || pool_addr) =>
+                    {
+                        // No connect seen (flow from before the agent, or a
+                        // port that is not a pool port).
+                        t.insert_flow(
+                            key,
+                            Flow {
+                                time: pl.time,
+                                owner: (tgid, start),
+                                daddr: pl.daddr,
+                                dport: pl.dport,
+                                pool_port,
+                                pool_addr,
+                                class: Some(proto),
+                                mining,
+                                sni: sni.clone(),
+                                pool_sni,
+                                payload_due: None,
+                            },
+                        );
+                    }
+                    None => continue,
+                }
+                touched.insert(h);
+            }
+        }
+        for &t in &touched {
+            self.refresh_candidate(t);
+        }
+        for t in self.by_start(touched) {
+            self.evaluate(t, now, out);
+        }
+    }
+
+    fn on_cpu(&mut self, s: CpuSample, now: Mono, out: &mut Vec<Verdict>) {
+        for u in &s.usage {
+            let Some(p) = self.table.live(u.tgid) else {
+                continue;
+            };
+            let mut span = s.interval_ns;
+            if matches!(p.origin, Origin::Exec | Origin::Fork) {
+                // A process that started inside the interval ran only part
+                // of it.
+                let lived = s.time.saturating_sub(p.start_time);
+                span = span.min(lived);
+            }
+            if span < MIN_SPAN_NS {
+                continue;
+            }
+            let cores = u.on_cpu_ns as f64 / span as f64;
+            if let Some(t) = self.tracks.get_mut(&u.tgid) {
+                t.cpu.push(
+                    CpuPoint {
+                        time: s.time,
+                        span_ns: span,
+                        cores,
+                    },
+                    self.policy.window_ns,
+                );
+            }
+        }
+        self.evaluate_candidates(now, out);
+    }
+
+    fn cached_provenance(&self, exe: &ExeId) -> Option<Provenance> {
+        if !exe_identity_known(exe) {
+            return None;
+        }
+        self.provenance_cache.get(exe).cloned()
+    }
+
+    fn on_provenance(&mut self, ev: ProvenanceEvent, now: Mono, out: &mut Vec<Verdict>) {
+        let mut targets: BTreeSet<u32> = BTreeSet::new();
+        if exe_identity_known(&ev.exe) {
+            match self
+                .provenance_cache
+                .insert(ev.exe.clone(), ev.provenance.clone())
+            {
+                // Same verdict as before: every live process of this
+                // executable already has it (from its exec or its fork).
+                Some(old) if old == ev.provenance => {}
+                prev => {
+                    if prev.is_none() {
+                        self.provenance_order.push_back(ev.exe.clone());
+                        while self.provenance_cache.len() > MAX_PROVENANCE_CACHE {
+                            let Some(old) = self.provenance_order.pop_front() else {
+                                break;
+                            };
+                            self.provenance_cache.remove(&old);
+                        }
+                    }
+                    targets.extend(self.table.with_exe(&ev.exe));
+                }
+            }
+        }
+        // The process it was computed for, unless it has exec'd something
+        // else since.
+        if let Some(p) = self.table.get(ev.tgid)
+            && (p.exe == ev.exe || !p.has_exe_identity())
+        {
+            targets.insert(ev.tgid);
+        }
+        targets.retain(|t| {
+            self.table
+                .get(*t)
+                .is_some_and(|p| p.provenance.as_ref() != Some(&ev.provenance))
+        });
+        for &t in &targets {
+            self.table.update(t, |p| {
+                p.provenance = Some(ev.provenance.clone());
+                p.provenance_time = Some(ev.time);
+            });
+        }
+        for t in self.by_start(targets) {
+            self.evaluate(t, now, out);
+        }
+    }
+
+    /// Live tgids ordered parents first (by start time), so a parent's
+    /// verdict covers children that would say the same thing.
+    pub(super) fn by_start(&self, tgids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+        let mut v: Vec<(Mono, u32)> = tgids
+            .into_iter()
+            .filter_map(|t| self.table.live(t).map(|p| (p.start_time, t)))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v.into_iter().map(|(_, t)| t).collect()
+    }
+
+    fn evaluate_candidates(&mut self, now: Mono, out: &mut Vec<Verdict>) {
+        let order = self.by_start(self.candidates.iter().copied().collect::<Vec<_>>());
+        for t in order {
+            self.evaluate(t, now, out);
+        }
+    }
+}
+
+fn apply_exec(p: &mut Process, e: &Exec) {
+    p.ppid = e.ppid;
+    p.comm.clone_from(&e.comm);
+    p.filename.clone_from(&e.filename);
+    p.argv.clone_from(&e.argv);
+    p.argv_truncated = e.argv_truncated;
+    p.exe = e.exe.clone();
+    p.exe_path.clone_from(&e.exe_path);
+    p.uid = e.uid;
+    p.gid = e.gid;
+    p.cgroup_id = e.cgroup_id;
+    if e.cgroup.is_some() {
+        p.cgroup.clone_from(&e.cgroup);
+    }
+    p.start_boottime_ns = e.start_boottime_ns;
+}

@@ -1,0 +1,413 @@
+//! The rules: which combinations of evidence make a verdict, at what
+//! severity, and for which processes.
+//!
+//! | rule | needs | severity |
+//! |---|---|---|
+//! | `pool_protocol_unverified` | pool protocol + unverified binary | High at once; Critical once its CPU (or its group's) is sustained |
+//! | `pool_protocol_busy` | pool protocol + binary not unverified + sustained CPU | High |
+//! | `pool_port_busy_unverified` | pool port/address/TLS server name (flow not proven to be another protocol) + unverified (or no provenance after the wait) + sustained CPU | High |
+//! | `miner_command_line` | miner command line + unverified (or no provenance after the wait) + sustained CPU | High |
+//! | `miner_group` | a holder (pool protocol; or pool connection or miner command line from an unverified binary) whose tree or cgroup workers have sustained CPU together | High |
+//!
+//! Sustained CPU alone, unverified alone, or both together, never alert.
+//! One verdict per process and rule; a higher severity re-alerts. A verdict
+//! covers the process's live descendants (listed in `members`), which
+//! inherit the "already alerted" state so a fork-heavy miner does not
+//! storm.
+
+use std::collections::BTreeSet;
+
+use super::cpu::{CpuJudgement, judge_group, judge_history};
+use super::detector::{Detector, Flow, Owner, Track};
+use super::{Evidence, Rule, Severity, Verdict};
+use crate::process::table::Process;
+use crate::time::Mono;
+
+/// What the provenance subsystem said about the running image.
+#[derive(Debug, Clone, PartialEq)]
+enum Prov {
+    Verified,
+    Unverified(Evidence),
+    /// No verdict yet; `Some` once the wait has passed.
+    Unknown(Option<Evidence>),
+}
+
+impl Prov {
+    /// Unverified, or unknown for longer than the wait: good enough for
+    /// rules that also need CPU and a network or command-line signal.
+    fn evidence_not_verified(&self) -> Option<&Evidence> {
+        match self {
+            Prov::Unverified(e) => Some(e),
+            Prov::Unknown(e) => e.as_ref(),
+            Prov::Verified => None,
+        }
+    }
+}
+
+struct Firing {
+    rule: Rule,
+    severity: Severity,
+    evidence: Vec<Evidence>,
+    /// Group members beyond the process's own descendants.
+    members: BTreeSet<u32>,
+}
+
+fn ev(signal: &str, time: Mono, detail: String) -> Evidence {
+    Evidence {
+        signal: signal.to_owned(),
+        time,
+        detail,
+    }
+}
+
+impl Detector {
+    /// Evidence counts for `p` when `p` produced it, or when the process
+    /// that did is gone (a daemonized child carries on). While the producer
+    /// lives, forked copies are its workers, judged by the group rule.
+    fn counts_for(&self, p: &Process, owner: Owner) -> bool {
+        owner == (p.tgid, p.start_time)
+            || self
+                .table
+                .live(owner.0)
+                .is_none_or(|o| o.start_time != owner.1)
+    }
+
+    fn provenance_state(&self, p: &Process, t: &Track, now: Mono) -> Prov {
+        match &p.provenance {
+            Some(prov) if prov.is_verified() => Prov::Verified,
+            Some(prov) => {
+                let reasons: Vec<String> = prov
+                    .reasons
+                    .iter()
+                    .filter_map(|r| serde_json::to_value(r).ok())
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                let path = prov
+                    .path
+                    .clone()
+                    .or_else(|| p.exe_display())
+                    .unwrap_or_default();
+                Prov::Unverified(ev(
+                    "unverified_exec",
+                    p.provenance_time.unwrap_or(now),
+                    format!("{path}: {}", reasons.join(", ")),
+                ))
+            }
+            None => {
+                let wait = self.cfg.provenance_wait_ms.saturating_mul(1_000_000);
+                let since = t.image_seen;
+                Prov::Unknown((now.saturating_sub(since) >= wait).then(|| {
+                    ev(
+                        "provenance_unknown",
+                        since.plus_ns(wait),
+                        format!(
+                            "no provenance verdict {} ms after exec",
+                            self.cfg.provenance_wait_ms
+                        ),
+                    )
+                }))
+            }
+        }
+    }
+
+    fn flow_evidence(
+        &self,
+        p: &Process,
+        t: &Track,
+        pick: impl Fn(&Flow) -> Option<Evidence>,
+    ) -> Option<Evidence> {
+        t.flows
+            .values()
+            .filter(|f| self.counts_for(p, f.owner))
+            .filter_map(pick)
+            .min_by_key(|e| e.time)
+    }
+
+    fn pool_protocol_evidence(&self, p: &Process, t: &Track) -> Option<Evidence> {
+        self.flow_evidence(p, t, |f| {
+            let (time, proto) = f.mining?;
+            Some(ev(
+                "pool_protocol",
+                time,
+                format!("{proto} to {}", endpoint(f)),
+            ))
+        })
+    }
+
+    fn pool_connection_evidence(&self, p: &Process, t: &Track, now: Mono) -> Option<Evidence> {
+        self.flow_evidence(p, t, |f| {
+            if !f.is_pool_connection(now) {
+                return None;
+            }
+            let sni = f
+                .sni
+                .as_deref()
+                .map(|s| format!(", server name {s}"))
+                .unwrap_or_default();
+            let (signal, what) = if f.pool_sni {
+                ("tls_pool_sni", "TLS to a pool server name")
+            } else if f.class == Some(super::Protocol::Tls) {
+                ("tls_pool_port", "TLS to a pool port")
+            } else if f.pool_port {
+                ("pool_port", "connected to a pool port")
+            } else {
+                ("pool_address", "connected to a pool address")
+            };
+            Some(ev(signal, f.time, format!("{what}: {}{sni}", endpoint(f))))
+        })
+    }
+
+    fn cmdline_evidence(&self, p: &Process, t: &Track) -> Option<Evidence> {
+        let c = t.cmdline.as_ref()?;
+        self.counts_for(p, c.owner)
+            .then(|| ev("miner_cmdline", c.time, c.detail.clone()))
+    }
+
+    fn cpu_evidence(&self, signal: &str, j: &CpuJudgement, now: Mono, who: &str) -> Evidence {
+        ev(
+            signal,
+            j.first_busy.unwrap_or(now),
+            format!("{who}{}", j.detail(&self.policy)),
+        )
+    }
+
+    /// The holder's descendants and, in its cgroup, processes running its
+    /// executable. A holder that is not itself verified also reaches up
+    /// through unverified ancestors (a dropper that launched it and its
+    /// siblings) and, when it speaks a pool protocol, takes in every
+    /// unverified process of its cgroup (a proxy and its miners in one
+    /// container). A verified holder (a packaged interpreter running a pool
+    /// health check) never pulls in unrelated neighbours.
+    fn group_members(&self, h: &Process, strong: bool) -> BTreeSet<u32> {
+        let holder_verified = h.is_verified() == Some(true);
+        let mut root = h.tgid;
+        for a in self.table.ancestors(h.tgid) {
+            match self.table.live(a) {
+                Some(ap) if !holder_verified && a > 1 && ap.is_verified() == Some(false) => {
+                    root = a
+                }
+                _ => break,
+            }
+        }
+        let mut set: BTreeSet<u32> = self
+            .table
+            .descendants(root)
+            .into_iter()
+            .filter(|&d| self.table.live(d).is_some())
+            .collect();
+        set.insert(root);
+        if h.cgroup_id != 0 {
+            for m in self.table.in_cgroup(h.cgroup_id) {
+                let Some(mp) = self.table.live(m) else {
+                    continue;
+                };
+                let same_exe = h.has_exe_identity() && mp.exe == h.exe;
+                if same_exe || (strong && !holder_verified && mp.is_verified() == Some(false)) {
+                    set.insert(m);
+                }
+            }
+        }
+        set.remove(&h.tgid);
+        set
+    }
+
+    fn judge(&self, tgid: u32, now: Mono) -> Vec<Firing> {
+        let mut fire = Vec::new();
+        let (Some(p), Some(t)) = (self.table.live(tgid), self.tracks.get(&tgid)) else {
+            return fire;
+        };
+        // Cheapest first: most processes have no evidence at all.
+        let protocol = self.pool_protocol_evidence(p, t);
+        let connection = self.pool_connection_evidence(p, t, now);
+        let cmdline = self.cmdline_evidence(p, t);
+        if protocol.is_none() && connection.is_none() && cmdline.is_none() {
+            return fire;
+        }
+        let prov = self.provenance_state(p, t, now);
+        let cpu = judge_history(&t.cpu, now, &self.policy);
+        let cpu_ev = cpu
+            .sustained
+            .then(|| self.cpu_evidence("cpu_sustained", &cpu, now, ""));
+        let not_verified = prov.evidence_not_verified();
+
+        // The group: a holder's workers (forked copies, its tree, its
+        // cgroup) burning CPU together.
+        let strong = protocol.is_some();
+        let weak = not_verified.is_some() && (connection.is_some() || cmdline.is_some());
+        let group = (strong || weak)
+            .then(|| self.group_members(p, strong))
+            .filter(|m| !m.is_empty())
+            .and_then(|members| {
+                let histories = members
+                    .iter()
+                    .filter_map(|m| self.tracks.get(m))
+                    .map(|t| &t.cpu);
+                let g = judge_group(histories, now, &self.policy);
+                g.sustained.then(|| {
+                    let busy = members
+                        .iter()
+                        .filter(|m| {
+                            self.tracks.get(m).is_some_and(|t| {
+                                judge_history(&t.cpu, now, &self.policy).peak_cores > 0.0
+                            })
+                        })
+                        .count();
+                    let who = format!("{busy} of {} other group members on CPU: ", members.len());
+                    (self.cpu_evidence("group_cpu", &g, now, &who), members)
+                })
+            });
+        let group_ev = group.as_ref().map(|(e, _)| e);
+
+        let one = |rule, severity, evidence: Vec<Option<&Evidence>>| Firing {
+            rule,
+            severity,
+            evidence: evidence.into_iter().flatten().cloned().collect(),
+            members: BTreeSet::new(),
+        };
+        if let Some(proto) = &protocol {
+            if let Prov::Unverified(u) = &prov {
+                // Critical once the miner (or its workers) burns CPU.
+                let busy = cpu_ev.as_ref().or(group_ev);
+                let sev = if busy.is_some() {
+                    Severity::Critical
+                } else {
+                    Severity::High
+                };
+                fire.push(one(
+                    Rule::PoolProtocolUnverified,
+                    sev,
+                    vec![Some(proto), Some(u), busy],
+                ));
+            } else if cpu.sustained {
+                let unknown = match &prov {
+                    Prov::Unknown(e) => e.as_ref(),
+                    _ => None,
+                };
+                fire.push(one(
+                    Rule::PoolProtocolBusy,
+                    Severity::High,
+                    vec![Some(proto), unknown, cpu_ev.as_ref()],
+                ));
+            }
+        }
+        if let (Some(conn), Some(nv), true) = (&connection, not_verified, cpu.sustained) {
+            fire.push(one(
+                Rule::PoolPortBusyUnverified,
+                Severity::High,
+                vec![Some(conn), Some(nv), cpu_ev.as_ref()],
+            ));
+        }
+        if let (Some(cmd), Some(nv), true) = (&cmdline, not_verified, cpu.sustained) {
+            fire.push(one(
+                Rule::MinerCommandLine,
+                Severity::High,
+                vec![Some(cmd), Some(nv), cpu_ev.as_ref()],
+            ));
+        }
+        if let Some((group_ev, members)) = group {
+            let holder = protocol
+                .as_ref()
+                .or(connection.as_ref())
+                .or(cmdline.as_ref());
+            let mut evidence: Vec<Evidence> = [holder, not_verified]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            evidence.push(group_ev);
+            fire.push(Firing {
+                rule: Rule::MinerGroup,
+                severity: Severity::High,
+                evidence,
+                members,
+            });
+        }
+        fire
+    }
+
+    pub(super) fn evaluate(&mut self, tgid: u32, now: Mono, out: &mut Vec<Verdict>) {
+        for f in self.judge(tgid, now) {
+            self.emit(tgid, f, now, out);
+        }
+    }
+
+    fn emit(&mut self, tgid: u32, f: Firing, now: Mono, out: &mut Vec<Verdict>) {
+        let Some(t) = self.tracks.get(&tgid) else {
+            return;
+        };
+        if t.alerted.get(&f.rule).is_some_and(|&s| s >= f.severity) {
+            return;
+        }
+        let Some(p) = self.table.live(tgid) else {
+            return;
+        };
+        let mut members: BTreeSet<u32> = self
+            .table
+            .descendants(tgid)
+            .into_iter()
+            .filter(|&d| self.table.live(d).is_some())
+            .collect();
+        members.extend(f.members);
+        members.remove(&tgid);
+        let verdict = build_verdict(
+            p,
+            f.rule,
+            f.severity,
+            f.evidence,
+            members.iter().copied().collect(),
+            now,
+        );
+        for m in std::iter::once(tgid).chain(members) {
+            if let Some(t) = self.tracks.get_mut(&m) {
+                let e = t.alerted.entry(f.rule).or_insert(f.severity);
+                *e = (*e).max(f.severity);
+            }
+        }
+        out.push(verdict);
+    }
+}
+
+fn endpoint(f: &Flow) -> String {
+    match f.daddr {
+        std::net::IpAddr::V6(a) => format!("[{a}]:{}", f.dport),
+        a => format!("{a}:{}", f.dport),
+    }
+}
+
+fn build_verdict(
+    p: &Process,
+    rule: Rule,
+    severity: Severity,
+    mut evidence: Vec<Evidence>,
+    members: Vec<u32>,
+    now: Mono,
+) -> Verdict {
+    evidence.sort_by_key(|e| e.time);
+    let base = evidence
+        .iter()
+        .map(|e| e.time)
+        .chain(p.observed_start())
+        .min()
+        .unwrap_or(now);
+    Verdict {
+        time: now,
+        rule,
+        severity,
+        pid: p.tgid,
+        tgid: p.tgid,
+        ppid: p.ppid,
+        comm: p.comm.clone(),
+        exe: p.exe_display(),
+        cmdline: p.argv.clone(),
+        uid: p.uid,
+        cgroup_id: p.cgroup_id,
+        cgroup: p.cgroup.clone(),
+        exe_dev: p.exe.dev,
+        exe_ino: p.exe.ino,
+        start_boottime_ns: p.start_boottime_ns,
+        provenance: p.provenance.clone(),
+        evidence,
+        latency_ms: now.saturating_sub(base) / 1_000_000,
+        members,
+    }
+}
