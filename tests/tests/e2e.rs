@@ -482,10 +482,6 @@ fn e2e_detection_suite() {
             .spawn()
             .unwrap(),
     );
-    let http_pool = pool_3333
-        .as_ref()
-        .map(|p| format!("{}", addr_of(p)))
-        .unwrap_or_else(|| "127.0.0.1".into());
     let http_srv = Command::new("/usr/bin/python3")
         .args(["-m", "http.server", "--bind", "127.0.0.5", "3333"])
         .stdout(Stdio::null())
@@ -493,7 +489,6 @@ fn e2e_detection_suite() {
         .spawn();
     std::thread::sleep(Duration::from_millis(700));
     benign.push(Command::new("/usr/bin/python3").args(["-c", "import urllib.request,time\nfor i in range(15):\n  try: urllib.request.urlopen('http://127.0.0.5:3333/').read()\n  except Exception: pass\n  time.sleep(1)\n"]).spawn().unwrap());
-    let _ = http_pool;
     benign.push(
         Command::new("/bin/bash")
             .args([

@@ -172,6 +172,23 @@ pub fn replay(
     Ok(stats)
 }
 
+/// `minerwatch replay FILE` (`-` for stdin): verdicts as JSON lines on `out`.
+pub fn run_file(
+    path: &std::path::Path,
+    cfg: DetectorConfig,
+    out: &mut impl Write,
+) -> anyhow::Result<ReplayStats> {
+    use anyhow::Context as _;
+    let stats = if path.as_os_str() == "-" {
+        replay(std::io::stdin().lock(), cfg, out)?
+    } else {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("opening the recording {}", path.display()))?;
+        replay(std::io::BufReader::with_capacity(1 << 20, file), cfg, out)?
+    };
+    Ok(stats)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,21 +226,4 @@ mod tests {
         let err = replay(&b""[..], cfg, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, ReplayError::Config(ref i) if i.key == "detector.cpu_busy_cores"));
     }
-}
-
-/// `minerwatch replay FILE` (`-` for stdin): verdicts as JSON lines on `out`.
-pub fn run_file(
-    path: &std::path::Path,
-    cfg: DetectorConfig,
-    out: &mut impl Write,
-) -> anyhow::Result<ReplayStats> {
-    use anyhow::Context as _;
-    let stats = if path.as_os_str() == "-" {
-        replay(std::io::stdin().lock(), cfg, out)?
-    } else {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("opening the recording {}", path.display()))?;
-        replay(std::io::BufReader::with_capacity(1 << 20, file), cfg, out)?
-    };
-    Ok(stats)
 }
