@@ -1042,61 +1042,6 @@ mod tests {
         eprintln!("skipped lines: {skipped_lines}");
     }
 
-    /// Throughput to one client that reads as fast as it can. A measurement,
-    /// not a check: numbers depend on the machine and the build profile.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "measurement; run with --ignored --nocapture"]
-    async fn measure_throughput_to_one_client() {
-        let s = serve(cfg_in).await;
-        let stream = UnixStream::connect(&s.path).await.expect("connect");
-        let hub = s.hub.clone();
-        wait_for("client registration", || hub.client_count() == 1).await;
-        let reader = tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
-            let (mut got, mut skipped) = (0u64, 0u64);
-            while let Ok(Some(line)) = lines.next_line().await {
-                let msg: TailMessage = serde_json::from_str(&line).expect("json");
-                match msg.kind {
-                    TailKind::Skipped => skipped += msg.count.unwrap_or(0),
-                    _ if msg.detail == "end" => break,
-                    _ => got += 1,
-                }
-            }
-            (got, skipped)
-        });
-        const N: u64 = 1_000_000;
-        let template = numbered(0);
-        let t0 = Instant::now();
-        let publisher = {
-            let hub = s.hub.clone();
-            std::thread::spawn(move || {
-                for i in 0..N {
-                    hub.publish(&TailMessage {
-                        detail: format!("n {i}"),
-                        ..template.clone()
-                    });
-                    if i % 4096 == 0 {
-                        // Pace just enough that a reader keeping up loses nothing.
-                        while hub.backlog() > 2048 {
-                            std::thread::yield_now();
-                        }
-                    }
-                }
-                hub.publish(&TailMessage {
-                    detail: "end".into(),
-                    ..template
-                });
-            })
-        };
-        publisher.join().expect("publisher");
-        let (got, skipped) = reader.await.expect("reader");
-        let secs = t0.elapsed().as_secs_f64();
-        eprintln!(
-            "tail throughput to one client: {got} delivered, {skipped} skipped in {secs:.2} s = {:.0} msgs/s",
-            got as f64 / secs
-        );
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stalled_client_is_disconnected() {
         let s = serve(|d| TailConfig {

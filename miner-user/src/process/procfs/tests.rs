@@ -314,18 +314,3 @@ fn live_sweep_finds_a_child_and_our_own_outbound_connection() {
     drop(client);
     let _ = accepted.read(&mut [0u8; 1]);
 }
-
-/// Run with `--ignored --nocapture` for the README's numbers.
-#[test]
-#[ignore = "measurement, not a check"]
-fn measure_sweep_of_this_machine() {
-    let started = std::time::Instant::now();
-    let r = sweep(Path::new("/proc"), Mono(0));
-    println!(
-        "sweep: {} execs, {} connects, {} errors in {:.1} ms",
-        execs(&r).len(),
-        connects(&r).len(),
-        r.errors,
-        started.elapsed().as_secs_f64() * 1e3
-    );
-}
