@@ -10,8 +10,11 @@ use minerwatch::cli::{Cli, Command, ConfigCommand};
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the pipeline, the ring reader, /metrics and tail share it.
+    // At the agent's load this costs nothing, and it avoids a cross-thread
+    // wakeup per timer tick (the bulk of an idle multi-threaded runtime's
+    // CPU). Hashing runs on its own worker threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

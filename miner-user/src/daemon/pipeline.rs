@@ -2,12 +2,12 @@
 //! respond → alert. Runs on one task; nothing here blocks for long (kills
 //! are bounded by the kill timeout, alert writes by an fsync).
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use crate::{
     detect::{Detector, Input, Verdict},
     enrich::container,
-    event::{Event, ProvenanceVerdict},
+    event::{Event, ExeId, Provenance, ProvenanceEvent, ProvenanceVerdict},
     process::procfs::{Flow, FlowResolver},
     provenance::{CheckResult, Job, Service},
     response::Responder,
@@ -33,7 +33,23 @@ pub struct Pipeline {
     clock: WallClock,
     print_events: bool,
     resolver: FlowResolver,
+    /// cgroup id → path: one /proc read per cgroup, not per exec.
+    cgroup_paths: HashMap<u64, Option<String>>,
+    /// Executable identity → (when checked, verdict): at most one hashing
+    /// job per executable per `PROVENANCE_MEMO`, so an exec storm of one
+    /// binary costs one check, not thousands.
+    provenance_memo: HashMap<ExeId, (Mono, Provenance)>,
+    memo_hits: Vec<ProvenanceEvent>,
 }
+
+/// The v2 root cgroup (kernfs root inode). On hybrid hosts every process
+/// sits here and its path says nothing, so it is neither read nor cached.
+const ROOT_CGROUP_ID: u64 = 1;
+/// How long a provenance verdict is reused for new processes of the same
+/// executable (dev, inode) before it is checked again: the bound on how
+/// long an in-place rewrite of a binary keeps its old verdict.
+const PROVENANCE_MEMO: u64 = 10_000_000_000;
+const MEMO_MAX: usize = 8192;
 
 impl Pipeline {
     #[allow(clippy::too_many_arguments)]
@@ -61,6 +77,9 @@ impl Pipeline {
             clock,
             print_events,
             resolver: FlowResolver::new(crate::defaults::PROC_PATH),
+            cgroup_paths: HashMap::new(),
+            provenance_memo: HashMap::new(),
+            memo_hits: Vec::new(),
         }
     }
 
@@ -72,6 +91,10 @@ impl Pipeline {
         }
         self.enrich(&mut ev);
         self.feed(ev);
+        // A reused verdict follows its exec, as a worker's result would.
+        for p in std::mem::take(&mut self.memo_hits) {
+            self.feed(Event::Provenance(p));
+        }
     }
 
     pub fn provenance(&mut self, r: CheckResult) {
@@ -93,6 +116,14 @@ impl Pipeline {
             .inc();
         if !r.cache_hit {
             self.metrics.provenance_hash_seconds.observe(r.hash_seconds);
+        }
+        let ev = &r.event;
+        if result != "unreadable" && !ev.exe.unknown && !ev.exe.memfd {
+            if self.provenance_memo.len() >= MEMO_MAX {
+                self.provenance_memo.clear();
+            }
+            self.provenance_memo
+                .insert(ev.exe.clone(), (ev.time, ev.provenance.clone()));
         }
         self.feed(Event::Provenance(r.event));
     }
@@ -123,16 +154,41 @@ impl Pipeline {
     fn enrich(&mut self, ev: &mut Event) {
         match ev {
             Event::Exec(x) => {
-                if x.cgroup.is_none() {
-                    x.cgroup = container::read_cgroup(x.tgid);
+                if x.cgroup.is_none() && x.cgroup_id > ROOT_CGROUP_ID {
+                    if self.cgroup_paths.len() >= MEMO_MAX {
+                        self.cgroup_paths.clear();
+                    }
+                    x.cgroup = self
+                        .cgroup_paths
+                        .entry(x.cgroup_id)
+                        .or_insert_with(|| container::read_cgroup(x.tgid))
+                        .clone();
                 }
-                let job = Job {
-                    tgid: x.tgid,
-                    exe: x.exe.clone(),
-                    filename: x.filename.clone(),
-                    time: x.time,
-                };
-                self.provenance.submit(job);
+                let memo = self
+                    .provenance_memo
+                    .get(&x.exe)
+                    .filter(|(at, _)| x.time.saturating_sub(*at) < PROVENANCE_MEMO)
+                    .map(|(_, p)| p.clone());
+                match memo {
+                    Some(provenance) => {
+                        let (tgid, exe, time) = (x.tgid, x.exe.clone(), x.time);
+                        self.memo_hits.push(ProvenanceEvent {
+                            time,
+                            tgid,
+                            exe,
+                            provenance,
+                        });
+                    }
+                    None => {
+                        let job = Job {
+                            tgid: x.tgid,
+                            exe: x.exe.clone(),
+                            filename: x.filename.clone(),
+                            time: x.time,
+                        };
+                        self.provenance.submit(job);
+                    }
+                }
             }
             Event::Exit(x) => self.poller.on_exit(x.tgid, x.cpu_ns),
             Event::Payload(p) if p.tgid.is_none() => {
@@ -174,7 +230,7 @@ impl Pipeline {
 
     fn handle(&mut self, verdicts: Vec<Verdict>, now: Mono) {
         for v in verdicts {
-            let tree = self.detector.table().descendants(v.tgid);
+            let tree = action_scope(&v, self.detector.table());
             let endpoints: Vec<(IpAddr, u16)> = self.detector.pool_endpoints(v.tgid);
             let when = self.clock.rfc3339(Mono::now().max(now));
             let outcome = self.responder.respond(&v, &tree, &endpoints, &when);
@@ -246,4 +302,31 @@ impl Pipeline {
         // Workers may be mid-hash; do not wait for them past the deadline.
         std::thread::spawn(move || provenance.shutdown());
     }
+}
+
+/// The processes a response may act on besides the verdict's own: its
+/// descendants, members running the same executable, and, inside a
+/// container's cgroup, unverified members of that cgroup. Other members
+/// (an unverified ancestor's tree, say) are in the alert, never acted on.
+pub fn action_scope(v: &Verdict, table: &crate::process::table::ProcessTable) -> Vec<u32> {
+    let mut scope = table.descendants(v.tgid);
+    let me = table.get(v.tgid);
+    let container = v
+        .cgroup
+        .as_deref()
+        .is_some_and(|c| container::from_cgroup_path(c).is_some());
+    for &m in &v.members {
+        if scope.contains(&m) || m == v.tgid {
+            continue;
+        }
+        let Some(mp) = table.get(m) else { continue };
+        let same_exe = me.is_some_and(|p| p.has_exe_identity() && p.exe == mp.exe);
+        let mate = container
+            && me.is_some_and(|p| p.cgroup_id == mp.cgroup_id)
+            && mp.is_verified() != Some(true);
+        if same_exe || mate {
+            scope.push(m);
+        }
+    }
+    scope
 }

@@ -17,6 +17,10 @@
 
 use std::collections::BTreeSet;
 
+/// The cgroup v2 root's id (kernfs root inode): every process of a hybrid
+/// host, so never a group.
+const ROOT_CGROUP_ID: u64 = 1;
+
 use super::cpu::{CpuJudgement, judge_group, judge_history};
 use super::detector::{Detector, Flow, Owner, Track};
 use super::{Evidence, Rule, Severity, Verdict};
@@ -196,13 +200,23 @@ impl Detector {
             .filter(|&d| self.table.live(d).is_some())
             .collect();
         set.insert(root);
-        if h.cgroup_id != 0 {
+        // cgroup-mates: never through the root cgroup (id 1), where a hybrid
+        // host keeps every process, and unrelated unverified neighbours only
+        // inside a container's cgroup — a login session or a service's
+        // cgroup holds the admin's own tools.
+        if h.cgroup_id > ROOT_CGROUP_ID {
+            let container = h
+                .cgroup
+                .as_deref()
+                .is_some_and(|c| crate::enrich::container::from_cgroup_path(c).is_some());
             for m in self.table.in_cgroup(h.cgroup_id) {
                 let Some(mp) = self.table.live(m) else {
                     continue;
                 };
                 let same_exe = h.has_exe_identity() && mp.exe == h.exe;
-                if same_exe || (strong && !holder_verified && mp.is_verified() == Some(false)) {
+                let include = (same_exe && (container || !holder_verified))
+                    || (container && strong && !holder_verified && mp.is_verified() == Some(false));
+                if include {
                     set.insert(m);
                 }
             }

@@ -1009,6 +1009,7 @@ fn multi_process_miner_is_a_group_with_members() {
         exec(T0 + 120, 73, 1, "/usr/bin/gzip", &["gzip", "-9"]),
         provenance(T0 + 150, 73, "/usr/bin/gzip", true),
     ];
+    in_container(&mut ev);
     ev.extend(cpu_series(T0 + 300, 20, &[71, 72, 73], |_| 0.8));
     let v = run(ev, T0 + 20_000);
     let group = v
@@ -1023,6 +1024,67 @@ fn multi_process_miner_is_a_group_with_members() {
     );
     assert!(group.evidence.iter().any(|e| e.signal == "group_cpu"));
     assert!(!v.iter().any(|v| v.tgid != 70), "{v:#?}");
+}
+
+/// Move every exec into one container's cgroup (containerd under a
+/// Kubernetes burstable pod).
+fn in_container(ev: &mut [Event]) {
+    for e in ev.iter_mut() {
+        if let Event::Exec(x) = e {
+            x.cgroup_id = 5151;
+            x.cgroup = Some(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice/cri-containerd-4c8a9f1e2d3b5a6c7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d.scope"
+                    .into(),
+            );
+        }
+    }
+}
+
+#[test]
+fn session_cgroup_neighbours_are_not_workers() {
+    // The same shape outside a container: the admin's session cgroup holds
+    // an unrelated busy unverified tool, which must not become a member
+    // (the response acts on members).
+    let mut ev = vec![
+        exec(T0, 70, 1, "/tmp/.x/proxy", &["proxy"]),
+        provenance(T0 + 30, 70, "/tmp/.x/proxy", false),
+        connect(T0 + 40, 70, POOL, 3333, 10),
+        payload(T0 + 50, Some(70), 10, POOL, 3333, &stratum_subscribe()),
+        exec(T0 + 100, 71, 1, "/home/dev/bin/build-tool", &["build-tool"]),
+        provenance(T0 + 150, 71, "/home/dev/bin/build-tool", false),
+    ];
+    ev.extend(cpu_series(T0 + 300, 20, &[71], |_| 0.9));
+    let v = run(ev, T0 + 20_000);
+    assert!(
+        v.iter().all(|v| v.tgid == 70 && v.members.is_empty()),
+        "{v:#?}"
+    );
+    assert!(v.iter().any(|v| v.rule == Rule::PoolProtocolUnverified));
+}
+
+#[test]
+fn the_root_cgroup_never_groups() {
+    // A hybrid host keeps every process in the v2 root (id 1): a second
+    // copy of a packaged interpreter elsewhere on the host is not a worker
+    // of one that spoke Stratum.
+    let py = "/usr/bin/python3.11";
+    let mut ev = vec![
+        exec(T0, 90, 1, py, &["python3", "miner.py"]),
+        provenance(T0 + 30, 90, py, true),
+        connect(T0 + 40, 90, POOL, 3333, 12),
+        payload(T0 + 50, Some(90), 12, POOL, 3333, &stratum_subscribe()),
+        exec(T0 + 100, 91, 1, py, &["python3", "-m", "http.server"]),
+        provenance(T0 + 130, 91, py, true),
+    ];
+    for e in ev.iter_mut() {
+        if let Event::Exec(x) = e {
+            x.cgroup_id = 1;
+            x.cgroup = Some("/".into());
+        }
+    }
+    ev.extend(cpu_series(T0 + 300, 20, &[90, 91], |_| 0.9));
+    let v = run(ev, T0 + 20_000);
+    assert!(v.iter().all(|v| !v.members.contains(&91)), "{v:#?}");
 }
 
 #[test]

@@ -140,9 +140,9 @@ impl Responder {
         None
     }
 
-    /// Act on a verdict. `tree` lists the verdict's other processes
-    /// (members and descendants from the process table); `endpoints` the
-    /// pool endpoints it connected to.
+    /// Act on a verdict. `tree` lists the other processes to act on (see
+    /// `daemon::pipeline::action_scope`); `endpoints` the pool endpoints
+    /// the process used.
     pub fn respond(
         &mut self,
         v: &Verdict,
@@ -152,8 +152,10 @@ impl Responder {
     ) -> ResponseOutcome {
         let mut out = ResponseOutcome::default();
         let actions = self.cfg.actions_for(v.rule, v.severity);
+        // `tree` is the vetted scope (descendants, same-executable workers,
+        // container mates); other `members` are reported, not acted on.
         let mut targets = vec![v.tgid];
-        for &t in v.members.iter().chain(tree) {
+        for &t in tree {
             if !targets.contains(&t) {
                 targets.push(t);
             }

@@ -24,7 +24,7 @@ impl Default for SensorConfig {
     fn default() -> Self {
         SensorConfig {
             ring_buffer_bytes: miner_ebpf_common::EVENTS_BYTES_DEFAULT,
-            drain_interval_ms: 25,
+            drain_interval_ms: 100,
             cpu_poll_interval_ms: 1000,
             cgroup_path: None,
             require_all: false,
@@ -45,7 +45,7 @@ impl SensorConfig {
             return Err(Invalid::new(
                 "sensor.drain_interval_ms",
                 format!(
-                    "{} is out of range; use 1..=1000 (default 25)",
+                    "{} is out of range; use 1..=1000 (default 100)",
                     self.drain_interval_ms
                 ),
             ));
