@@ -35,6 +35,7 @@ pub fn test() -> anyhow::Result<()> {
 }
 
 pub fn e2e() -> anyhow::Result<()> {
+    crate::build::build(false)?;
     run(Command::new("cargo").current_dir(util::root()).args([
         "test",
         "-p",
