@@ -24,7 +24,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut stdout = std::io::stdout().lock();
+    // Locked per command, never across `tail`: its async stdout writes
+    // from a blocking thread and would wait on this lock forever.
+    let stdout = || std::io::stdout().lock();
     let result: anyhow::Result<i32> = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => minerwatch::cmd::run::run(args).await.map(|()| 0),
@@ -35,21 +37,22 @@ fn main() -> ExitCode {
                     &args.paths,
                     &cfg.provenance,
                     args.json,
-                    &mut stdout,
+                    &mut stdout(),
                 )?)
             }
             Command::Replay(args) => {
                 let cfg = minerwatch::config::load(args.config.as_deref())?;
-                minerwatch::cmd::replay::run_file(&args.file, cfg.detector, &mut stdout).map(|_| 0)
+                minerwatch::cmd::replay::run_file(&args.file, cfg.detector, &mut stdout())
+                    .map(|_| 0)
             }
-            Command::Quarantine(cmd) => minerwatch::cmd::quarantine::run(cmd, &mut stdout),
+            Command::Quarantine(cmd) => minerwatch::cmd::quarantine::run(cmd, &mut stdout()),
             Command::Config(ConfigCommand::Print { config }) => {
                 let cfg = minerwatch::config::load(config.as_deref())?;
-                minerwatch::cmd::config_print::print(&cfg, &mut stdout).map(|()| 0)
+                minerwatch::cmd::config_print::print(&cfg, &mut stdout()).map(|()| 0)
             }
         }
     });
-    let _ = stdout.flush();
+    let _ = std::io::stdout().flush();
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

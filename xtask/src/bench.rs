@@ -384,7 +384,11 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         let secs = t0.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(1500));
         if let Some(Some(mut t)) = tail {
-            let _ = t.kill();
+            // SIGINT: the client flushes what it holds and exits 0.
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(t.id().to_string())
+                .status();
             let mut out = String::new();
             if let Some(mut so) = t.stdout.take() {
                 let _ = so.read_to_string(&mut out);

@@ -190,6 +190,14 @@ impl Metrics {
         for result in ["sent", "retried", "failed", "dropped"] {
             m.webhook_deliveries.with_label_values(&[result]);
         }
+        // Every series an alert rule watches exists from the start at 0:
+        // `increase()` cannot see the first loss of a series born at 1.
+        for site in miner_ebpf_common::DropSite::ALL {
+            m.events_lost.with_label_values(&[site.name()]);
+        }
+        for result in ["verified", "unverified", "unreadable"] {
+            m.provenance_checks.with_label_values(&[result]);
+        }
         m.build_info
             .with_label_values(&[
                 env!("CARGO_PKG_VERSION"),
