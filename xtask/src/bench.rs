@@ -525,6 +525,19 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         "-".into(),
     ));
 
+    // Enforce mode: verdict to dead process tree.
+    eprintln!("bench: enforce-mode kill latency");
+    let kills = kill_latencies(bins, mw, if quick { 5 } else { 10 })?;
+    let mut k = kills.clone();
+    rows.push(Row(
+        format!(
+            "enforce: critical verdict → miner tree (holder + 2 workers) dead, {} runs",
+            kills.len()
+        ),
+        format!("median {:.1} ms, max {:.1} ms", median(&mut k), max(&kills)),
+        "< 1 s".into(),
+    ));
+
     // Detection latency of the simulated miner.
     let runs = if quick { 5 } else { 10 };
     for (label, proto, port_is_pool) in [
@@ -591,6 +604,101 @@ fn live_processes_recording(path: &Path, n: usize) -> anyhow::Result<()> {
     writeln!(f, r#"{{"kind":"tick","time":{}}}"#, t + 1)?;
     f.flush()?;
     Ok(())
+}
+
+/// One enforcing daemon; each run a fresh miner with two forked workers;
+/// the slowest kill's latency (kill start to death confirmed by pidfd; the
+/// kill starts on the verdict, before any other response work).
+fn kill_latencies(bins: &Bins, mw: &Path, runs: usize) -> anyhow::Result<Vec<f64>> {
+    let mut pool = Command::new(bins.get("fake_pool"))
+        .args(["--seconds", "300"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(pool.stdout.take().context("pool stdout")?).read_line(&mut line)?;
+    let port: u16 = line.trim().parse().context("pool port")?;
+    let dir = std::env::temp_dir().join(format!(".mw-bench-kill-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let cfg = dir.join("cfg.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[detector]\nextra_pool_ports = [{port}]\n[response]\nquarantine_dir = \"{}\"\nfootholds = false\n",
+            dir.join("q").display()
+        ),
+    )?;
+    let d = Daemon::start(
+        mw,
+        &["--enforce", "--config", cfg.to_str().unwrap_or_default()],
+    )?;
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let miner = dir.join(format!("kworker-{i}"));
+        fs::copy(bins.get("fake_miner"), &miner)?;
+        let mut m = Command::new(&miner)
+            .args([
+                "--pool",
+                &format!("127.0.0.1:{port}"),
+                "--proto",
+                "xmrig",
+                "--workers",
+                "2",
+                "--seconds",
+                "30",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let pid = m.id();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            let text = fs::read_to_string(&d.alerts).unwrap_or_default();
+            let kills: Vec<f64> = text
+                .lines()
+                .filter(|l| {
+                    l.contains("\"kind\":\"action\"")
+                        && l.contains("\"action\":\"kill\"")
+                        && l.contains("\"result\":\"ok\"")
+                })
+                .filter(|l| l.contains(&format!("\"target\":{pid},")) || !l.contains("\"target\":"))
+                .filter_map(|l| {
+                    l.split("\"latency_ms\":")
+                        .nth(1)?
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .collect();
+            if !kills.is_empty() {
+                let all: Vec<f64> = text
+                    .lines()
+                    .filter(|l| {
+                        l.contains("\"action\":\"kill\"") && l.contains("\"result\":\"ok\"")
+                    })
+                    .filter_map(|l| {
+                        l.split("\"latency_ms\":")
+                            .nth(1)?
+                            .split(|c: char| !c.is_ascii_digit())
+                            .next()?
+                            .parse::<f64>()
+                            .ok()
+                    })
+                    .collect();
+                out.push(all.iter().copied().fold(0.0, f64::max));
+                break;
+            }
+        }
+        let _ = m.kill();
+        let _ = m.wait();
+        let _ = fs::write(&d.alerts, b"");
+    }
+    d.stop();
+    let _ = pool.kill();
+    let _ = pool.wait();
+    let _ = fs::remove_dir_all(&dir);
+    Ok(out)
 }
 
 fn min(v: &[f64]) -> f64 {

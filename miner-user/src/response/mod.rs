@@ -160,18 +160,8 @@ impl Responder {
                 targets.push(t);
             }
         }
-        if self.cfg.footholds {
-            let needles = footholds::Needles::for_exe(
-                v.exe.as_deref(),
-                v.provenance.as_ref().and_then(|p| p.sha256.as_deref()),
-            );
-            out.footholds = footholds::scan(
-                &self.root_of(v.tgid),
-                &needles,
-                std::time::SystemTime::now(),
-                Duration::from_secs(86_400),
-            );
-        }
+        // Resolved now: after a kill, /proc/PID/root is gone.
+        let scan_root = self.cfg.footholds.then(|| self.root_of(v.tgid));
         for action in actions {
             // Refusals are judged for the verdict's own process: the tree
             // inherits its standing.
@@ -198,6 +188,19 @@ impl Responder {
                 ActionKind::Quarantine => self.quarantine(v, &mut out, now),
                 ActionKind::Kill => self.kill(v, &targets, &mut out),
             }
+        }
+        // After the actions: a kill must not wait for a file scan.
+        if let Some(root) = scan_root {
+            let needles = footholds::Needles::for_exe(
+                v.exe.as_deref(),
+                v.provenance.as_ref().and_then(|p| p.sha256.as_deref()),
+            );
+            out.footholds = footholds::scan(
+                &root,
+                &needles,
+                std::time::SystemTime::now(),
+                Duration::from_secs(86_400),
+            );
         }
         out
     }
