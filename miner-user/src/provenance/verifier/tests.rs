@@ -454,9 +454,9 @@ fn proc_exe_paths_are_checked_as_processes() {
     let p = v
         .check_path(Path::new(&format!("/proc/{}/exe", std::process::id())))
         .unwrap();
-    assert_eq!(
-        p.reasons,
-        vec![Reason::NotPackaged],
+    // WritableDir as well when the checkout sits under /tmp.
+    assert!(
+        p.reasons.contains(&Reason::NotPackaged) && !p.is_verified(),
         "the test binary is not packaged: {p:?}"
     );
 }
