@@ -24,6 +24,8 @@ pub fn test() -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // The daemon and end-to-end tests start the real `minerwatch` binary.
+    crate::build::build(false)?;
     run(Command::new("cargo").current_dir(&root).args([
         "test",
         "-p",
