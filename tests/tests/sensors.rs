@@ -228,16 +228,19 @@ fn cpu_residency_of_a_busy_child_and_a_sleeping_one() {
     let mut busy_ns = 0u64;
     let mut sleep_ns = 0u64;
     let mut interval_ns = 0u64;
+    let mut busy_cores = Vec::new();
     for _ in 0..4 {
         std::thread::sleep(Duration::from_secs(1));
         if let Some(s) = h.poll_cpu() {
             interval_ns += s.interval_ns;
-            busy_ns += s
+            let b: u64 = s
                 .usage
                 .iter()
                 .filter(|u| u.tgid == bpid)
                 .map(|u| u.on_cpu_ns)
-                .sum::<u64>();
+                .sum();
+            busy_ns += b;
+            busy_cores.push(b as f64 / s.interval_ns as f64);
             sleep_ns += s
                 .usage
                 .iter()
@@ -266,10 +269,11 @@ fn cpu_residency_of_a_busy_child_and_a_sleeping_one() {
         "busy loop for 3 s showed {:.2} s on CPU",
         total as f64 / 1e9
     );
+    // The polls that fell inside the busy loop show (nearly) a full core;
+    // the last partial second arrives with the exit record.
     assert!(
-        busy_ns as f64 >= 0.8 * 2.5e9,
-        "polls saw only {:.2} s",
-        busy_ns as f64 / 1e9
+        busy_cores.iter().filter(|&&c| c >= 0.8).count() >= 2,
+        "per-second cores of the busy child: {busy_cores:.2?}"
     );
     assert!(sleep_ns < 50_000_000, "sleeping child used {} ns", sleep_ns);
     assert!(interval_ns > 0);
