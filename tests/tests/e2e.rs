@@ -467,7 +467,7 @@ fn e2e_detection_suite() {
             .spawn()
             .unwrap(),
     );
-    benign.push(Command::new("sh").args(["-c", &format!("head -c 400000000 /dev/urandom > /tmp/{tag}.bin; xz -9 -T1 -c /tmp/{tag}.bin > /dev/null")]).spawn().unwrap());
+    benign.push(Command::new("sh").args(["-c", &format!("head -c 400000000 /dev/urandom > /tmp/{tag}.bin; exec xz -9 -T1 -c /tmp/{tag}.bin > /dev/null")]).spawn().unwrap());
     let csrc = format!("/tmp/{tag}.c");
     let body: String = (0..400)
         .map(|i| format!("int f{i}(int x){{int s=0;for(int j=0;j<x;j++)s+=j*{i}%7;return s;}}\n"))

@@ -4,20 +4,31 @@
 
 use std::process::Command;
 
-use crate::util::{self, run};
+use crate::util::{self, run_tests};
 
 pub fn test() -> anyhow::Result<()> {
+    let mut totals = (0, 0);
+    let result = test_all(&mut totals);
+    // One closing line for humans and CI, whatever ran last.
+    println!("\nxtask: {} passed, {} failed", totals.0, totals.1);
+    result
+}
+
+fn test_all(totals: &mut (u64, u64)) -> anyhow::Result<()> {
     let root = util::root();
-    run(Command::new("cargo").current_dir(&root).args([
-        "test",
-        "-p",
-        "miner-ebpf-common",
-        "-p",
-        "miner-user",
-        "-p",
-        "xtask",
-        "--no-fail-fast",
-    ]))?;
+    run_tests(
+        Command::new("cargo").current_dir(&root).args([
+            "test",
+            "-p",
+            "miner-ebpf-common",
+            "-p",
+            "miner-user",
+            "-p",
+            "xtask",
+            "--no-fail-fast",
+        ]),
+        totals,
+    )?;
     if !util::is_root() {
         eprintln!(
             "\n!!! SKIPPING kernel integration and end-to-end tests: they load eBPF programs and need root !!!\n"
@@ -26,19 +37,22 @@ pub fn test() -> anyhow::Result<()> {
     }
     // The daemon and end-to-end tests start the real `minerwatch` binary.
     crate::build::build(false)?;
-    run(Command::new("cargo").current_dir(&root).args([
-        "test",
-        "-p",
-        "minerwatch-tests",
-        "--no-fail-fast",
-        "--",
-        "--test-threads=1",
-    ]))
+    run_tests(
+        Command::new("cargo").current_dir(&root).args([
+            "test",
+            "-p",
+            "minerwatch-tests",
+            "--no-fail-fast",
+            "--",
+            "--test-threads=1",
+        ]),
+        totals,
+    )
 }
 
 pub fn e2e() -> anyhow::Result<()> {
     crate::build::build(false)?;
-    run(Command::new("cargo").current_dir(util::root()).args([
+    crate::util::run(Command::new("cargo").current_dir(util::root()).args([
         "test",
         "-p",
         "minerwatch-tests",

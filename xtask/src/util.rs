@@ -54,3 +54,34 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Run `cargo test …`, streaming its output, and add up its
+/// `test result:` lines. Fails like `run` when the tests fail.
+pub fn run_tests(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("xtask: {}", describe(cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {}", describe(cmd)))?;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let num = |key: &str| {
+                    rest.split(';')
+                        .find_map(|p| p.trim().strip_suffix(key))
+                        .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                totals.0 += num("passed");
+                totals.1 += num("failed");
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{} failed: {status}", describe(cmd));
+    }
+    Ok(())
+}
