@@ -32,7 +32,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<(), DropSite> {
     let now = unsafe { bpf_ktime_get_ns() };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    account_current(tgid, now);
+    if !crate::maps::runtime_mode() {
+        account_current(tgid, now);
+    }
 
     let o = offsets();
     if o.valid == 0 {

@@ -48,6 +48,35 @@ pub static BLOCKED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(BLOCKED_T
 #[map]
 pub static BLOCKED_DESTS: HashMap<DestKey, u8> = HashMap::with_max_entries(BLOCKED_DESTS_MAX, 0);
 
+/// Slot 0: where CPU time is charged. 0: at `sched_switch` (fallback);
+/// 1: at `sched_stat_runtime` (every tick and switch, so a thread that is
+/// never switched out is still seen). Set by the loader after attaching.
+#[map]
+pub static CPU_MODE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Field offsets of `sched/sched_stat_runtime` (pid, runtime), read by the
+/// loader from the tracepoint's format file: they differ across kernels.
+#[unsafe(no_mangle)]
+static RUNTIME_PID_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static RUNTIME_NS_OFF: u32 = 0;
+
+#[inline(always)]
+pub fn runtime_offsets() -> (u32, u32) {
+    unsafe {
+        (
+            core::ptr::read_volatile(&RUNTIME_PID_OFF),
+            core::ptr::read_volatile(&RUNTIME_NS_OFF),
+        )
+    }
+}
+
+/// True when CPU time is charged at `sched_stat_runtime`.
+#[inline(always)]
+pub fn runtime_mode() -> bool {
+    CPU_MODE.get(0).is_some_and(|m| *m == 1)
+}
+
 /// Slot 0: set once the exec sensor has logged that it is live.
 #[map]
 pub static ONCE: Array<u32> = Array::with_max_entries(1, 0);

@@ -15,13 +15,41 @@ use aya_ebpf::{
 };
 use miner_ebpf_common::DropSite;
 
-use crate::maps::{CPU_NS, SWITCH_TS, count_drop};
+use crate::maps::{CPU_NS, SWITCH_TS, count_drop, runtime_mode, runtime_offsets};
 
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch(_ctx: TracePointContext) -> u32 {
+    if runtime_mode() {
+        return 0;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     account_current(tgid, now);
+    0
+}
+
+/// `tracepoint/sched/sched_stat_runtime`: the scheduler's own accounting
+/// (`update_curr`), at every tick and switch. Preferred over slices at
+/// `sched_switch`: a thread alone on an idle core is not switched out for
+/// seconds, and its time would only show when it finally is.
+#[tracepoint(category = "sched", name = "sched_stat_runtime")]
+pub fn sched_stat_runtime(ctx: TracePointContext) -> u32 {
+    let (pid_off, ns_off) = runtime_offsets();
+    if ns_off == 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Ok(pid) = (unsafe { ctx.read_at::<i32>(pid_off as usize) }) else {
+        return 0;
+    };
+    // Charged to the current task only: that is the tgid we can name.
+    if pid as u32 != pid_tgid as u32 {
+        return 0;
+    }
+    let Ok(delta) = (unsafe { ctx.read_at::<u64>(ns_off as usize) }) else {
+        return 0;
+    };
+    charge((pid_tgid >> 32) as u32, delta);
     0
 }
 
@@ -36,7 +64,14 @@ pub fn account_current(tgid: u32, now: u64) {
     if tgid == 0 || last == 0 || now <= last {
         return; // idle task, or the first switch seen on this CPU
     }
-    let delta = now - last;
+    charge(tgid, now - last);
+}
+
+#[inline(always)]
+fn charge(tgid: u32, delta: u64) {
+    if tgid == 0 || delta == 0 {
+        return;
+    }
     match CPU_NS.get_ptr_mut(tgid) {
         // Threads of one process run on several CPUs at once.
         Some(p) => add(p, delta),

@@ -259,7 +259,7 @@ fn cpu_residency_of_a_busy_child_and_a_sleeping_one() {
         _ => panic!("no exit for the busy child"),
     };
     eprintln!(
-        "busy child: {:.2} s on CPU by polls, {:.2} s at exit, over {:.2} s",
+        "busy child: {:.2} s on CPU by polls {busy_cores:.2?}, {:.2} s at exit, over {:.2} s",
         busy_ns as f64 / 1e9,
         total as f64 / 1e9,
         elapsed.as_secs_f64()
@@ -269,13 +269,14 @@ fn cpu_residency_of_a_busy_child_and_a_sleeping_one() {
         "busy loop for 3 s showed {:.2} s on CPU",
         total as f64 / 1e9
     );
-    // sched_switch charges a slice when the task leaves the CPU: a loop
-    // that is never switched out on an idle core shows up in the polls
-    // late, and in full at exit. The polls never over-count.
+    // Charged at every scheduler tick (sched_stat_runtime): each poll that
+    // fell inside the busy loop shows a full core even if the loop was
+    // never switched out; the last partial second comes with the exit.
     assert!(
-        busy_ns <= total + 100_000_000,
-        "polls {busy_ns} ns exceed the exit total {total} ns ({busy_cores:.2?})"
+        busy_cores.iter().filter(|&&c| c >= 0.8).count() >= 2,
+        "per-second cores of the busy child: {busy_cores:.2?}"
     );
+    assert!(busy_ns <= total + 100_000_000, "polls never over-count");
     assert!(sleep_ns < 50_000_000, "sleeping child used {} ns", sleep_ns);
     assert!(interval_ns > 0);
 }

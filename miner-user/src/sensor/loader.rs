@@ -64,6 +64,12 @@ const HOOKS: &[Hook] = &[
         needs: "tracepoint sched/sched_switch",
     },
     Hook {
+        program: "sched_stat_runtime",
+        target: Target::TracePoint("sched", "sched_stat_runtime"),
+        loses: "per-tick CPU accounting (falls back to sched_switch slices)",
+        needs: "tracepoint sched/sched_stat_runtime",
+    },
+    Hook {
         program: "sys_exit_connect",
         target: Target::TracePoint("syscalls", "sys_exit_connect"),
         loses: "connect results",
@@ -148,9 +154,12 @@ impl Sensor {
         log::debug!("BTF offsets read in {:?}: {offsets:?}", started.elapsed());
 
         let wakeup_bytes = u64::from(cfg.ring_buffer_bytes / 8);
+        let (runtime_pid_off, runtime_ns_off) = runtime_offsets().unwrap_or((0, 0));
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+            .override_global("RUNTIME_PID_OFF", &runtime_pid_off, true)
+            .override_global("RUNTIME_NS_OFF", &runtime_ns_off, true)
             .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| SensorError::Load(Box::new(e)))?;
@@ -188,6 +197,28 @@ impl Sensor {
                 log::warn!("degraded: {f}");
             }
         }
+        // Charge CPU at sched_stat_runtime when it runs with known offsets;
+        // sched_switch slices otherwise.
+        let per_tick = runtime_ns_off != 0
+            && hooks
+                .iter()
+                .any(|h| h.program == "sched_stat_runtime" && h.attached);
+        if per_tick {
+            let map = ebpf
+                .map_mut("CPU_MODE")
+                .ok_or(SensorError::MissingMap("CPU_MODE"))?;
+            let mut mode: aya::maps::Array<_, u32> =
+                aya::maps::Array::try_from(map).map_err(map_error("CPU_MODE"))?;
+            mode.set(0, 1, 0).map_err(map_error("CPU_MODE"))?;
+        }
+        log::debug!(
+            "CPU accounting at {}",
+            if per_tick {
+                "sched_stat_runtime"
+            } else {
+                "sched_switch"
+            }
+        );
         if !hooks.iter().any(|h| h.attached) {
             return Err(SensorError::RequiredHooks("no hook attached".into()));
         }
@@ -370,4 +401,43 @@ fn attach(
         status.prog_id = Some(info.id());
     }
     Ok(status)
+}
+
+/// (pid, runtime) byte offsets in the `sched_stat_runtime` record, from
+/// its format file (they moved between kernel versions).
+fn runtime_offsets() -> Option<(u32, u32)> {
+    let text = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(format!("{root}/events/sched/sched_stat_runtime/format")).ok()
+        })?;
+    parse_runtime_format(&text)
+}
+
+pub fn parse_runtime_format(text: &str) -> Option<(u32, u32)> {
+    let offset_of = |field: &str| {
+        text.lines().find_map(|l| {
+            let l = l.trim();
+            let decl = l.strip_prefix("field:")?.split(';').next()?;
+            (decl.split_whitespace().last()? == field).then(|| {
+                l.split(';')
+                    .find_map(|p| p.trim().strip_prefix("offset:")?.parse::<u32>().ok())
+            })?
+        })
+    };
+    Some((offset_of("pid")?, offset_of("runtime")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_runtime_format;
+
+    #[test]
+    fn runtime_format_offsets_old_and_new_kernels() {
+        let new = "\tfield:__data_loc char[] comm;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:pid_t pid;\toffset:12;\tsize:4;\tsigned:1;\n\tfield:u64 runtime;\toffset:16;\tsize:8;\tsigned:0;\n";
+        assert_eq!(parse_runtime_format(new), Some((12, 16)));
+        let old = "\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:u64 runtime;\toffset:32;\tsize:8;\tsigned:0;\n\tfield:u64 vruntime;\toffset:40;\tsize:8;\tsigned:0;\n";
+        assert_eq!(parse_runtime_format(old), Some((24, 32)));
+        assert_eq!(parse_runtime_format("garbage"), None);
+    }
 }
