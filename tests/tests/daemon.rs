@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::{Daemon, minerwatch_bin, pids_running};
+use common::{
+    SpawnQuiet,
+    daemon::{Daemon, minerwatch_bin, pids_running},
+};
 
 const MINER: &str = env!("CARGO_BIN_EXE_fake_miner");
 const POOL: &str = env!("CARGO_BIN_EXE_fake_pool");
@@ -206,10 +209,7 @@ fn observe_mode_lists_would_be_actions_and_touches_nothing() {
             "--seconds",
             "30",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .quiet();
     let pid = c.id();
     let a = d
         .wait_alert(Duration::from_secs(15), |a| {
@@ -261,10 +261,7 @@ fn enforce_kills_the_miner_tree_within_a_second_and_reports_footholds() {
             "--seconds",
             "30",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .quiet();
     let pid = c.id();
     let a = d.wait_alert(Duration::from_secs(20), |a| {
         a["tgid"].as_u64() == Some(pid as u64) && a["severity"] == "critical"
@@ -336,10 +333,7 @@ fn protect_listed_miner_is_not_killed_and_the_refusal_is_reported() {
             "--seconds",
             "30",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .quiet();
     let pid = c.id();
     d.wait_alert(Duration::from_secs(15), |a| {
         a["tgid"].as_u64() == Some(pid as u64) && a["severity"] == "critical"

@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::daemon::{Daemon, pids_running};
+use common::{
+    SpawnQuiet,
+    daemon::{Daemon, pids_running},
+};
 
 const MINER: &str = env!("CARGO_BIN_EXE_fake_miner");
 const POOL: &str = env!("CARGO_BIN_EXE_fake_pool");
@@ -141,6 +144,11 @@ fn positive(
     });
 }
 
+fn stop(c: &mut Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 fn kill_all(children: &mut [Child]) {
     for c in children {
         let _ = c.kill();
@@ -187,10 +195,7 @@ fn e2e_detection_suite() {
             "tls",
             &[],
         ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .quiet();
     std::thread::sleep(Duration::from_secs(2));
     let d = Daemon::start(&config, &[]);
     let pre_pid = pre_child.id();
@@ -205,7 +210,7 @@ fn e2e_detection_suite() {
             "pool_protocol_unverified",
         ],
     );
-    kill_all(std::slice::from_mut(&mut pre_child));
+    stop(&mut pre_child);
 
     let p3333 = pool_3333.as_ref().map(|p| format!("{}:3333", addr_of(p)));
     // 2. XMRig protocol on 3333 from /tmp.
@@ -213,10 +218,7 @@ fn e2e_detection_suite() {
         let m = drop_miner(&format!("/tmp/{tag}"), "xmrig");
         let mut c = Command::new(&m)
             .args(miner_args(pool, "xmrig", &[]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .quiet();
         let pid = c.id();
         positive(
             &mut rows,
@@ -225,7 +227,7 @@ fn e2e_detection_suite() {
             &move || vec![pid],
             &["pool_protocol_unverified"],
         );
-        kill_all(std::slice::from_mut(&mut c));
+        stop(&mut c);
     }
     // 3. Stratum on 443, renamed kworker in a hidden /tmp dir.
     if let Some(p443) = &pool_443 {
@@ -236,10 +238,7 @@ fn e2e_detection_suite() {
                 "stratum",
                 &[],
             ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .quiet();
         let pid = c.id();
         positive(
             &mut rows,
@@ -248,7 +247,7 @@ fn e2e_detection_suite() {
             &move || vec![pid],
             &["pool_protocol_unverified"],
         );
-        kill_all(std::slice::from_mut(&mut c));
+        stop(&mut c);
     }
     let eph = format!("127.0.0.1:{}", pool_eph.port);
     // 4. /dev/shm.
@@ -256,10 +255,7 @@ fn e2e_detection_suite() {
         let m = drop_miner("/dev/shm", &format!("{tag}-sshd"));
         let mut c = Command::new(&m)
             .args(miner_args(&eph, "xmrig", &[]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .quiet();
         let pid = c.id();
         positive(
             &mut rows,
@@ -268,19 +264,14 @@ fn e2e_detection_suite() {
             &move || vec![pid],
             &["pool_protocol_unverified"],
         );
-        kill_all(std::slice::from_mut(&mut c));
+        stop(&mut c);
         let _ = std::fs::remove_file(m);
     }
     // 5. Fileless: memfd + fexecve.
     {
         let mut args = vec![MINER.to_string(), "kthreadd".to_string()];
         args.extend(miner_args(&eph, "xmrig", &[]));
-        let mut c = Command::new(MEMFD_EXEC)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut c = Command::new(MEMFD_EXEC).args(&args).quiet();
         let pid = c.id();
         positive(
             &mut rows,
@@ -289,17 +280,14 @@ fn e2e_detection_suite() {
             &move || vec![pid],
             &["pool_protocol_unverified"],
         );
-        kill_all(std::slice::from_mut(&mut c));
+        stop(&mut c);
     }
     // 6. Binary deleted after start (TLS: no payload evidence).
     {
         let m = drop_miner(&format!("/var/tmp/{tag}"), "dbus-daemon");
         let mut c = Command::new(&m)
             .args(miner_args(&eph, "tls", &["--delay-connect-ms", "500"]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .quiet();
         std::thread::sleep(Duration::from_millis(100));
         std::fs::remove_file(&m).unwrap();
         let pid = c.id();
@@ -310,7 +298,7 @@ fn e2e_detection_suite() {
             &move || vec![pid],
             &["pool_port_busy_unverified", "miner_command_line"],
         );
-        kill_all(std::slice::from_mut(&mut c));
+        stop(&mut c);
     }
     // 7. Grandchild of a shell script.
     {
@@ -320,12 +308,7 @@ fn e2e_detection_suite() {
             m.display(),
             miner_args(&eph, "stratum", &[]).join(" ")
         );
-        let mut c = Command::new("/bin/sh")
-            .args(["-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut c = Command::new("/bin/sh").args(["-c", &script]).quiet();
         let mc = m.clone();
         positive(
             &mut rows,
@@ -335,17 +318,14 @@ fn e2e_detection_suite() {
             &["pool_protocol_unverified"],
         );
         kill_path(&m);
-        kill_all(std::slice::from_mut(&mut c));
+        stop(&mut c);
     }
     // 8. Multi-process: a holder of the pool connection and forked workers.
     {
         let m = drop_miner(&format!("/tmp/{tag}-mp"), "systemd-journal");
         let mut c = Command::new(&m)
             .args(miner_args(&eph, "xmrig", &["--workers", "2"]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .quiet();
         let pid = c.id();
         let t0 = Instant::now();
         let got = d.wait_alert(DETECT, |a| {
@@ -380,17 +360,14 @@ fn e2e_detection_suite() {
             },
         });
         kill_path(&m);
-        kill_all(std::slice::from_mut(&mut c));
+        stop(&mut c);
     }
     // 9. Throttled to half a core, TLS: CPU evidence must hold at ~0.5.
     {
         let m = drop_miner(&format!("/tmp/{tag}-thr"), "containerd-shim");
         let mut c = Command::new(&m)
             .args(miner_args(&eph, "tls", &["--duty", "50"]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .quiet();
         let pid = c.id();
         positive(
             &mut rows,
@@ -399,17 +376,14 @@ fn e2e_detection_suite() {
             &move || vec![pid],
             &["pool_port_busy_unverified", "miner_command_line"],
         );
-        kill_all(std::slice::from_mut(&mut c));
+        stop(&mut c);
     }
     // 10. Daemonizes: double fork, the parent exits.
     {
         let m = drop_miner(&format!("/tmp/{tag}-dm"), "rsyslogd");
         let mut c = Command::new(&m)
             .args(miner_args(&eph, "stratum", &["--daemonize"]))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .quiet();
         let _ = c.wait();
         let mc = m.clone();
         positive(
@@ -439,10 +413,7 @@ fn e2e_detection_suite() {
                 "-c",
                 &inner,
             ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .quiet();
         let mc = m.clone();
         positive(
             &mut rows,
@@ -452,7 +423,7 @@ fn e2e_detection_suite() {
             &["pool_protocol_unverified"],
         );
         kill_path(&m);
-        kill_all(std::slice::from_mut(&mut c));
+        stop(&mut c);
     }
 
     // Negatives, all at once over one window.

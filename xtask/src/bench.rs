@@ -659,14 +659,7 @@ fn kill_latencies(bins: &Bins, mw: &Path, runs: usize) -> anyhow::Result<Vec<f64
             let kills: Vec<f64> = text
                 .lines()
                 .filter(|l| l.contains("\"action\":\"kill\"") && l.contains("\"result\":\"ok\""))
-                .filter_map(|l| {
-                    l.split("\"latency_ms\":")
-                        .nth(1)?
-                        .split(|c: char| !c.is_ascii_digit())
-                        .next()?
-                        .parse::<f64>()
-                        .ok()
-                })
+                .filter_map(latency_ms)
                 .collect();
             if kills.len() >= 3 {
                 out.push(kills.iter().copied().fold(0.0, f64::max));
@@ -697,6 +690,16 @@ fn run_maxrss_kib(cmd: &mut Command) -> anyhow::Result<(bool, i64)> {
         bail!("wait4 failed");
     }
     Ok((status == 0, ru.rest[0]))
+}
+
+/// The `latency_ms` field of an alert or action JSON line.
+fn latency_ms(line: &str) -> Option<f64> {
+    line.split("\"latency_ms\":")
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse::<f64>()
+        .ok()
 }
 
 fn min(v: &[f64]) -> f64 {
@@ -759,11 +762,7 @@ fn detect_once(
         let text = fs::read_to_string(&d.alerts).unwrap_or_default();
         for l in text.lines() {
             if l.contains(&format!("\"tgid\":{pid},")) {
-                found = l
-                    .split("\"latency_ms\":")
-                    .nth(1)
-                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                    .and_then(|v| v.parse::<f64>().ok());
+                found = latency_ms(l);
                 break;
             }
         }

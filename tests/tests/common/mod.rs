@@ -130,3 +130,18 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub mod daemon;
+
+/// Spawn with stdout and stderr discarded: the scenario's processes are
+/// judged through the daemon, not their output.
+pub trait SpawnQuiet {
+    fn quiet(&mut self) -> std::process::Child;
+}
+
+impl SpawnQuiet for std::process::Command {
+    fn quiet(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn")
+    }
+}
