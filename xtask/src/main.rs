@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod fixtures;
 mod run;
 mod setup;
 mod test;

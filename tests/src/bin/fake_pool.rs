@@ -1,17 +1,45 @@
 //! A loopback mining pool for the end-to-end tests. Answers Stratum v1
 //! (`mining.subscribe`, `mining.authorize`, `mining.submit`, sends
 //! `mining.notify`) and the XMRig/Monero JSON-RPC (`login`, `submit`,
-//! `keepalived`, sends `job`), one JSON object per line. Anything else (a
-//! TLS ClientHello) is read and ignored. Bounded in time.
+//! `keepalived`, sends `job`), one JSON object per line. The Monero jobs are
+//! well formed (a 76-byte hashing blob, a RandomX seed hash, an easy
+//! target), so the real XMRig accepts them and hashes RandomX for real.
+//! With `--tls` every connection is TLS (a fresh self-signed certificate;
+//! XMRig accepts any certificate unless given a fingerprint). Without it,
+//! anything that is not JSON (a TLS ClientHello) is read and ignored.
+//! Bounded in time.
 //!
-//! Usage: fake_pool [--addr 127.0.0.1:0] [--seconds 60]; prints the bound
-//! port on stdout.
+//! Usage: fake_pool [--addr 127.0.0.1:0] [--seconds 60] [--tls]
+//!        [--log FILE]; prints the bound port on stdout. `--log` appends
+//!        one line per request method received (`login`, `submit`, …), so
+//!        a test can tell that a real miner logged in and found shares.
 
 use std::{
-    io::{BufRead, BufReader, Write},
-    net::{TcpListener, TcpStream},
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use rustls::{ServerConfig, ServerConnection, StreamOwned, pki_types::PrivateKeyDer};
+
+/// A Monero hashing blob: version, timestamp, previous block id, nonce at
+/// byte 39, merkle root, transaction count (76 bytes).
+const BLOB: &str = concat!(
+    "1010",
+    "e0c8d7a306",
+    "a8b6c1f2d3e4f50617283940a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4",
+    "00000000",
+    "5f4e3d2c1b0a99887766554433221100ffeeddccbbaa99887766554433221100",
+    "01",
+);
+/// RandomX seed (the key block hash the dataset derives from).
+const SEED_HASH: &str = "3b2d6e8fa1c94b7d2e5f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
+/// Difficulty ~16: shares every second or so even in RandomX light mode
+/// (~30 H/s per thread here), so a test sees `submit`s soon.
+const TARGET: &str = "ffffff0f";
+
+type Log = Arc<Mutex<Option<std::fs::File>>>;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -26,6 +54,14 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60)
         .min(600);
+    let tls = args.iter().any(|a| a == "--tls").then(tls_config);
+    let log: Log = Arc::new(Mutex::new(get("--log").and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    })));
     let listener = match TcpListener::bind(&addr) {
         Ok(l) => l,
         Err(e) => {
@@ -41,19 +77,46 @@ fn main() {
     while Instant::now() < deadline {
         match listener.accept() {
             Ok((stream, _)) => {
-                std::thread::spawn(move || serve(stream, deadline));
+                let (tls, log) = (tls.clone(), log.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                    match tls {
+                        Some(cfg) => {
+                            let Ok(conn) = ServerConnection::new(cfg) else {
+                                return;
+                            };
+                            serve(StreamOwned::new(conn, stream), deadline, &log);
+                        }
+                        None => serve(stream, deadline, &log),
+                    }
+                });
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
 
-fn serve(stream: TcpStream, deadline: Instant) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    let Ok(mut out) = stream.try_clone() else {
-        return;
-    };
+fn tls_config() -> Arc<ServerConfig> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+        .unwrap_or_else(|e| fail(&format!("self-signed certificate: {e}")));
+    let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let cfg =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|e| fail(&format!("TLS versions: {e}")))
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap_or_else(|e| fail(&format!("TLS config: {e}")));
+    Arc::new(cfg)
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("fake_pool: {msg}");
+    std::process::exit(2);
+}
+
+fn serve<S: Read + Write>(stream: S, deadline: Instant, log: &Log) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let mut job = 0u64;
@@ -77,6 +140,11 @@ fn serve(stream: TcpStream, deadline: Instant) {
         };
         let id = req.get("id").cloned().unwrap_or(serde_json::Value::Null);
         let method = req.get("method").and_then(|m| m.as_str()).unwrap_or("");
+        if let Ok(mut guard) = log.lock()
+            && let Some(f) = guard.as_mut()
+        {
+            let _ = writeln!(f, "{method}");
+        }
         job += 1;
         let replies: Vec<String> = match method {
             "mining.subscribe" => vec![
@@ -91,7 +159,7 @@ fn serve(stream: TcpStream, deadline: Instant) {
                 vec![format!(r#"{{"id":{id},"result":true,"error":null}}"#)]
             }
             "login" => vec![format!(
-                r#"{{"id":{id},"jsonrpc":"2.0","error":null,"result":{{"id":"sess1","job":{{"blob":"0707f8c9a38a06","job_id":"{job}","target":"b88d0600","algo":"rx/0","height":3000000,"seed_hash":"00"}},"extensions":["keepalive"],"status":"OK"}}}}"#
+                r#"{{"id":{id},"jsonrpc":"2.0","error":null,"result":{{"id":"sess1","job":{{"blob":"{BLOB}","job_id":"{job}","target":"{TARGET}","algo":"rx/0","height":3000000,"seed_hash":"{SEED_HASH}"}},"extensions":["keepalive"],"status":"OK"}}}}"#
             )],
             "submit" => vec![format!(
                 r#"{{"id":{id},"jsonrpc":"2.0","error":null,"result":{{"status":"OK"}}}}"#
@@ -101,8 +169,9 @@ fn serve(stream: TcpStream, deadline: Instant) {
             )],
             _ => vec![],
         };
+        let out = reader.get_mut();
         for r in replies {
-            if out.write_all(format!("{r}\n").as_bytes()).is_err() {
+            if out.write_all(format!("{r}\n").as_bytes()).is_err() || out.flush().is_err() {
                 return;
             }
         }

@@ -145,3 +145,28 @@ impl SpawnQuiet for std::process::Command {
             .expect("spawn")
     }
 }
+
+pub mod xmrig;
+
+/// Environment variable naming the file where skips are recorded; `cargo
+/// xtask test` sets it, counts the lines and reports them as skipped (not
+/// passed).
+pub const SKIP_LOG_ENV: &str = "MINERWATCH_SKIP_LOG";
+
+/// Marks the calling test as skipped, loudly: a line on stderr and one in
+/// the skip log, naming the test and the missing piece of the machine. The
+/// caller returns right after. Use only where the machine truly lacks a
+/// feature (no XMRig could be fetched, no podman); never for a failure.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("\n!!! SKIPPED {test}: {reason} !!!\n");
+    if let Some(path) = std::env::var_os(SKIP_LOG_ENV) {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{test}\t{reason}");
+        }
+    }
+}
