@@ -18,4 +18,5 @@ pub mod provenance;
 pub mod response;
 pub mod sensor;
 pub mod sinks;
+pub mod text;
 pub mod time;

@@ -196,7 +196,10 @@ impl Verifier {
                 .unwrap_or_else(|| unreadable(filename)),
             Err(Miss::NotTheExe) => unreadable(filename),
             Err(Miss::Io(e)) => {
-                log::debug!("provenance of pid {pid} ({filename}) unreadable: {e}");
+                log::debug!(
+                    "provenance of pid {pid} ({}) unreadable: {e}",
+                    crate::text::escape(filename)
+                );
                 unreadable(filename)
             }
         };
