@@ -105,12 +105,26 @@ impl Daemon {
         ))
     }
 
-    /// Every JSON line of the alert file (alerts and actions).
+    /// Every JSON line of the alert file (alerts and actions). The daemon
+    /// creates the file at start, so a missing or unreadable file, or a
+    /// complete line that is not JSON, fails the test: it is never "no
+    /// alerts". A last line still being written (no newline yet) waits for
+    /// the next read.
     pub fn records(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.alerts)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.alerts).unwrap_or_else(|e| {
+            panic!(
+                "alerts file {} unreadable: {e}; daemon log:\n{}",
+                self.alerts.display(),
+                self.log()
+            )
+        });
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        complete
             .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("alerts file: a line is not JSON ({e}): {l}"))
+            })
             .collect()
     }
 

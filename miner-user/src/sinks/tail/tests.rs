@@ -337,7 +337,11 @@ fn connect_as_nobody(path: &Path) -> Nobody {
 async fn non_root_client_is_refused() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to switch a child to uid 65534");
+        crate::test_skip::skip(
+            "sinks::tail::tests::non_root_client_is_refused",
+            "root",
+            "switching a child to uid 65534 needs root",
+        );
         return;
     }
     let s = serve(cfg_in).await;
