@@ -14,6 +14,8 @@ pub mod detect;
 pub mod enrich;
 pub mod event;
 pub mod process;
+#[cfg(test)]
+mod proptests;
 pub mod provenance;
 pub mod response;
 pub mod sensor;
