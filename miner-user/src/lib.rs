@@ -17,6 +17,7 @@ pub mod process;
 #[cfg(test)]
 mod proptests;
 pub mod provenance;
+pub mod recording;
 pub mod response;
 pub mod sensor;
 pub mod sinks;

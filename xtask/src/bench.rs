@@ -260,7 +260,7 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         "--bins",
     ]))?;
     let bins = Bins {
-        dir: util::root().join("target/release"),
+        dir: util::target_dir().join("release"),
     };
     let mw = bins.get("minerwatch");
     let stats_before =
@@ -445,7 +445,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     // Pipeline ceiling from a recording.
     eprintln!("bench: pipeline ceiling (replay)");
     let rec = std::env::temp_dir().join("mw-bench-recording.jsonl");
-    let events = synth_recording(&rec, if quick { 200_000 } else { 1_000_000 })?;
+    let events = recording(bins, "mix", if quick { 200_000 } else { 1_000_000 }, &rec)?;
     let mut rates = Vec::new();
     for _ in 0..3 {
         let t0 = Instant::now();
@@ -471,7 +471,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let mut rss = Vec::new();
     for n in [2_000usize, 30_000] {
         let rec = std::env::temp_dir().join(format!("mw-bench-live-{n}.jsonl"));
-        live_processes_recording(&rec, n)?;
+        recording(bins, "live", n, &rec)?;
         let (ok, kib) = run_maxrss_kib(
             Command::new(mw)
                 .arg("replay")
@@ -576,27 +576,25 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// `n` processes that exec and stay alive, each with a connection.
-fn live_processes_recording(path: &Path, n: usize) -> anyhow::Result<()> {
-    let mut f = std::io::BufWriter::new(fs::File::create(path)?);
-    let mut t: u64 = 1_000_000_000_000;
-    for i in 0..n {
-        let tgid = 10_000 + i as u32;
-        t += 100_000;
-        writeln!(
-            f,
-            r#"{{"kind":"exec","time":{t},"tgid":{tgid},"pid":{tgid},"ppid":1,"uid":0,"gid":0,"cgroup_id":1,"start_boottime_ns":{t},"comm":"worker","filename":"/usr/bin/worker","argv":["worker","--id","{i}"],"exe":{{"dev":65024,"ino":{},"nlink":1,"memfd":false,"name":"worker"}}}}"#,
-            1000 + i % 50
-        )?;
-        writeln!(
-            f,
-            r#"{{"kind":"connect","time":{},"tgid":{tgid},"pid":{tgid},"uid":0,"comm":"worker","daddr":"10.0.0.1","dport":443,"result":"connected","cookie":{tgid}}}"#,
-            t + 1000
-        )?;
+/// A synthetic recording written by `recording_gen` (the tests crate's
+/// binary over minerwatch's own recording module); returns its events.
+fn recording(bins: &Bins, mode: &str, count: usize, path: &Path) -> anyhow::Result<usize> {
+    let out = Command::new(bins.get("recording_gen"))
+        .arg(mode)
+        .arg(count.to_string())
+        .arg(path)
+        .output()
+        .context("running recording_gen")?;
+    if !out.status.success() {
+        bail!(
+            "recording_gen {mode} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    writeln!(f, r#"{{"kind":"tick","time":{}}}"#, t + 1)?;
-    f.flush()?;
-    Ok(())
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("recording_gen printed no count")
 }
 
 /// One enforcing daemon; each run a fresh miner with two forked workers;
@@ -775,49 +773,4 @@ fn detect_once(
     let _ = fs::remove_dir_all(&dir);
     let _ = fs::remove_file(&cfg);
     Ok(found)
-}
-
-/// A realistic mix: short processes (fork, exec, connect, exit), a few
-/// long-lived busy ones, CPU samples every second.
-fn synth_recording(path: &Path, target: usize) -> anyhow::Result<usize> {
-    let mut f = std::io::BufWriter::new(fs::File::create(path)?);
-    let mut n = 0usize;
-    let mut t: u64 = 1_000_000_000_000;
-    let mut tgid: u32 = 10_000;
-    let mut next_sample = t;
-    while n < target {
-        tgid = if tgid > 4_000_000 { 10_000 } else { tgid + 1 };
-        t += 200_000;
-        writeln!(
-            f,
-            r#"{{"kind":"fork","time":{t},"parent_tgid":1000,"child_tgid":{tgid},"child_start_boottime_ns":{t},"comm":"bash"}}"#
-        )?;
-        writeln!(
-            f,
-            r#"{{"kind":"exec","time":{},"tgid":{tgid},"pid":{tgid},"ppid":1000,"uid":0,"gid":0,"cgroup_id":1,"start_boottime_ns":{t},"comm":"curl","filename":"/usr/bin/curl","argv":["curl","-s","http://10.0.0.1/"],"exe":{{"dev":65024,"ino":1234,"nlink":1,"memfd":false,"name":"curl"}}}}"#,
-            t + 1000
-        )?;
-        writeln!(
-            f,
-            r#"{{"kind":"connect","time":{},"tgid":{tgid},"pid":{tgid},"uid":0,"comm":"curl","daddr":"10.0.0.1","dport":80,"result":"connected","cookie":{tgid}}}"#,
-            t + 2000
-        )?;
-        writeln!(
-            f,
-            r#"{{"kind":"exit","time":{},"tgid":{tgid},"status":0,"signal":0,"cpu_ns":1000000,"comm":"curl"}}"#,
-            t + 3000
-        )?;
-        n += 4;
-        if t >= next_sample {
-            writeln!(
-                f,
-                r#"{{"kind":"cpu_sample","time":{t},"interval_ns":1000000000,"usage":[{{"tgid":1000,"on_cpu_ns":5000000}},{{"tgid":999,"on_cpu_ns":900000000}}]}}"#
-            )?;
-            writeln!(f, r#"{{"kind":"tick","time":{t}}}"#)?;
-            n += 1;
-            next_sample = t + 1_000_000_000;
-        }
-    }
-    f.flush()?;
-    Ok(n)
 }

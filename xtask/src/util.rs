@@ -15,6 +15,15 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Where cargo puts build output: `CARGO_TARGET_DIR` when set (relative to
+/// the workspace root, as cargo reads it there), else `target/`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => root().join(d),
+        _ => root().join("target"),
+    }
+}
+
 /// Run a command, echoing it; fail with its exit status.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("xtask: {}", describe(cmd));
