@@ -116,27 +116,26 @@ pub enum ReadError {
 /// Reads a recording: each record with its 1-based line number; blank
 /// lines skipped; the first unreadable line is an error naming it.
 pub fn read(reader: impl BufRead) -> impl Iterator<Item = Result<(usize, Record), ReadError>> {
-    reader
-        .lines()
-        .enumerate()
-        .filter_map(|(i, line)| {
-            let line_no = i + 1;
-            match line {
-                Err(source) => Some(Err(ReadError::Io {
-                    line: line_no,
-                    source,
-                })),
-                Ok(l) if l.trim().is_empty() => None,
-                Ok(l) => Some(
+    reader.lines().enumerate().filter_map(|(i, line)| {
+        let line_no = i + 1;
+        match line {
+            Err(source) => Some(Err(ReadError::Io {
+                line: line_no,
+                source,
+            })),
+            Ok(l) if l.trim().is_empty() => None,
+            Ok(l) => {
+                Some(
                     parse_line(&l)
                         .map(|r| (line_no, r))
                         .map_err(|source| ReadError::Parse {
                             line: line_no,
                             source,
                         }),
-                ),
+                )
             }
-        })
+        }
+    })
 }
 
 #[cfg(test)]

@@ -8,9 +8,7 @@
 use std::io::{BufWriter, Write};
 
 use minerwatch::{
-    event::{
-        Connect, ConnectResult, CpuSample, CpuUsage, Event, ExeId, Exec, Exit, Fork, Source,
-    },
+    event::{Connect, ConnectResult, CpuSample, CpuUsage, Event, ExeId, Exec, Exit, Fork, Source},
     recording,
     time::Mono,
 };
