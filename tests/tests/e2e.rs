@@ -683,11 +683,14 @@ impl Drop for Benign {
     }
 }
 
+/// (parent, child) pairs seen, and messages the client missed.
+type Forks = std::sync::Arc<std::sync::Mutex<(Vec<(u32, u32)>, u64)>>;
+
 /// Process lineage as the daemon reports it: fork events read from a
 /// `minerwatch tail --json --kind fork` client for the whole window.
 struct Lineage {
     child: Child,
-    forks: std::sync::Arc<std::sync::Mutex<(Vec<(u32, u32)>, u64)>>,
+    forks: Forks,
 }
 
 impl Lineage {
@@ -701,7 +704,7 @@ impl Lineage {
             .spawn()
             .expect("minerwatch tail");
         let out = child.stdout.take().expect("stdout");
-        let forks: std::sync::Arc<std::sync::Mutex<(Vec<(u32, u32)>, u64)>> = Default::default();
+        let forks: Forks = Default::default();
         let sink = forks.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
