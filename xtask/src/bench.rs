@@ -10,13 +10,13 @@
 use std::{
     fs,
     io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use minerwatch_harness::{Daemon, Options};
 
 use crate::util::{self, run};
 
@@ -118,115 +118,34 @@ fn bpf_run_ns(pid: u32) -> u64 {
     total
 }
 
-struct Daemon {
-    child: Child,
-    metrics: String,
-    alerts: PathBuf,
-    socket: PathBuf,
-    _dir: PathBuf,
+/// The daemon for a measurement: the shared harness (`tests/harness`),
+/// logging only warnings, stderr discarded.
+fn start_daemon(bin: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
+    Daemon::start(&Options {
+        tag: "mw-bench",
+        extra,
+        log_level: "warn",
+        keep_log: false,
+        ready_timeout: Duration::from_secs(20),
+        ..Options::new(bin)
+    })
+    .map_err(|e| anyhow::anyhow!("minerwatch did not become ready: {e}"))
 }
 
-impl Daemon {
-    fn start(bin: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
-        let dir = std::env::temp_dir().join(format!(
-            "mw-bench-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
-        fs::create_dir_all(&dir)?;
-        let port = free_port()?;
-        let metrics = format!("127.0.0.1:{port}");
-        let alerts = dir.join("alerts.jsonl");
-        let socket = dir.join("tail.sock");
-        let mut cmd = Command::new(bin);
-        cmd.args(["run", "--metrics-addr", &metrics, "--socket"])
-            .arg(&socket)
-            .arg("--alerts-file")
-            .arg(&alerts)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().context("starting minerwatch")?;
-        let d = Daemon {
-            child,
-            metrics,
-            alerts,
-            socket,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if http_get(&d.metrics, "/readyz").is_ok_and(|(code, _)| code == 200) {
-                return Ok(d);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("minerwatch did not become ready")
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// A counter family summed over labels matching `label`.
-    fn counter(&self, family: &str, label: Option<&str>) -> f64 {
-        let Ok((_, body)) = http_get(&self.metrics, "/metrics") else {
-            return f64::NAN;
-        };
-        body.lines()
-            .filter(|l| {
-                l.starts_with(family)
-                    && (l[family.len()..].starts_with('{') || l[family.len()..].starts_with(' '))
-            })
-            .filter(|l| label.is_none_or(|lab| l.contains(lab)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    fn stop(mut self) {
-        // SAFETY-free: ask nicely with SIGTERM through kill(1).
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+/// A counter family of the daemon's /metrics summed over labels matching
+/// `label`.
+fn counter(d: &Daemon, family: &str, label: Option<&str>) -> f64 {
+    let Some((_, body)) = d.get("/metrics") else {
+        return f64::NAN;
+    };
+    body.lines()
+        .filter(|l| {
+            l.starts_with(family)
+                && (l[family.len()..].starts_with('{') || l[family.len()..].starts_with(' '))
+        })
+        .filter(|l| label.is_none_or(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Run a workload binary that prints its rate; return (rate, its CPU s).
@@ -287,7 +206,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     // Idle.
     let idle_secs = if quick { 15 } else { 60 };
     eprintln!("bench: idle agent for {idle_secs} s");
-    let d = Daemon::start(mw, &[])?;
+    let d = start_daemon(mw, &[])?;
     std::thread::sleep(Duration::from_secs(2));
     let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
     std::thread::sleep(Duration::from_secs(idle_secs));
@@ -314,7 +233,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     for i in 0..pairs {
         eprintln!("bench: pipe ping-pong pair {}/{pairs}", i + 1);
         let (r_off, _) = workload(&bins.get("pingpong"), &[rounds])?;
-        let d = Daemon::start(mw, &[])?;
+        let d = start_daemon(mw, &[])?;
         let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
         let (r_on, wcpu) = workload(&bins.get("pingpong"), &[rounds])?;
         let agent = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
@@ -366,10 +285,14 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         eprintln!("bench: {name}");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (r_off, _) = workload(&bins.get(bin), &args)?;
-        let d = Daemon::start(mw, &[])?;
+        let d = start_daemon(mw, &[])?;
         std::thread::sleep(Duration::from_millis(500));
-        let seen0 = d.counter("minerwatch_events_total", Some(&format!("kind=\"{kind}\"")));
-        let lost0 = d.counter("minerwatch_events_lost_total", None);
+        let seen0 = counter(
+            &d,
+            "minerwatch_events_total",
+            Some(&format!("kind=\"{kind}\"")),
+        );
+        let lost0 = counter(&d, "minerwatch_events_lost_total", None);
         let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
         let tail = (kind == "exec").then(|| {
             Command::new(mw)
@@ -419,9 +342,13 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         }
         let agent_cpu = proc_cpu_s(d.pid()) - c0;
         let bpf = (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
-        let seen = d.counter("minerwatch_events_total", Some(&format!("kind=\"{kind}\""))) - seen0;
-        let lost = d.counter("minerwatch_events_lost_total", None) - lost0;
-        let total_events = d.counter("minerwatch_events_total", None);
+        let seen = counter(
+            &d,
+            "minerwatch_events_total",
+            Some(&format!("kind=\"{kind}\"")),
+        ) - seen0;
+        let lost = counter(&d, "minerwatch_events_lost_total", None) - lost0;
+        let total_events = counter(&d, "minerwatch_events_total", None);
         d.stop();
         let ev_rate = seen / secs;
         rows.push(Row(
@@ -626,7 +553,7 @@ fn kill_latencies(bins: &Bins, mw: &Path, runs: usize) -> anyhow::Result<Vec<f64
             dir.join("q").display()
         ),
     )?;
-    let d = Daemon::start(
+    let d = start_daemon(
         mw,
         &["--enforce", "--config", cfg.to_str().unwrap_or_default()],
     )?;
@@ -733,7 +660,7 @@ fn detect_once(
             String::new()
         },
     )?;
-    let d = Daemon::start(mw, &["--config", cfg.to_str().unwrap_or_default()])?;
+    let d = start_daemon(mw, &["--config", cfg.to_str().unwrap_or_default()])?;
     let dir = std::env::temp_dir().join(format!(".mw-bench-drop-{i}"));
     fs::create_dir_all(&dir)?;
     let miner = dir.join("kworker-u8");

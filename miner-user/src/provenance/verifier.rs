@@ -152,12 +152,6 @@ impl Verifier {
         }
     }
 
-    /// Replaces (or removes) the allowlist; for callers that load it
-    /// themselves, and tests.
-    pub fn set_allowlist(&mut self, allowlist: Option<Allowlist>) {
-        self.allowlist = allowlist;
-    }
-
     pub fn allowlist(&self) -> Option<&Allowlist> {
         self.allowlist.as_ref()
     }
