@@ -14,8 +14,14 @@ pub mod detect;
 pub mod enrich;
 pub mod event;
 pub mod process;
+#[cfg(test)]
+mod proptests;
 pub mod provenance;
+pub mod recording;
 pub mod response;
 pub mod sensor;
 pub mod sinks;
+#[cfg(test)]
+mod test_skip;
+pub mod text;
 pub mod time;

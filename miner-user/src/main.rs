@@ -7,8 +7,28 @@ use std::{io::Write, process::ExitCode};
 use clap::Parser as _;
 use minerwatch::cli::{Cli, Command, ConfigCommand};
 
+/// env_logger's default line, with the message defanged: a log record is
+/// always one line, and no process string in it reaches the terminal raw
+/// (call sites also escape the process strings they log).
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            let level = record.level();
+            let style = buf.default_level_style(level);
+            let message = record.args().to_string();
+            writeln!(
+                buf,
+                "[{} {style}{level:<5}{style:#} {}] {}",
+                buf.timestamp(),
+                record.target(),
+                minerwatch::text::defang(&message)
+            )
+        })
+        .init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
     let cli = Cli::parse();
     // One thread: the pipeline, the ring reader, /metrics and tail share it.
     // At the agent's load this costs nothing, and it avoids a cross-thread

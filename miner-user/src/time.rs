@@ -28,10 +28,6 @@ impl Mono {
     pub const fn plus_ns(self, ns: u64) -> Mono {
         Mono(self.0.saturating_add(ns))
     }
-    pub fn secs_f64(self) -> f64 {
-        self.0 as f64 / 1e9
-    }
-
     /// The current `CLOCK_MONOTONIC`, for samples taken in user space.
     pub fn now() -> Mono {
         let mut ts = libc::timespec {

@@ -9,6 +9,8 @@
 //! Helm chart is rendered with Helm's own engine when helm-python-sdk is
 //! installed (deploy/helm/render.py) and must agree with the plain manifests.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     fs,
@@ -1104,7 +1106,11 @@ fn helm_render(values: serde_json::Value) -> Option<Manifests> {
             std::env::var("MINERWATCH_REQUIRE_HELM").as_deref() != Ok("1"),
             "MINERWATCH_REQUIRE_HELM=1 but: {why}"
         );
-        eprintln!("skipping the Helm rendering checks: {why}");
+        common::skip(
+            "k8s_manifests::helm_chart_renders_what_the_plain_manifests_say",
+            "helm-sdk",
+            why,
+        );
         None
     };
     let out = match Command::new(&python)

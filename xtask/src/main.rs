@@ -40,7 +40,15 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Build, then run every test: unit, integration (root + eBPF), end to end.
-    Test,
+    ///
+    /// Example: cargo xtask test --no-skips
+    Test {
+        /// Fail on any skip whose need (root, BTF, dpkg, python3, a port,
+        /// XMRig, the Helm SDK) this machine has: what CI runs. Also
+        /// MINERWATCH_NO_SKIPS=1.
+        #[arg(long)]
+        no_skips: bool,
+    },
     /// Run only the end-to-end detection scenarios and print their table.
     E2e,
     /// Measure overhead, storms, idle cost and detection latency; print a markdown table.
@@ -64,9 +72,9 @@ fn main() -> anyhow::Result<()> {
             build::build(release)?;
             run::run(release, args)
         }
-        Cmd::Test => {
+        Cmd::Test { no_skips } => {
             setup::setup()?;
-            test::test()
+            test::test(no_skips)
         }
         Cmd::E2e => {
             setup::setup()?;

@@ -1,39 +1,21 @@
 //! `minerwatch replay FILE`: runs the detector over a recording and prints
-//! its verdicts as JSON lines.
-//!
-//! Recording format (written by `run --record`, read here): one JSON object
-//! per line. `{"kind":"tick","time":N}` is a tick at `Mono(N)`; any other
-//! line is a serde [`Event`]. Lines are fed in file order, events at their
-//! own time, so the same file always gives the same verdicts. Blank lines
-//! are skipped.
+//! its verdicts as JSON lines. The format is [`crate::recording`]'s.
 
 use std::io::{self, BufRead, Write};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::Invalid;
-use crate::detect::{Detector, DetectorConfig, DetectorStats, Input};
-use crate::event::Event;
+use crate::detect::{Detector, DetectorConfig, DetectorStats};
+use crate::recording::{self, ReadError, Record};
 use crate::time::Mono;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("invalid detector configuration")]
     Config(#[from] Invalid),
-    #[error("reading the recording failed at line {line}")]
-    Read {
-        line: usize,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "line {line} is neither an event nor a tick ({{\"kind\":\"tick\",\"time\":N}}); was it written by `run --record`?"
-    )]
-    Parse {
-        line: usize,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("writing verdicts failed")]
     Write {
         #[source]
@@ -54,78 +36,6 @@ pub struct ReplayStats {
     pub detector: DetectorStats,
 }
 
-/// One line of a recording.
-#[allow(clippy::large_enum_variant)] // read once, consumed at once
-#[derive(Debug, Clone, PartialEq)]
-pub enum Record {
-    Tick(Mono),
-    Event(Event),
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TickLine {
-    kind: TickKind,
-    time: Mono,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum TickKind {
-    Tick,
-}
-
-impl Record {
-    pub fn time(&self) -> Mono {
-        match self {
-            Record::Tick(t) => *t,
-            Record::Event(e) => e.time(),
-        }
-    }
-
-    pub fn into_input(self) -> (Input, Mono) {
-        match self {
-            Record::Tick(t) => (Input::Tick, t),
-            Record::Event(e) => {
-                let t = e.time();
-                (Input::Event(e), t)
-            }
-        }
-    }
-}
-
-/// Parses one recording line.
-pub fn parse_line(line: &str) -> Result<Record, serde_json::Error> {
-    match serde_json::from_str::<Event>(line) {
-        Ok(e) => Ok(Record::Event(e)),
-        Err(err) => match serde_json::from_str::<TickLine>(line) {
-            Ok(t) => Ok(Record::Tick(t.time)),
-            Err(_) => Err(err),
-        },
-    }
-}
-
-/// The recording line for a tick at `time` (no newline).
-pub fn tick_line(time: Mono) -> String {
-    // Serialising a two-field struct cannot fail.
-    serde_json::to_string(&TickLine {
-        kind: TickKind::Tick,
-        time,
-    })
-    .unwrap_or_else(|_| format!("{{\"kind\":\"tick\",\"time\":{}}}", time.0))
-}
-
-/// Writes a tick line (with newline).
-pub fn write_tick(w: &mut impl Write, time: Mono) -> io::Result<()> {
-    writeln!(w, "{}", tick_line(time))
-}
-
-/// Writes an event line (with newline).
-pub fn write_event(w: &mut impl Write, event: &Event) -> io::Result<()> {
-    serde_json::to_writer(&mut *w, event).map_err(io::Error::other)?;
-    w.write_all(b"\n")
-}
-
 /// Replays a recording through a fresh detector, writing each verdict as
 /// one JSON line to `out`.
 pub fn replay(
@@ -136,20 +46,9 @@ pub fn replay(
     cfg.validate()?;
     let mut det = Detector::new(cfg);
     let mut stats = ReplayStats::default();
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.map_err(|source| ReplayError::Read {
-            line: line_no,
-            source,
-        })?;
+    for item in recording::read(reader) {
+        let (line_no, record) = item?;
         stats.lines = line_no;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record = parse_line(&line).map_err(|source| ReplayError::Parse {
-            line: line_no,
-            source,
-        })?;
         match record {
             Record::Tick(_) => stats.ticks += 1,
             Record::Event(_) => stats.events += 1,
@@ -158,7 +57,7 @@ pub fn replay(
         stats.first_time.get_or_insert(time);
         stats.last_time = Some(time);
         for v in det.step(input, time) {
-            serde_json::to_writer(&mut *out, &v).map_err(|e| ReplayError::Write {
+            crate::text::to_json_writer(&mut *out, &v).map_err(|e| ReplayError::Write {
                 source: io::Error::other(e),
             })?;
             out.write_all(b"\n")
@@ -194,27 +93,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tick_lines_round_trip() {
-        assert_eq!(tick_line(Mono(42)), r#"{"kind":"tick","time":42}"#);
-        assert_eq!(
-            parse_line(r#"{"kind":"tick","time":42}"#).unwrap(),
-            Record::Tick(Mono(42))
-        );
-        assert_eq!(
-            parse_line(r#"{"time":7,"kind":"tick"}"#).unwrap(),
-            Record::Tick(Mono(7))
-        );
-        // Benign look-alikes of a tick are errors, not ticks.
-        assert!(parse_line(r#"{"kind":"tick"}"#).is_err());
-        assert!(parse_line(r#"{"kind":"tock","time":1}"#).is_err());
-        assert!(parse_line("not json").is_err());
-    }
-
-    #[test]
     fn bad_line_names_its_number() {
-        let input = format!("{}\n\n{{\"kind\":\"exec\"}}\n", tick_line(Mono(1)));
+        let input = "{\"kind\":\"tick\",\"time\":1}\n\n{\"kind\":\"exec\"}\n";
         let err = replay(input.as_bytes(), DetectorConfig::default(), &mut Vec::new()).unwrap_err();
-        assert!(matches!(err, ReplayError::Parse { line: 3, .. }), "{err}");
+        assert!(
+            matches!(err, ReplayError::Read(ReadError::Parse { line: 3, .. })),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::net::UnixStream;
 use crate::defaults;
 use crate::detect::Severity;
 use crate::sinks::tail::{TailKind, TailMessage};
+use crate::text;
 
 /// Follow the running daemon's events, alerts and actions live.
 ///
@@ -266,8 +267,9 @@ pub fn header_row(color: bool) -> String {
 
 /// One table row: TIME KIND PID COMM DETAIL, fixed-width columns, DETAIL
 /// last so long details do not shift the others. Text from the monitored
-/// processes (comm, command lines, payloads) is sanitised: a miner must
-/// not be able to rewrite the operator's terminal.
+/// processes is escaped: the comm here, the pieces of `detail` by the
+/// daemon (and defanged again here, for a daemon that did not): a miner
+/// must not be able to rewrite the operator's terminal.
 pub fn format_row(m: &TailMessage, color: bool) -> String {
     let time = m
         .time
@@ -282,10 +284,7 @@ pub fn format_row(m: &TailMessage, color: bool) -> String {
         .tgid
         .or(m.pid)
         .map_or_else(|| "-".to_owned(), |p| p.to_string());
-    let comm: String = sanitize(m.comm.as_deref().unwrap_or("-"))
-        .chars()
-        .take(COMM_W)
-        .collect();
+    let comm = comm_cell(m.comm.as_deref().unwrap_or("-"));
     let detail = match m.kind {
         TailKind::Skipped => format!(
             "missed {} messages: this client read too slowly (the daemon does not wait)",
@@ -303,7 +302,7 @@ pub fn format_row(m: &TailMessage, color: bool) -> String {
     let row = format!(
         "{time:<TIME_W$} {:<KIND_W$} {pid:>PID_W$} {comm:<COMM_W$} {}",
         m.kind.name(),
-        sanitize(&detail)
+        text::defang(&detail)
     );
     if !color {
         return row;
@@ -319,11 +318,28 @@ pub fn format_row(m: &TailMessage, color: bool) -> String {
     format!("{style}{row}{RESET}")
 }
 
-/// Control characters (C0, DEL, C1) become `?`.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// The COMM column: the escaped comm ([`text::escape`]), cut at an
+/// escape boundary with `…` when it does not fit, so a hostile comm can
+/// neither reach the terminal raw nor shift the DETAIL column.
+fn comm_cell(comm: &str) -> String {
+    let escaped = text::escape(comm);
+    if escaped.chars().count() <= COMM_W {
+        return escaped.into_owned();
+    }
+    let mut out = String::with_capacity(COMM_W * 2);
+    let mut width = 0;
+    for c in comm.chars() {
+        let mut buf = [0u8; 4];
+        let piece = text::escape(c.encode_utf8(&mut buf));
+        let w = piece.chars().count();
+        if width + w > COMM_W - 1 {
+            break;
+        }
+        out.push_str(&piece);
+        width += w;
+    }
+    out.push('…');
+    out
 }
 
 #[cfg(test)]
@@ -388,7 +404,7 @@ mod tests {
             ),
             (
                 &long_comm,
-                "10:11:12.345 fork             9 a-very-long-com fork from 1",
+                "10:11:12.345 fork             9 a-very-long-co… fork from 1",
             ),
         ];
         for (m, want) in cases {
@@ -426,13 +442,30 @@ mod tests {
 
     #[test]
     fn process_text_cannot_inject_terminal_escapes() {
-        let m = TailMessage {
-            comm: Some("x\x1b[2Jy".into()),
-            detail: "exec evil \x1b]0;owned\x07 \u{9b}31m".into(),
-            ..msg(TailKind::Exec)
-        };
-        let row = format_row(&m, false);
-        assert!(!row.chars().any(|c| c.is_control()), "{row:?}");
+        let cases: &[(&str, &str, &str)] = &[
+            ("CSI in comm", "x\x1b[2Jy", "x\\x1b[2Jy"),
+            ("CR LF in comm", "a\r\nb", "a\\r\\nb"),
+            ("cut at an escape", "\x1b\x1b\x1b\x1b", "\\x1b\\x1b\\x1b…"),
+            ("bidi in comm", "\u{202e}gifnoc", "\\u{202e}gifnoc"),
+            ("literal backslash", "a\\x1b", "a\\\\x1b"),
+        ];
+        for (name, comm, cell) in cases {
+            let m = TailMessage {
+                tgid: Some(7),
+                comm: Some((*comm).into()),
+                detail: "exec evil \x1b]0;owned\x07 \u{9b}31m".into(),
+                ..msg(TailKind::Exec)
+            };
+            let row = format_row(&m, false);
+            assert_eq!(
+                row,
+                format!(
+                    "10:11:12.345 exec             7 {cell:<15} exec evil \\x1b]0;owned\\x07 \\u{{9b}}31m"
+                ),
+                "case: {name}"
+            );
+            assert!(!row.chars().any(text::is_hidden), "case {name}: {row:?}");
+        }
     }
 
     #[test]

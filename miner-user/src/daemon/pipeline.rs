@@ -218,7 +218,7 @@ impl Pipeline {
             self.tail.publish_event(&ev, &self.clock);
         }
         if self.print_events && !matches!(ev, Event::Provenance(_)) {
-            match serde_json::to_string(&ev) {
+            match crate::sinks::print::event_line(&ev, &self.clock) {
                 Ok(line) => eprintln!("{line}"),
                 Err(e) => log::debug!("unprintable event: {e}"),
             }
@@ -262,8 +262,8 @@ impl Pipeline {
                 v.severity.name(),
                 v.rule.name(),
                 v.tgid,
-                v.comm,
-                v.exe.as_deref().unwrap_or("?")
+                crate::text::escape(&v.comm),
+                crate::text::escape(v.exe.as_deref().unwrap_or("?"))
             );
             for a in outcome.actions {
                 let ar = ActionRecord::new(

@@ -11,6 +11,8 @@
 //! Processes exit while we read them; that is normal and never an error.
 
 mod parse;
+#[cfg(test)]
+mod props;
 mod sockets;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

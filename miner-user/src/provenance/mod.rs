@@ -24,6 +24,8 @@ mod dpkg;
 mod hash;
 mod ima;
 mod paths;
+#[cfg(test)]
+mod props;
 mod rpm;
 mod service;
 mod verifier;

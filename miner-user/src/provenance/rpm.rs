@@ -101,7 +101,7 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Option<Vec<u8>> {
 }
 
 /// Output: per owning package `@@NAME\tALGO` then `path\tdigest` lines.
-fn match_output(out: &[u8], path: &[u8], digests: &Digests) -> PackageMatch {
+pub(super) fn match_output(out: &[u8], path: &[u8], digests: &Digests) -> PackageMatch {
     let mut result = PackageMatch::NotListed;
     let mut package = String::new();
     let mut algo = ALGO_MD5; // rpm < 4.6 has no FILEDIGESTALGO and used MD5

@@ -152,12 +152,6 @@ impl Verifier {
         }
     }
 
-    /// Replaces (or removes) the allowlist; for callers that load it
-    /// themselves, and tests.
-    pub fn set_allowlist(&mut self, allowlist: Option<Allowlist>) {
-        self.allowlist = allowlist;
-    }
-
     pub fn allowlist(&self) -> Option<&Allowlist> {
         self.allowlist.as_ref()
     }
@@ -196,7 +190,10 @@ impl Verifier {
                 .unwrap_or_else(|| unreadable(filename)),
             Err(Miss::NotTheExe) => unreadable(filename),
             Err(Miss::Io(e)) => {
-                log::debug!("provenance of pid {pid} ({filename}) unreadable: {e}");
+                log::debug!(
+                    "provenance of pid {pid} ({}) unreadable: {e}",
+                    crate::text::escape(filename)
+                );
                 unreadable(filename)
             }
         };

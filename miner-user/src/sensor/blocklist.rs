@@ -50,8 +50,4 @@ impl Blocklist {
     pub fn unblock_dest(&mut self, addr: IpAddr, port: u16) -> Result<(), aya::maps::MapError> {
         self.dests.remove(&dest_key(addr, port))
     }
-
-    pub fn blocked_tgids(&self) -> Vec<u32> {
-        self.tgids.keys().filter_map(Result::ok).collect()
-    }
 }

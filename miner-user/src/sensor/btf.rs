@@ -339,7 +339,11 @@ mod tests {
     #[test]
     fn running_kernel_offsets_resolve() {
         let Ok(btf) = Btf::from_file(crate::defaults::BTF_PATH) else {
-            eprintln!("SKIP: no /sys/kernel/btf/vmlinux on this kernel (CONFIG_DEBUG_INFO_BTF)");
+            crate::test_skip::skip(
+                "sensor::btf::tests::running_kernel_offsets_resolve",
+                "btf",
+                "no /sys/kernel/btf/vmlinux on this kernel (CONFIG_DEBUG_INFO_BTF)",
+            );
             return;
         };
         let o = btf.kernel_offsets().unwrap();

@@ -283,14 +283,6 @@ impl Sensor {
             BpfHashMap::try_from(dests).map_err(map_error("BLOCKED_DESTS"))?,
         ))
     }
-
-    /// Kernel program ids, for `bpf_stats` run-time accounting in benchmarks.
-    pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
-        self.hooks
-            .iter()
-            .filter_map(|h| h.prog_id.map(|id| (h.program, id)))
-            .collect()
-    }
 }
 
 fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> SensorError {

@@ -290,8 +290,9 @@ impl AlertSink {
     }
 
     fn write<T: Serialize>(&mut self, rec: &T) -> Result<(), AlertError> {
-        let mut line = serde_json::to_vec(rec)?;
-        line.push(b'\n');
+        // Escapes C1 controls and invisible characters too: the file is
+        // read with `cat` and `tail -f` as often as with `jq`.
+        let line = crate::text::to_json_line(rec)?;
         let mut first_err = None;
         if self.stdout {
             let mut out = io::stdout().lock();

@@ -3,7 +3,8 @@
 //! Each sink has one job and never slows detection: alert lines
 //! ([`alerts`], with the optional [`webhook`]), the Prometheus endpoint
 //! ([`metrics`] served by [`http`]), the live stream for `minerwatch tail`
-//! ([`tail`]) and the replayable recording ([`recorder`]). [`lifecycle`]
+//! ([`tail`]), `--print-events` lines ([`print`]) and the replayable
+//! recording ([`recorder`]). [`lifecycle`]
 //! has what shutdown needs.
 
 pub mod alerts;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
+pub mod print;
 pub mod recorder;
 pub mod tail;
 pub mod webhook;

@@ -1,11 +1,8 @@
 //! `minerwatch run --record FILE.jsonl`: every input the detector consumes,
-//! in order, so `minerwatch replay` reproduces its verdicts exactly.
-//!
-//! The detector's inputs are events and ticks (time passes even when
-//! nothing happens: windows close, CPU goes stale), so both are recorded:
-//! one `Event` JSON object per line, and `{"kind":"tick","time":N}` (N =
-//! monotonic ns) per tick. Recording must never stop detection: a write
-//! failure is logged once and recording stops, the daemon carries on.
+//! in order, so `minerwatch replay` reproduces its verdicts exactly. The
+//! format is [`crate::recording`]'s; this is the daemon's file around it.
+//! Recording must never stop detection: a write failure is logged once and
+//! recording stops, the daemon carries on.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -13,9 +10,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::event::Event;
+use crate::recording;
 use crate::time::Mono;
 
 /// At most this much recording sits in memory unwritten.
@@ -35,38 +31,6 @@ pub enum RecorderError {
         #[source]
         source: io::Error,
     },
-}
-
-/// One line of a recording, as `replay` reads it back.
-// Each value is moved once, straight into the detector; boxing the event
-// would add an allocation per line to the replay hot path.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum RecordLine {
-    Event(Event),
-    Tick(Mono),
-}
-
-#[derive(Serialize)]
-struct Tick {
-    kind: &'static str,
-    time: Mono,
-}
-
-/// Parses one recording line.
-pub fn parse_line(line: &str) -> Result<RecordLine, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct TickLine {
-        #[allow(dead_code)]
-        kind: String,
-        time: Mono,
-    }
-    // Ticks are written with `kind` first; anything else is an event.
-    if line.starts_with(r#"{"kind":"tick""#) {
-        return serde_json::from_str::<TickLine>(line).map(|t| RecordLine::Tick(t.time));
-    }
-    serde_json::from_str(line).map(RecordLine::Event)
 }
 
 pub struct Recorder {
@@ -99,14 +63,11 @@ impl Recorder {
     }
 
     pub fn event(&mut self, ev: &Event) {
-        self.line(ev);
+        self.line(|out| recording::write_event(out, ev));
     }
 
     pub fn tick(&mut self, now: Mono) {
-        self.line(&Tick {
-            kind: "tick",
-            time: now,
-        });
+        self.line(|out| recording::write_tick(out, now));
     }
 
     /// Lines written so far.
@@ -129,12 +90,9 @@ impl Recorder {
         res.map_err(|source| self.fail(source))
     }
 
-    fn line<T: Serialize>(&mut self, value: &T) {
+    fn line(&mut self, write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) {
         let Some(out) = &mut self.out else { return };
-        let res = serde_json::to_writer(&mut *out, value)
-            .map_err(io::Error::from)
-            .and_then(|()| out.write_all(b"\n"));
-        if let Err(e) = res {
+        if let Err(e) = write(out) {
             let e = self.fail(e);
             log::error!("{e}");
             return;
@@ -168,13 +126,14 @@ impl Drop for Recorder {
 mod tests {
     use super::*;
     use crate::event::{CpuSample, CpuUsage, Exit};
+    use crate::recording::Record;
 
     #[test]
     fn records_events_and_ticks_in_order_and_reads_them_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rec.jsonl");
         let inputs = vec![
-            RecordLine::Event(Event::Exit(Exit {
+            Record::Event(Event::Exit(Exit {
                 time: Mono(5),
                 tgid: 3,
                 status: 0,
@@ -182,8 +141,8 @@ mod tests {
                 cpu_ns: 1,
                 comm: "a".into(),
             })),
-            RecordLine::Tick(Mono(1_000_000_000)),
-            RecordLine::Event(Event::CpuSample(CpuSample {
+            Record::Tick(Mono(1_000_000_000)),
+            Record::Event(Event::CpuSample(CpuSample {
                 time: Mono(1_000_000_001),
                 interval_ns: 1_000_000_000,
                 usage: vec![CpuUsage {
@@ -191,13 +150,13 @@ mod tests {
                     on_cpu_ns: 9,
                 }],
             })),
-            RecordLine::Tick(Mono(2_000_000_000)),
+            Record::Tick(Mono(2_000_000_000)),
         ];
         let mut rec = Recorder::create(&path).expect("create");
         for input in &inputs {
             match input {
-                RecordLine::Event(ev) => rec.event(ev),
-                RecordLine::Tick(t) => rec.tick(*t),
+                Record::Event(ev) => rec.event(ev),
+                Record::Tick(t) => rec.tick(*t),
             }
         }
         rec.flush().expect("flush");
@@ -208,9 +167,8 @@ mod tests {
                 .any(|l| l == r#"{"kind":"tick","time":1000000000}"#),
             "{text}"
         );
-        let back: Vec<RecordLine> = text
-            .lines()
-            .map(|l| parse_line(l).expect("parses"))
+        let back: Vec<Record> = recording::read(text.as_bytes())
+            .map(|r| r.expect("parses").1)
             .collect();
         assert_eq!(back, inputs);
         use std::os::unix::fs::PermissionsExt;
@@ -244,10 +202,8 @@ mod tests {
 
     #[test]
     fn write_failure_stops_recording_without_panicking() {
-        // /dev/full fails every write with ENOSPC.
-        let Ok(mut rec) = Recorder::create(Path::new("/dev/full")) else {
-            return;
-        };
+        // /dev/full fails every write with ENOSPC (present on every Linux).
+        let mut rec = Recorder::create(Path::new("/dev/full")).expect("open /dev/full");
         for i in 0..100_000 {
             rec.tick(Mono(i));
         }

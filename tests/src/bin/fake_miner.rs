@@ -28,7 +28,10 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
+    // args_os: a hostile miner's argv need not be UTF-8 (tests/hostile.rs).
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let get = |k: &str| {
         args.iter()
             .position(|a| a == k)

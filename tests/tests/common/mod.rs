@@ -154,11 +154,14 @@ pub mod xmrig;
 pub const SKIP_LOG_ENV: &str = "MINERWATCH_SKIP_LOG";
 
 /// Marks the calling test as skipped, loudly: a line on stderr and one in
-/// the skip log, naming the test and the missing piece of the machine. The
-/// caller returns right after. Use only where the machine truly lacks a
-/// feature (no XMRig could be fetched, no podman); never for a failure.
-pub fn skip(test: &str, reason: &str) {
-    eprintln!("\n!!! SKIPPED {test}: {reason} !!!\n");
+/// the skip log (`test<TAB>need<TAB>reason`), naming the test, the missing
+/// piece of the machine and why. The caller returns right after. Use only
+/// where the machine truly lacks a feature; never for a failure. `need` is
+/// a name `cargo xtask test` probes (`root`, `btf`, `dpkg`, `python3`,
+/// `port`, `xmrig`, `helm-sdk`): under `--no-skips` (CI) a skip whose need
+/// this machine has fails the run.
+pub fn skip(test: &str, need: &str, reason: &str) {
+    eprintln!("\n!!! SKIPPED {test} (needs {need}): {reason} !!!\n");
     if let Some(path) = std::env::var_os(SKIP_LOG_ENV) {
         use std::io::Write as _;
         if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -166,7 +169,7 @@ pub fn skip(test: &str, reason: &str) {
             .append(true)
             .open(path)
         {
-            let _ = writeln!(f, "{test}\t{reason}");
+            let _ = writeln!(f, "{test}\t{need}\t{reason}");
         }
     }
 }

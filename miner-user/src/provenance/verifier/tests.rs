@@ -281,17 +281,18 @@ fn spawn(mut cmd: Command) -> Reap {
     panic!("spawn: text file busy");
 }
 
-fn have_dpkg() -> bool {
+/// Whether the host has a dpkg database; if not, `test` is counted skipped.
+fn have_dpkg(test: &str) -> bool {
     let ok = Path::new("/var/lib/dpkg/status").exists();
     if !ok {
-        eprintln!("skipped: no dpkg database on this machine");
+        crate::test_skip::skip(test, "dpkg", "no dpkg database on this machine");
     }
     ok
 }
 
 #[test]
 fn a_running_packaged_binary_verifies_through_proc() {
-    if !have_dpkg() {
+    if !have_dpkg("provenance::verifier::tests::a_running_packaged_binary_verifies_through_proc") {
         return;
     }
     let mut cmd = Command::new("/bin/sleep");
@@ -322,7 +323,7 @@ fn a_recycled_pid_is_unreadable_not_judged() {
 
 #[test]
 fn an_exited_process_is_judged_by_the_path_it_execd() {
-    if !have_dpkg() {
+    if !have_dpkg("provenance::verifier::tests::an_exited_process_is_judged_by_the_path_it_execd") {
         return;
     }
     let mut child = spawn(Command::new("/usr/bin/true"));
@@ -412,7 +413,7 @@ fn a_binary_deleted_after_exec_is_unverified() {
 
 #[test]
 fn real_packaged_binaries_verify_on_this_machine() {
-    if !have_dpkg() {
+    if !have_dpkg("provenance::verifier::tests::real_packaged_binaries_verify_on_this_machine") {
         return;
     }
     let v = Verifier::without_allowlist(&cfg());
