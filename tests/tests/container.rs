@@ -458,3 +458,388 @@ fn the_agent_image_runs_as_the_daemonset_says() {
         stopped.as_secs_f64()
     );
 }
+
+/// fake_pool on the host's loopback; containers reach it through
+/// `--network=host`.
+struct Pool {
+    child: Child,
+    port: u16,
+}
+
+impl Pool {
+    fn start() -> Pool {
+        let mut child = Command::new(POOL)
+            .args(["--addr", "127.0.0.1:0", "--seconds", "180"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("fake_pool");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("pool port");
+        Pool {
+            child,
+            port: line.trim().parse().expect("pool port"),
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How a poisoned image carries and starts its miner.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Poison {
+    /// `COPY`'d over a path the host's dpkg lists (procps' /usr/bin/top)
+    /// but the image's does not, started as the entrypoint.
+    CopyEntrypoint,
+    /// In a hidden directory under /var/tmp, started by a shell that stays
+    /// its parent.
+    HiddenDirShell,
+    /// Installed with `dpkg -i` from a .deb the image's author built: the
+    /// image's dpkg database lists it with its correct MD5.
+    ImageDpkg,
+}
+
+impl Poison {
+    fn miner_path(self) -> &'static str {
+        match self {
+            Poison::CopyEntrypoint => "/usr/bin/top",
+            Poison::HiddenDirShell => "/var/tmp/.cache/kworker",
+            Poison::ImageDpkg => "/usr/bin/xmrig",
+        }
+    }
+}
+
+fn md5_hex(path: &Path) -> String {
+    let out = Command::new("md5sum").arg(path).output().expect("md5sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("md5")
+        .to_owned()
+}
+
+/// Builds the poisoned image `tag`: debian:bookworm-slim plus the real
+/// XMRig (a fresh hash per run) and its safe config for `pool_port`.
+fn build_poisoned(xmrig: &Path, scratch: &Path, kind: Poison, pool_port: u16, tag: &str) {
+    let ctx = scratch.join(format!("{kind:?}"));
+    let _ = std::fs::remove_dir_all(&ctx);
+    std::fs::create_dir_all(&ctx).expect("context");
+    let pool = common::xmrig::PoolSpec::plain(format!("127.0.0.1:{pool_port}"));
+    let dropped = common::xmrig::drop_into(xmrig, &ctx, "miner", &pool).expect("drop XMRig");
+    let dockerfile = match kind {
+        Poison::CopyEntrypoint => format!(
+            "FROM {BASE}\nCOPY miner /usr/bin/top\nCOPY config.json /usr/bin/config.json\n\
+             WORKDIR /usr/bin\nENTRYPOINT [\"/usr/bin/top\"]\n"
+        ),
+        Poison::HiddenDirShell => format!(
+            "FROM {BASE}\nCOPY miner /var/tmp/.cache/kworker\nCOPY config.json /var/tmp/.cache/config.json\n\
+             CMD [\"/bin/sh\", \"-c\", \"cd /var/tmp/.cache && ./kworker; sleep 1\"]\n"
+        ),
+        Poison::ImageDpkg => {
+            let pkg = ctx.join("pkg");
+            std::fs::create_dir_all(pkg.join("DEBIAN")).expect("DEBIAN");
+            std::fs::create_dir_all(pkg.join("usr/bin")).expect("usr/bin");
+            std::fs::create_dir_all(pkg.join("etc/xmrig")).expect("etc/xmrig");
+            std::fs::copy(&dropped.path, pkg.join("usr/bin/xmrig")).expect("copy");
+            std::fs::copy(&dropped.config, pkg.join("etc/xmrig/config.json")).expect("copy");
+            std::fs::write(
+                pkg.join("DEBIAN/control"),
+                "Package: xmrig\nVersion: 6.16.0-1\nArchitecture: amd64\n\
+                 Maintainer: Image Author <author@example.invalid>\n\
+                 Description: high performance system monitor\n",
+            )
+            .expect("control");
+            std::fs::write(
+                pkg.join("DEBIAN/md5sums"),
+                format!("{}  usr/bin/xmrig\n", md5_hex(&pkg.join("usr/bin/xmrig"))),
+            )
+            .expect("md5sums");
+            let status = Command::new("dpkg-deb")
+                .args(["--root-owner-group", "--build"])
+                .arg(&pkg)
+                .arg(ctx.join("xmrig.deb"))
+                .stdout(Stdio::null())
+                .status()
+                .expect("dpkg-deb");
+            assert!(status.success(), "dpkg-deb --build");
+            format!(
+                "FROM {BASE}\nCOPY xmrig.deb /tmp/xmrig.deb\n\
+                 RUN dpkg -i /tmp/xmrig.deb && rm /tmp/xmrig.deb\n\
+                 ENTRYPOINT [\"/usr/bin/xmrig\", \"-c\", \"/etc/xmrig/config.json\"]\n"
+            )
+        }
+    };
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    podman::build(&ctx, tag).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A poisoned container in its own (BestEffort) pod.
+fn run_poisoned(name: &str, tag: &str, pod_uid: &str) -> Container {
+    let args: Vec<String> = [
+        "--network=host",
+        &format!("--cgroup-parent=/kubepods/besteffort/pod{pod_uid}"),
+        tag,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Container::run(name, &args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The miner's host pid: the process in the container running its path.
+fn miner_host_pid(c: &Container, path: &str, timeout: Duration) -> u32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for pid in c.host_pids() {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            if exe == Path::new(path) {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {path} in {}: {}",
+            c.name,
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The fields a reader of the alert needs, for the report.
+fn trimmed(a: &Value) -> Value {
+    let mut t = serde_json::Map::new();
+    for k in [
+        "rule",
+        "severity",
+        "pid",
+        "comm",
+        "exe",
+        "container_id",
+        "pod_uid",
+        "cgroup",
+        "provenance",
+        "latency_ms",
+    ] {
+        if let Some(v) = a.get(k) {
+            t.insert(k.into(), v.clone());
+        }
+    }
+    if let Some(ev) = a["evidence"].as_array() {
+        t.insert(
+            "evidence".into(),
+            Value::Array(
+                ev.iter()
+                    .map(|e| Value::String(format!("{}: {}", e["signal"], e["detail"])))
+                    .collect(),
+            ),
+        );
+    }
+    Value::Object(t)
+}
+
+#[test]
+fn miners_in_poisoned_images_are_flagged_with_host_pid_container_and_pod() {
+    let test = "container::miners_in_poisoned_images_are_flagged_with_host_pid_container_and_pod";
+    if let Some(why) = skip_reason() {
+        return common::skip(test, &why);
+    }
+    let xmrig = match common::xmrig::binary() {
+        Ok(p) => p,
+        Err(why) => return common::skip(test, &why),
+    };
+    let scratch = tempfile::tempdir().expect("scratch");
+    let pool = Pool::start();
+    let id = std::process::id();
+    let agent = RunningAgent::start(&format!("mw-agent-obs-{id}"), &[], "");
+    // A busy, packaged, offline neighbour: must stay silent.
+    let benign = Container::run(
+        &format!("mw-benign-{id}"),
+        &[
+            "--network=none".into(),
+            format!("--cgroup-parent=/kubepods/besteffort/podb0000000-0000-4000-8000-{id:012x}"),
+            BASE.into(),
+            "/bin/sh".into(),
+            "-c".into(),
+            "while :; do :; done".into(),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    for (i, kind) in [Poison::CopyEntrypoint, Poison::HiddenDirShell, Poison::ImageDpkg]
+        .into_iter()
+        .enumerate()
+    {
+        let tag = format!("localhost/mw-poisoned-{}:{id}", format!("{kind:?}").to_lowercase());
+        build_poisoned(&xmrig, scratch.path(), kind, pool.port, &tag);
+        let pod_uid = format!("5e1f0000-0000-4000-8000-{:012x}", id * 10 + i as u32);
+        let c = run_poisoned(&format!("mw-poisoned-{i}-{id}"), &tag, &pod_uid);
+        let started = Instant::now();
+        let pid = miner_host_pid(&c, kind.miner_path(), Duration::from_secs(20));
+        let alert = agent
+            .wait_record(Duration::from_secs(30), |a| {
+                a["kind"] == "alert" && a["pid"] == pid && a["rule"] == "pool_protocol_unverified"
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{kind:?}: no alert for host pid {pid}; alerts {:?}\nagent:\n{}\nminer:\n{}",
+                    agent.alerts(),
+                    agent.c.logs(),
+                    c.logs()
+                )
+            });
+        let seen = started.elapsed();
+        assert_eq!(alert["container_id"], c.id.as_str(), "{kind:?}: {alert}");
+        assert_eq!(alert["pod_uid"], pod_uid.as_str(), "{kind:?}: {alert}");
+        assert_eq!(alert["exe"], kind.miner_path(), "{kind:?}: {alert}");
+        let prov = &alert["provenance"];
+        match kind {
+            Poison::CopyEntrypoint => {
+                // Judged against the image's root: not listed there. Against
+                // the host's database it would be a hash mismatch.
+                assert_eq!(prov["verdict"], "unverified", "{alert}");
+                assert_eq!(prov["reasons"], serde_json::json!(["not-packaged"]), "{alert}");
+                assert!(
+                    Command::new("dpkg")
+                        .args(["-S", kind.miner_path()])
+                        .output()
+                        .is_ok_and(|o| o.status.success()),
+                    "the premise: the host's dpkg lists {}",
+                    kind.miner_path()
+                );
+            }
+            Poison::HiddenDirShell => {
+                assert_eq!(prov["verdict"], "unverified", "{alert}");
+                let reasons = prov["reasons"].to_string();
+                for r in ["not-packaged", "writable-dir", "hidden-dir"] {
+                    assert!(reasons.contains(r), "{r}: {alert}");
+                }
+                // Its parent is the image's shell.
+                let ppid = alert["ppid"].as_u64().expect("ppid") as u32;
+                assert!(c.host_pids().contains(&ppid), "parent in the container: {alert}");
+            }
+            Poison::ImageDpkg => {
+                assert_eq!(prov["verdict"], "verified", "{alert}");
+                assert_eq!(prov["package"], "xmrig", "{alert}");
+                assert_eq!(
+                    prov["vouched_by"],
+                    serde_json::json!({"source": "image_package_db", "database": "dpkg"}),
+                    "{alert}"
+                );
+            }
+        }
+        // Sustained CPU makes it critical, whoever vouched for the binary.
+        let critical = agent.wait_record(Duration::from_secs(45), |a| {
+            a["kind"] == "alert"
+                && a["pid"] == pid
+                && a["rule"] == "pool_protocol_unverified"
+                && a["severity"] == "critical"
+        });
+        assert!(
+            critical.is_some(),
+            "{kind:?}: never critical; alerts {:?}",
+            agent.alerts()
+        );
+        println!(
+            "{kind:?}: alert {:.2} s after start, latency_ms {}\n{}",
+            seen.as_secs_f64(),
+            alert["latency_ms"],
+            serde_json::to_string_pretty(&trimmed(&alert)).unwrap_or_default()
+        );
+        drop(c);
+    }
+    let benign_pids = benign.host_pids();
+    assert!(benign.running(), "the benign neighbour is alive");
+    let noisy: Vec<Value> = agent
+        .alerts()
+        .into_iter()
+        .filter(|a| {
+            a["container_id"] == benign.id.as_str()
+                || a["container_id"] == agent.c.id.as_str()
+                || a["pod_uid"] == agent.pod.pod_uid.as_str()
+                || a["pid"]
+                    .as_u64()
+                    .is_some_and(|p| benign_pids.contains(&(p as u32)))
+        })
+        .collect();
+    assert!(noisy.is_empty(), "neighbours alerted: {noisy:?}");
+}
+
+#[test]
+fn enforce_kills_the_poisoned_container_and_blocks_its_pool_sparing_neighbours() {
+    let test =
+        "container::enforce_kills_the_poisoned_container_and_blocks_its_pool_sparing_neighbours";
+    if let Some(why) = skip_reason() {
+        return common::skip(test, &why);
+    }
+    let xmrig = match common::xmrig::binary() {
+        Ok(p) => p,
+        Err(why) => return common::skip(test, &why),
+    };
+    let scratch = tempfile::tempdir().expect("scratch");
+    let pool = Pool::start();
+    let id = std::process::id();
+    let agent = RunningAgent::start(&format!("mw-agent-enf-{id}"), &["--enforce"], "");
+    let benign = Container::run(
+        &format!("mw-benign-enf-{id}"),
+        &[
+            "--network=none".into(),
+            format!("--cgroup-parent=/kubepods/besteffort/podbe000000-0000-4000-8000-{id:012x}"),
+            BASE.into(),
+            "/bin/sh".into(),
+            "-c".into(),
+            "while :; do :; done".into(),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tag = format!("localhost/mw-poisoned-enforce:{id}");
+    build_poisoned(&xmrig, scratch.path(), Poison::CopyEntrypoint, pool.port, &tag);
+    let pod_uid = format!("e0f00000-0000-4000-8000-{id:012x}");
+    let c = run_poisoned(&format!("mw-poisoned-enf-{id}"), &tag, &pod_uid);
+    let pid = miner_host_pid(&c, Poison::CopyEntrypoint.miner_path(), Duration::from_secs(20));
+
+    let kill = agent.wait_record(Duration::from_secs(60), |a| {
+        a["kind"] == "action" && a["action"] == "kill" && a["target"] == pid
+    });
+    let Some(kill) = kill else {
+        panic!(
+            "no kill of {pid}; records {:?}\nagent:\n{}",
+            agent.alerts(),
+            agent.c.logs()
+        );
+    };
+    assert_eq!(kill["result"], "ok", "{kill}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.running() {
+        assert!(Instant::now() < deadline, "the poisoned container still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let block = agent
+        .wait_record(Duration::from_secs(5), |a| {
+            a["kind"] == "action" && a["action"] == "block_egress" && a["target"] == pid
+        })
+        .expect("block_egress action");
+    assert_eq!(block["result"], "ok", "{block}");
+    // Its pool is blocked for everyone on the node: a respawn gets EPERM.
+    let err = TcpStream::connect(("127.0.0.1", pool.port)).expect_err("pool blocked");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+
+    assert!(agent.c.running(), "the agent's own container is untouched");
+    assert!(benign.running(), "the benign neighbour is untouched");
+    let touched: Vec<Value> = agent
+        .alerts()
+        .into_iter()
+        .filter(|a| a["kind"] == "action" && a["target"] != pid)
+        .filter(|a| {
+            let t = a["target"].as_u64().unwrap_or(0) as u32;
+            benign.host_pids().contains(&t) || agent.c.host_pids().contains(&t)
+        })
+        .collect();
+    assert!(touched.is_empty(), "actions on neighbours: {touched:?}");
+}

@@ -169,7 +169,7 @@ pub fn image_size(name: &str) -> Option<u64> {
 }
 
 /// The Debian mirror this machine's apt uses (deb822 or one-line sources).
-fn debian_mirror() -> String {
+pub fn debian_mirror() -> String {
     let mut texts = Vec::new();
     if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
         for e in rd.flatten() {

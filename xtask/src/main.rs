@@ -63,6 +63,9 @@ enum Cmd {
         /// Comma-separated kernel series to run (default: all).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Only download and unpack the kernels (no boot).
+        #[arg(long)]
+        prepare_only: bool,
     },
 }
 
@@ -95,7 +98,10 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             image::image()
         }
-        Cmd::Kernels { only } => {
+        Cmd::Kernels { only, prepare_only } => {
+            if prepare_only {
+                return kernels::prepare(&only).map(|_| ());
+            }
             setup::setup()?;
             kernels::kernels(&only)
         }
