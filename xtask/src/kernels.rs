@@ -162,12 +162,44 @@ fn prepare_one(series: &str, suite: &str) -> anyhow::Result<PathBuf> {
     }
     let dl = cache().join("debs");
     fs::create_dir_all(&dl)?;
-    eprintln!("xtask: kernel {series}: apt-get download {package}");
+    let unpack = cache().join(format!(".unpack-{release}"));
+    let _ = fs::remove_dir_all(&unpack);
+    download_unpack(&opts, &dl, &package, &unpack)?;
+    // Newer kernels (sid's 7.x) split the image: the bootable kernel is in
+    // a dependency (`linux-binary-<release>`).
+    if find_vmlinuz(&unpack, &release).is_none() {
+        let deps = output(Command::new("apt-cache").args(&opts).args(["depends", &package]))
+            .unwrap_or_default();
+        for dep in deps
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .filter(|d| d.starts_with("linux-binary-") || d.ends_with("-unsigned"))
+        {
+            download_unpack(&opts, &dl, dep, &unpack)?;
+        }
+    }
+    let vmlinuz = find_vmlinuz(&unpack, &release)
+        .with_context(|| format!("no vmlinuz-{release} in {package} or its linux-binary dependency"))?;
+    let dir = cache().join(&release);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    fs::rename(&vmlinuz, dir.join("vmlinuz"))?;
+    fs::write(dir.join("version"), &release)?;
+    fs::write(dir.join("series"), series)?;
+    fs::remove_dir_all(&unpack)?;
+    fs::write(&stamp, &release)?;
+    Ok(dir)
+}
+
+/// `apt-get download PACKAGE` into `dl`, unpacked into `into`, the .deb
+/// removed (~100 MB each; only the kernel image is kept).
+fn download_unpack(opts: &[String], dl: &Path, package: &str, into: &Path) -> anyhow::Result<()> {
+    eprintln!("xtask: apt-get download {package}");
     run(Command::new("apt-get")
-        .current_dir(&dl)
-        .args(&opts)
-        .args(["-qq", "download", &package]))?;
-    let deb = fs::read_dir(&dl)?
+        .current_dir(dl)
+        .args(opts)
+        .args(["-qq", "download", package]))?;
+    let deb = fs::read_dir(dl)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| {
@@ -176,22 +208,21 @@ fn prepare_one(series: &str, suite: &str) -> anyhow::Result<PathBuf> {
                 .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
         })
         .context("apt-get download wrote no .deb")?;
-    let unpack = cache().join(format!(".unpack-{release}"));
-    let _ = fs::remove_dir_all(&unpack);
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpack))?;
-    let dir = cache().join(&release);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir)?;
-    fs::rename(
-        unpack.join(format!("boot/vmlinuz-{release}")),
-        dir.join("vmlinuz"),
-    )
-    .context("the package has no boot/vmlinuz")?;
-    fs::write(dir.join("version"), &release)?;
-    fs::write(dir.join("series"), series)?;
-    fs::remove_dir_all(&unpack)?;
-    // The .deb is not needed once unpacked (~100 MB each).
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(into))?;
     fs::remove_file(&deb)?;
-    fs::write(&stamp, &release)?;
-    Ok(dir)
+    Ok(())
+}
+
+/// `boot/vmlinuz-RELEASE` (or wherever the package put it).
+fn find_vmlinuz(root: &Path, release: &str) -> Option<PathBuf> {
+    let name = format!("vmlinuz-{release}");
+    for dir in ["boot", "usr/lib/linux", "usr/lib/modules", "lib/modules"] {
+        let base = root.join(dir);
+        for cand in [base.join(&name), base.join(release).join("vmlinuz")] {
+            if cand.is_file() {
+                return Some(cand);
+            }
+        }
+    }
+    None
 }

@@ -83,6 +83,8 @@ fn smoke() -> Value {
         _ => return json!({"release": release, "hooks": hooks, "error": "maps missing"}),
     };
     let mut poller = CpuPoller::new(cpu, drops);
+    // The first poll is the baseline the next one's deltas start from.
+    let _ = poller.poll_cpu(Mono::now());
     let sink = events.clone();
     let workload = rt.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<ringbuf::Batch>(1024);
