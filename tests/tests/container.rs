@@ -154,10 +154,9 @@ fn agent_pod(scratch: &Path, extra_args: &[&str], config_extra: &str) -> AgentPo
         }
     }
     for e in c.env.iter().flatten() {
-        let v = e
-            .value
-            .as_ref()
-            .unwrap_or_else(|| panic!("env {} uses valueFrom, which this test cannot give", e.name));
+        let v = e.value.as_ref().unwrap_or_else(|| {
+            panic!("env {} uses valueFrom, which this test cannot give", e.name)
+        });
         a(format!("--env={}={v}", e.name));
     }
     if let Some(res) = &c.resources {
@@ -271,11 +270,18 @@ fn http_in_netns(pid: u32, port: u16, path: &str) -> Option<(u16, String)> {
         }
         let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
         let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-        let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_owned())
+            .unwrap_or_default();
         Some((code, body))
     })
     .join()
@@ -302,7 +308,10 @@ impl RunningAgent {
         // The startup probe's budget: periodSeconds 2 x failureThreshold 30.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if agent.get(&agent.pod.probes.2).is_some_and(|(c, _)| c == 200) {
+            if agent
+                .get(&agent.pod.probes.2)
+                .is_some_and(|(c, _)| c == 200)
+            {
                 return agent;
             }
             assert!(
@@ -359,7 +368,8 @@ fn common_is_root() -> bool {
 }
 
 fn scrape(body: &str) -> prometheus_parse::Scrape {
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text")
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text")
 }
 
 fn sample(s: &prometheus_parse::Scrape, name: &str) -> Option<f64> {
@@ -396,7 +406,11 @@ fn the_agent_image_runs_as_the_daemonset_says() {
     assert!(!logs.contains("not attached"), "a hook failed:\n{logs}");
     assert!(!attached.is_empty(), "no attach lines:\n{logs}");
 
-    for path in [&agent.pod.probes.0, &agent.pod.probes.1, &agent.pod.probes.2] {
+    for path in [
+        &agent.pod.probes.0,
+        &agent.pod.probes.1,
+        &agent.pod.probes.2,
+    ] {
         let (code, _) = agent.get(path).unwrap_or_else(|| panic!("{path} answers"));
         assert_eq!(code, 200, "{path}");
     }
@@ -413,7 +427,15 @@ fn the_agent_image_runs_as_the_daemonset_says() {
     // `minerwatch tail` through `podman exec`, as `kubectl exec` runs it.
     let marker = format!("mw-tail-marker-{}", std::process::id());
     let mut tail: Child = podman::podman()
-        .args(["exec", &name, "minerwatch", "tail", "--json", "--kind", "exec"])
+        .args([
+            "exec",
+            &name,
+            "minerwatch",
+            "tail",
+            "--json",
+            "--kind",
+            "exec",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -672,11 +694,18 @@ fn miners_in_poisoned_images_are_flagged_with_host_pid_container_and_pod() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
 
-    for (i, kind) in [Poison::CopyEntrypoint, Poison::HiddenDirShell, Poison::ImageDpkg]
-        .into_iter()
-        .enumerate()
+    for (i, kind) in [
+        Poison::CopyEntrypoint,
+        Poison::HiddenDirShell,
+        Poison::ImageDpkg,
+    ]
+    .into_iter()
+    .enumerate()
     {
-        let tag = format!("localhost/mw-poisoned-{}:{id}", format!("{kind:?}").to_lowercase());
+        let tag = format!(
+            "localhost/mw-poisoned-{}:{id}",
+            format!("{kind:?}").to_lowercase()
+        );
         build_poisoned(&xmrig, scratch.path(), kind, pool.port, &tag);
         let pod_uid = format!("5e1f0000-0000-4000-8000-{:012x}", id * 10 + i as u32);
         let c = run_poisoned(&format!("mw-poisoned-{i}-{id}"), &tag, &pod_uid);
@@ -704,7 +733,11 @@ fn miners_in_poisoned_images_are_flagged_with_host_pid_container_and_pod() {
                 // Judged against the image's root: not listed there. Against
                 // the host's database it would be a hash mismatch.
                 assert_eq!(prov["verdict"], "unverified", "{alert}");
-                assert_eq!(prov["reasons"], serde_json::json!(["not-packaged"]), "{alert}");
+                assert_eq!(
+                    prov["reasons"],
+                    serde_json::json!(["not-packaged"]),
+                    "{alert}"
+                );
                 assert!(
                     Command::new("dpkg")
                         .args(["-S", kind.miner_path()])
@@ -722,7 +755,10 @@ fn miners_in_poisoned_images_are_flagged_with_host_pid_container_and_pod() {
                 }
                 // Its parent is the image's shell.
                 let ppid = alert["ppid"].as_u64().expect("ppid") as u32;
-                assert!(c.host_pids().contains(&ppid), "parent in the container: {alert}");
+                assert!(
+                    c.host_pids().contains(&ppid),
+                    "parent in the container: {alert}"
+                );
             }
             Poison::ImageDpkg => {
                 assert_eq!(prov["verdict"], "verified", "{alert}");
@@ -799,10 +835,20 @@ fn enforce_kills_the_poisoned_container_and_blocks_its_pool_sparing_neighbours()
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let tag = format!("localhost/mw-poisoned-enforce:{id}");
-    build_poisoned(&xmrig, scratch.path(), Poison::CopyEntrypoint, pool.port, &tag);
+    build_poisoned(
+        &xmrig,
+        scratch.path(),
+        Poison::CopyEntrypoint,
+        pool.port,
+        &tag,
+    );
     let pod_uid = format!("e0f00000-0000-4000-8000-{id:012x}");
     let c = run_poisoned(&format!("mw-poisoned-enf-{id}"), &tag, &pod_uid);
-    let pid = miner_host_pid(&c, Poison::CopyEntrypoint.miner_path(), Duration::from_secs(20));
+    let pid = miner_host_pid(
+        &c,
+        Poison::CopyEntrypoint.miner_path(),
+        Duration::from_secs(20),
+    );
 
     let kill = agent.wait_record(Duration::from_secs(60), |a| {
         a["kind"] == "action" && a["action"] == "kill" && a["target"] == pid
@@ -817,7 +863,10 @@ fn enforce_kills_the_poisoned_container_and_blocks_its_pool_sparing_neighbours()
     assert_eq!(kill["result"], "ok", "{kill}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while c.running() {
-        assert!(Instant::now() < deadline, "the poisoned container still runs");
+        assert!(
+            Instant::now() < deadline,
+            "the poisoned container still runs"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let block = agent
@@ -842,4 +891,77 @@ fn enforce_kills_the_poisoned_container_and_blocks_its_pool_sparing_neighbours()
         })
         .collect();
     assert!(touched.is_empty(), "actions on neighbours: {touched:?}");
+}
+
+/// The overlayfs case seen on a node: a packaged interpreter run from an
+/// overlay mounted over /usr (upper layer on tmpfs, so the kernel's device
+/// is the overlay's and `stat()` reports the lower layer's) speaks a pool
+/// protocol and burns CPU. Its provenance must resolve to the host's dpkg
+/// (not "unreadable"), so the verdict is `pool_protocol_busy` and never the
+/// critical `pool_protocol_unverified`.
+#[test]
+fn a_packaged_interpreter_run_from_an_overlay_stays_verified() {
+    let test = "container::a_packaged_interpreter_run_from_an_overlay_stays_verified";
+    if !common_is_root() {
+        return common::skip(test, "not root (mount namespaces, eBPF)");
+    }
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() {
+        return common::skip(test, "no /usr/bin/python3 on this machine");
+    }
+    let pool = Pool::start();
+    let d = common::daemon::Daemon::start("", &[]);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let s = scratch.path().display();
+    let script = format!(
+        "import socket, time\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         s.sendall(b'{{\"id\":1,\"jsonrpc\":\"2.0\",\"method\":\"login\",\"params\":{{\"login\":\"x\",\"pass\":\"x\",\"agent\":\"XMRig/6.16.0\"}}}}\\n')\n\
+         t = time.time()\n\
+         while time.time() - t < 15: pass\n",
+        port = pool.port
+    );
+    let sh = format!(
+        "mount -t tmpfs tmpfs {s} && mkdir {s}/u {s}/w && \
+         mount -t overlay overlay -o lowerdir=/usr,upperdir={s}/u,workdir={s}/w /usr && \
+         exec /usr/bin/python3 -c \"$MW_SCRIPT\""
+    );
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &sh])
+        .env("MW_SCRIPT", &script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare");
+    let pid = child.id();
+    let alert = d.wait_alert(Duration::from_secs(30), |a| a["tgid"] == pid);
+    // Let the CPU window pass so a critical verdict would have shown.
+    std::thread::sleep(Duration::from_secs(3));
+    let on_overlay = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.contains(" /usr ") && l.contains(" - overlay "))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        on_overlay,
+        "the premise: python ran from an overlay over /usr"
+    );
+    let alert = alert.unwrap_or_else(|| panic!("no alert; log:\n{}", d.log()));
+    let mine: Vec<Value> = d
+        .alerts()
+        .into_iter()
+        .filter(|a| a["tgid"] == pid)
+        .collect();
+    assert!(
+        mine.iter().all(|a| a["rule"] != "pool_protocol_unverified"),
+        "a packaged interpreter is not unverified: {mine:?}"
+    );
+    assert_eq!(alert["rule"], "pool_protocol_busy", "{alert}");
+    assert_eq!(alert["provenance"]["verdict"], "verified", "{alert}");
+    assert_eq!(
+        alert["provenance"]["vouched_by"]["source"], "host_package_db",
+        "{alert}"
+    );
+    let _ = d.stop();
 }

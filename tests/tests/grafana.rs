@@ -30,7 +30,8 @@ const POOL: &str = env!("CARGO_BIN_EXE_fake_pool");
 const SCRAPE_LABELS: &[&str] = &["job", "node", "instance", "le"];
 
 fn dashboard() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/minerwatch-dashboard.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/minerwatch-dashboard.json");
     serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard file")).expect("JSON")
 }
 
@@ -132,7 +133,10 @@ fn every_panel_is_promql_and_has_a_datasource() {
         "Agent CPU",
         "Agent RSS",
     ] {
-        assert!(titles.iter().any(|t| t.starts_with(want)), "panel {want}: {titles:?}");
+        assert!(
+            titles.iter().any(|t| t.starts_with(want)),
+            "panel {want}: {titles:?}"
+        );
     }
 }
 
@@ -151,7 +155,12 @@ fn provoke_an_alert(d: &Daemon) {
     let dir = PathBuf::from(format!("/tmp/{}", common::unique(".mw-grafana")));
     let miner = common::copy_binary(Path::new(MINER), &dir, "kworker");
     let mut m = Command::new(&miner)
-        .args(["--pool", &format!("127.0.0.1:{}", port.trim()), "--proto", "xmrig"])
+        .args([
+            "--pool",
+            &format!("127.0.0.1:{}", port.trim()),
+            "--proto",
+            "xmrig",
+        ])
         .args(["--threads", "1", "--seconds", "20"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -222,7 +231,10 @@ fn the_dashboard_uses_only_metrics_and_labels_the_daemon_serves() {
             missing.push(format!("grouping label {l}"));
         }
     }
-    assert!(missing.is_empty(), "not served by /metrics: {missing:?}\n{body}");
+    assert!(
+        missing.is_empty(),
+        "not served by /metrics: {missing:?}\n{body}"
+    );
     println!(
         "dashboard: {} metrics, grouping by {:?}, all served",
         uses.selectors.len(),

@@ -133,7 +133,16 @@ fn boot(kernel: &Path, initrd: &Path) -> Run {
         .to_owned();
     let t0 = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "1", "-m", "1G"])
+        .args([
+            "-machine",
+            "q35,accel=tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            "1",
+            "-m",
+            "1G",
+        ])
         .arg("-kernel")
         .arg(kernel.join("vmlinuz"))
         .arg("-initrd")
@@ -237,7 +246,10 @@ fn the_sensor_loads_and_sees_events_on_each_debian_kernel() {
         .arg("--version")
         .stdout(Stdio::null()))
     {
-        return common::skip(test, "qemu-system-x86_64 missing (`cargo xtask kernels` installs it)");
+        return common::skip(
+            test,
+            "qemu-system-x86_64 missing (`cargo xtask kernels` installs it)",
+        );
     }
     let scratch = tempfile::tempdir().expect("scratch");
     let initrd = initramfs(scratch.path());
@@ -287,7 +299,10 @@ fn the_sensor_loads_and_sees_events_on_each_debian_kernel() {
         for p in &programs {
             let h = hooks.iter().find(|h| h["program"] == p.as_str());
             let cell = match h {
-                Some(h) if h["attached"] == true => h["verified_insns"].to_string(),
+                // bpf_prog_info.verified_insns exists from Linux 5.16.
+                Some(h) if h["attached"] == true => h["verified_insns"]
+                    .as_u64()
+                    .map_or_else(|| "n/a".to_owned(), |n| n.to_string()),
                 Some(_) => "not attached".into(),
                 None => "-".into(),
             };

@@ -168,8 +168,12 @@ fn prepare_one(series: &str, suite: &str) -> anyhow::Result<PathBuf> {
     // Newer kernels (sid's 7.x) split the image: the bootable kernel is in
     // a dependency (`linux-binary-<release>`).
     if find_vmlinuz(&unpack, &release).is_none() {
-        let deps = output(Command::new("apt-cache").args(&opts).args(["depends", &package]))
-            .unwrap_or_default();
+        let deps = output(
+            Command::new("apt-cache")
+                .args(&opts)
+                .args(["depends", &package]),
+        )
+        .unwrap_or_default();
         for dep in deps
             .lines()
             .filter_map(|l| l.trim().strip_prefix("Depends: "))
@@ -178,8 +182,9 @@ fn prepare_one(series: &str, suite: &str) -> anyhow::Result<PathBuf> {
             download_unpack(&opts, &dl, dep, &unpack)?;
         }
     }
-    let vmlinuz = find_vmlinuz(&unpack, &release)
-        .with_context(|| format!("no vmlinuz-{release} in {package} or its linux-binary dependency"))?;
+    let vmlinuz = find_vmlinuz(&unpack, &release).with_context(|| {
+        format!("no vmlinuz-{release} in {package} or its linux-binary dependency")
+    })?;
     let dir = cache().join(&release);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;

@@ -61,6 +61,7 @@ fn test_all(totals: &mut (u64, u64)) -> anyhow::Result<()> {
     // The daemon and end-to-end tests start the real `minerwatch` binary.
     crate::build::build(false)?;
     fixtures()?;
+    deploy_fixtures();
     run_tests(
         Command::new("cargo").current_dir(&root).args([
             "test",
@@ -97,4 +98,16 @@ fn fixtures() -> anyhow::Result<()> {
         eprintln!("\n!!! XMRig unavailable, its tests will SKIP: {e:#} !!!\n");
     }
     Ok(())
+}
+
+fn deploy_fixtures() {
+    // The agent image (podman, offline) for tests/tests/container.rs, and
+    // every Debian kernel of the matrix for tests/tests/kernels.rs (the
+    // four boot and pass in about a minute).
+    if let Err(e) = crate::image::image() {
+        eprintln!("\n!!! agent image unavailable, the container tests will SKIP: {e:#} !!!\n");
+    }
+    if let Err(e) = crate::kernels::prepare(&[]) {
+        eprintln!("\n!!! Debian kernels unavailable, the kernel matrix will SKIP: {e:#} !!!\n");
+    }
 }

@@ -77,8 +77,11 @@ fn smoke() -> Value {
         })
         .collect();
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let (ring, cpu, drops) = match (sensor.take_ring(), sensor.take_cpu_map(), sensor.take_drops())
-    {
+    let (ring, cpu, drops) = match (
+        sensor.take_ring(),
+        sensor.take_cpu_map(),
+        sensor.take_drops(),
+    ) {
         (Ok(r), Ok(c), Ok(d)) => (r, c, d),
         _ => return json!({"release": release, "hooks": hooks, "error": "maps missing"}),
     };
@@ -110,17 +113,26 @@ fn smoke() -> Value {
     let mut count = |k: &str, pred: &dyn Fn(&Event) -> bool| {
         kinds.insert(k.into(), json!(seen.iter().filter(|e| pred(e)).count()));
     };
-    count("exec", &|e| {
-        matches!(e, Event::Exec(x) if x.argv.iter().any(|a| a == "mw-smoke-exec"))
-    });
-    count("fork", &|e| matches!(e, Event::Fork(x) if x.parent_tgid == me));
-    count("exit", &|e| matches!(e, Event::Exit(x) if x.comm.contains("busybox") || x.comm == "true"));
-    count("connect", &|e| {
-        matches!(e, Event::Connect(x) if x.tgid == me && x.dport == workload)
-    });
-    count("payload", &|e| {
-        matches!(e, Event::Payload(x) if x.dport == workload && x.data.starts_with(b"{\"id\":1"))
-    });
+    count(
+        "exec",
+        &|e| matches!(e, Event::Exec(x) if x.argv.iter().any(|a| a == "mw-smoke-exec")),
+    );
+    count(
+        "fork",
+        &|e| matches!(e, Event::Fork(x) if x.parent_tgid == me),
+    );
+    count(
+        "exit",
+        &|e| matches!(e, Event::Exit(x) if x.comm.contains("busybox") || x.comm == "true"),
+    );
+    count(
+        "connect",
+        &|e| matches!(e, Event::Connect(x) if x.tgid == me && x.dport == workload),
+    );
+    count(
+        "payload",
+        &|e| matches!(e, Event::Payload(x) if x.dport == workload && x.data.starts_with(b"{\"id\":1")),
+    );
     let cpu_ns = cpu_sample
         .as_ref()
         .and_then(|s| s.usage.iter().find(|u| u.tgid == me).map(|u| u.on_cpu_ns))

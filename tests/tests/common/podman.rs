@@ -148,9 +148,10 @@ impl Container {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
             };
-            if std::fs::read_to_string(e.path().join("cgroup"))
-                .is_ok_and(|c| c.lines().any(|l| l.starts_with("0::") && l.contains(&self.id)))
-            {
+            if std::fs::read_to_string(e.path().join("cgroup")).is_ok_and(|c| {
+                c.lines()
+                    .any(|l| l.starts_with("0::") && l.contains(&self.id))
+            }) {
                 out.push(pid);
             }
         }
