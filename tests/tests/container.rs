@@ -159,14 +159,12 @@ fn agent_pod(scratch: &Path, extra_args: &[&str], config_extra: &str) -> AgentPo
         });
         a(format!("--env={}={v}", e.name));
     }
-    if let Some(res) = &c.resources {
-        if let Some(l) = &res.limits {
-            if let Some(m) = l.get("memory") {
-                a(format!("--memory={}", memory(m)));
-            }
-            if let Some(cpu) = l.get("cpu") {
-                a(format!("--cpus={}", cpus(cpu)));
-            }
+    if let Some(l) = c.resources.as_ref().and_then(|r| r.limits.as_ref()) {
+        if let Some(m) = l.get("memory") {
+            a(format!("--memory={}", memory(m)));
+        }
+        if let Some(cpu) = l.get("cpu") {
+            a(format!("--cpus={}", cpus(cpu)));
         }
     }
     let volumes: BTreeMap<&str, &k8s_openapi::api::core::v1::Volume> = pod

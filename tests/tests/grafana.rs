@@ -2,8 +2,9 @@
 //! serves: every PromQL expression parses, and every metric and label it
 //! selects or groups by is one the daemon's `/metrics` really has (labels
 //! the scrape adds — `job`, `node`, `instance` — and histogram `le` aside).
-//! A miner is simulated first so the alert, latency and action families
-//! have samples whose labels can be compared.
+//! A simulated miner is flagged and acted on first (enforce mode) so the
+//! alert, latency and action families have samples whose labels can be
+//! compared: a family without samples is not served at all.
 
 mod common;
 
@@ -167,6 +168,14 @@ fn provoke_an_alert(d: &Daemon) {
         .spawn()
         .expect("fake_miner");
     let alert = d.wait_alert(Duration::from_secs(30), |a| a["tgid"] == m.id());
+    // Enforce mode acts on it: the action families get samples too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !d.records().iter().any(|r| r["kind"] == "action") {
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = m.kill();
     let _ = m.wait();
     let _ = pool.kill();
@@ -184,7 +193,7 @@ fn the_dashboard_uses_only_metrics_and_labels_the_daemon_serves() {
             "not root: the daemon loads eBPF programs",
         );
     }
-    let d = Daemon::start("", &[]);
+    let d = Daemon::start("", &["--enforce"]);
     provoke_an_alert(&d);
     let (code, body) = d.get("/metrics").expect("/metrics");
     assert_eq!(code, 200);
@@ -195,7 +204,7 @@ fn the_dashboard_uses_only_metrics_and_labels_the_daemon_serves() {
     let mut served: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for s in &scrape.samples {
         let labels = served.entry(s.metric.clone()).or_default();
-        labels.extend(s.labels.iter().map(|(k, _)| k.clone()));
+        labels.extend(s.labels.keys().cloned());
     }
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap_or_default();

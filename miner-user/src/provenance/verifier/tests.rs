@@ -539,7 +539,7 @@ fn identity_on_overlay(pid: u32, mount: &str) -> Option<ExeId> {
         .lines()
         .filter(|l| l.split_whitespace().nth(4) == Some(mount) && l.contains(" - overlay "))
         .filter_map(|l| l.split_whitespace().nth(2)?.split_once(':'))
-        .last()?;
+        .next_back()?;
     Some(ExeId {
         dev: libc::makedev(major.parse().ok()?, minor.parse().ok()?),
         ino: meta.ino(),
