@@ -546,7 +546,14 @@ fn md5_hex(path: &Path) -> String {
 
 /// Builds the poisoned image `tag`: debian:bookworm-slim plus the real
 /// XMRig (a fresh hash per run) and its safe config for `pool_port`.
-fn build_poisoned(xmrig: &Path, scratch: &Path, kind: Poison, pool_port: u16, tag: &str) {
+#[must_use = "the image is removed when the guard drops"]
+fn build_poisoned(
+    xmrig: &Path,
+    scratch: &Path,
+    kind: Poison,
+    pool_port: u16,
+    tag: &str,
+) -> podman::Image {
     let ctx = scratch.join(format!("{kind:?}"));
     let _ = std::fs::remove_dir_all(&ctx);
     std::fs::create_dir_all(&ctx).expect("context");
@@ -596,7 +603,7 @@ fn build_poisoned(xmrig: &Path, scratch: &Path, kind: Poison, pool_port: u16, ta
         }
     };
     std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
-    podman::build(&ctx, tag).unwrap_or_else(|e| panic!("{e}"));
+    podman::build(&ctx, tag).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A poisoned container in its own (BestEffort) pod.
@@ -704,7 +711,7 @@ fn miners_in_poisoned_images_are_flagged_with_host_pid_container_and_pod() {
             "localhost/mw-poisoned-{}:{id}",
             format!("{kind:?}").to_lowercase()
         );
-        build_poisoned(&xmrig, scratch.path(), kind, pool.port, &tag);
+        let _image = build_poisoned(&xmrig, scratch.path(), kind, pool.port, &tag);
         let pod_uid = format!("5e1f0000-0000-4000-8000-{:012x}", id * 10 + i as u32);
         let c = run_poisoned(&format!("mw-poisoned-{i}-{id}"), &tag, &pod_uid);
         let started = Instant::now();
@@ -833,7 +840,7 @@ fn enforce_kills_the_poisoned_container_and_blocks_its_pool_sparing_neighbours()
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let tag = format!("localhost/mw-poisoned-enforce:{id}");
-    build_poisoned(
+    let _image = build_poisoned(
         &xmrig,
         scratch.path(),
         Poison::CopyEntrypoint,

@@ -70,10 +70,20 @@ pub fn unavailable(image: &str) -> Option<String> {
     None
 }
 
+/// An image built by a test, removed when the guard drops (each run's
+/// miner has a fresh hash, so images would pile up).
+pub struct Image(pub String);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = run(&["rmi", "-f", &self.0]);
+    }
+}
+
 /// Builds `dir` (a Dockerfile beside its files) as `tag`, offline.
-pub fn build(dir: &Path, tag: &str) -> Result<(), String> {
+pub fn build(dir: &Path, tag: &str) -> Result<Image, String> {
     let d = dir.to_str().ok_or("non-UTF-8 path")?;
-    run(&["build", "--pull=never", "--quiet", "-t", tag, d]).map(|_| ())
+    run(&["build", "--pull=never", "--quiet", "-t", tag, d]).map(|_| Image(tag.to_owned()))
 }
 
 /// A running container, removed (forcibly) on drop.
