@@ -293,12 +293,48 @@ pub struct Provenance {
     /// Owning package, when verified by a package database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
+    /// Who vouched for a verified binary (absent when unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vouched_by: Option<VouchedBy>,
 }
 
 impl Provenance {
     pub fn is_verified(&self) -> bool {
         self.verdict == ProvenanceVerdict::Verified
     }
+
+    /// Verified only because the process's own image says so: its root
+    /// filesystem's package database listed the file with a matching hash.
+    /// Whoever built the image wrote that database, so this keeps weak
+    /// signals (a pool port, a command line) quiet but never lowers a
+    /// verdict that a pool protocol or the work fingerprint supports.
+    pub fn is_image_vouched(&self) -> bool {
+        self.is_verified()
+            && self
+                .vouched_by
+                .as_ref()
+                .is_some_and(|v| v.source == VouchSource::ImagePackageDb)
+    }
+}
+
+/// Where the vouching came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VouchSource {
+    /// The host's package database, at the host's root filesystem.
+    HostPackageDb,
+    /// The package database inside the process's root filesystem (a
+    /// container image, a chroot), not the host's.
+    ImagePackageDb,
+    /// The operator's signed allowlist.
+    Allowlist,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VouchedBy {
+    pub source: VouchSource,
+    /// `dpkg`, `rpm`, or the allowlist's path.
+    pub database: String,
 }
 
 /// Events the kernel could not deliver since the previous report.

@@ -1,10 +1,12 @@
-//! Developer tasks: `cargo xtask setup|build|run|test|e2e|bench`.
+//! Developer tasks: `cargo xtask setup|build|run|test|e2e|bench|image|kernels`.
 //! One module per subcommand; each build-ish command runs setup first so a
 //! fresh machine needs nothing but this repository and rustup.
 
 mod bench;
 mod build;
 mod fixtures;
+mod image;
+mod kernels;
 mod run;
 mod setup;
 mod test;
@@ -57,6 +59,22 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Build the agent image with podman from deploy/Dockerfile, offline
+    /// (installs podman when missing; base image from a local debootstrap).
+    Image,
+    /// Boot Debian kernels under qemu and run the sensor smoke test in each;
+    /// print the matrix (kernel packages downloaded once, never installed).
+    ///
+    /// Example: cargo xtask kernels
+    /// Example: cargo xtask kernels --only 5.10,7.2
+    Kernels {
+        /// Comma-separated kernel series to run (default: all).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Only download and unpack the kernels (no boot).
+        #[arg(long)]
+        prepare_only: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,6 +101,17 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { quick } => {
             setup::setup()?;
             bench::bench(quick)
+        }
+        Cmd::Image => {
+            setup::setup()?;
+            image::image()
+        }
+        Cmd::Kernels { only, prepare_only } => {
+            if prepare_only {
+                return kernels::prepare(&only).map(|_| ());
+            }
+            setup::setup()?;
+            kernels::kernels(&only)
         }
     }
 }

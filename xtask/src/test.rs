@@ -178,6 +178,7 @@ fn test_all(totals: &mut Totals, log: &std::path::Path) -> anyhow::Result<()> {
     }
     // The daemon and end-to-end tests start the real `minerwatch` binary.
     crate::build::build(false)?;
+    deploy_fixtures();
     run_tests(
         Command::new("cargo").current_dir(&root).args([
             "test",
@@ -256,5 +257,17 @@ fn fixtures() {
     }
     if let Err(e) = crate::fixtures::ensure_helm_sdk() {
         eprintln!("\n!!! helm-python-sdk unavailable, the chart checks will SKIP: {e:#} !!!\n");
+    }
+}
+
+fn deploy_fixtures() {
+    // The agent image (podman, offline) for tests/tests/container.rs, and
+    // every Debian kernel of the matrix for tests/tests/kernels.rs (the
+    // four boot and pass in about a minute).
+    if let Err(e) = crate::image::image() {
+        eprintln!("\n!!! agent image unavailable, the container tests will SKIP: {e:#} !!!\n");
+    }
+    if let Err(e) = crate::kernels::prepare(&[]) {
+        eprintln!("\n!!! Debian kernels unavailable, the kernel matrix will SKIP: {e:#} !!!\n");
     }
 }

@@ -18,6 +18,8 @@ pub mod verdict;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_image;
 
 pub use config::DetectorConfig;
 pub use detector::{Detector, DetectorStats, Input};

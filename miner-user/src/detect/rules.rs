@@ -29,8 +29,12 @@ use crate::time::Mono;
 
 /// What the provenance subsystem said about the running image.
 #[derive(Debug, Clone, PartialEq)]
-enum Prov {
+pub(super) enum Prov {
     Verified,
+    /// Verified only by the package database inside the process's own root
+    /// (a container image): its author wrote that database. Quiet for weak
+    /// signals; unverified against a pool protocol or the work fingerprint.
+    ImageVouched(Evidence),
     Unverified(Evidence),
     /// No verdict yet; `Some` once the wait has passed.
     Unknown(Option<Evidence>),
@@ -43,7 +47,16 @@ impl Prov {
         match self {
             Prov::Unverified(e) => Some(e),
             Prov::Unknown(e) => e.as_ref(),
-            Prov::Verified => None,
+            Prov::Verified | Prov::ImageVouched(_) => None,
+        }
+    }
+
+    /// The standing against strong evidence (a pool protocol, the RandomX
+    /// work fingerprint): an image's own package database cannot lower it.
+    pub(super) fn evidence_against_strong(&self) -> Option<&Evidence> {
+        match self {
+            Prov::Unverified(e) | Prov::ImageVouched(e) => Some(e),
+            Prov::Verified | Prov::Unknown(_) => None,
         }
     }
 }
@@ -76,8 +89,29 @@ impl Detector {
                 .is_none_or(|o| o.start_time != owner.1)
     }
 
-    fn provenance_state(&self, p: &Process, t: &Track, now: Mono) -> Prov {
+    pub(super) fn provenance_state(&self, p: &Process, t: &Track, now: Mono) -> Prov {
         match &p.provenance {
+            Some(prov) if prov.is_image_vouched() => {
+                let path = prov
+                    .path
+                    .clone()
+                    .or_else(|| p.exe_display())
+                    .unwrap_or_default();
+                let db = prov
+                    .vouched_by
+                    .as_ref()
+                    .map(|v| v.database.as_str())
+                    .unwrap_or("package");
+                let pkg = prov.package.as_deref().unwrap_or("?");
+                Prov::ImageVouched(ev(
+                    "image_vouched_exec",
+                    p.provenance_time.unwrap_or(now),
+                    format!(
+                        "{path}: packaged ({pkg}) only by the image's own {db} database, \
+                         which the image's author controls"
+                    ),
+                ))
+            }
             Some(prov) if prov.is_verified() => Prov::Verified,
             Some(prov) => {
                 let reasons: Vec<String> = prov
@@ -183,7 +217,9 @@ impl Detector {
     /// container). A verified holder (a packaged interpreter running a pool
     /// health check) never pulls in unrelated neighbours.
     fn group_members(&self, h: &Process, strong: bool) -> BTreeSet<u32> {
-        let holder_verified = h.is_verified() == Some(true);
+        // An image's own database does not vouch for a pool-protocol holder.
+        let image_vouched = h.provenance.as_ref().is_some_and(|p| p.is_image_vouched());
+        let holder_verified = h.is_verified() == Some(true) && !(strong && image_vouched);
         let mut root = h.tgid;
         for a in self.table.ancestors(h.tgid) {
             match self.table.live(a) {
@@ -279,7 +315,7 @@ impl Detector {
             members: BTreeSet::new(),
         };
         if let Some(proto) = &protocol {
-            if let Prov::Unverified(u) = &prov {
+            if let Some(u) = prov.evidence_against_strong() {
                 // Critical once the miner (or its workers) burns CPU.
                 let busy = cpu_ev.as_ref().or(group_ev);
                 let sev = if busy.is_some() {

@@ -183,6 +183,7 @@ pub(crate) mod build {
                 sha256: None,
                 path: Some(path.into()),
                 package,
+                vouched_by: None,
             },
         })
     }

@@ -23,6 +23,7 @@ pub mod config;
 mod dpkg;
 mod hash;
 mod ima;
+pub mod overlay;
 mod paths;
 #[cfg(test)]
 mod props;

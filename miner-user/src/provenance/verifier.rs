@@ -22,10 +22,11 @@ use super::cache::BoundedCache;
 use super::dpkg::{DpkgDbs, PackageMatch};
 use super::hash::{Digests, FileKey, hash_reader};
 use super::ima::{Ima, ImaStatus};
+use super::overlay;
 use super::paths::{ExeLink, in_root, location_reasons, resolve_in_root};
 use super::rpm::Rpm;
 use super::{ProvenanceConfig, ProvenanceError};
-use crate::event::{ExeId, Provenance, ProvenanceVerdict, Reason};
+use crate::event::{ExeId, Provenance, ProvenanceVerdict, Reason, VouchSource, VouchedBy};
 
 /// What one check cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -210,7 +211,9 @@ impl Verifier {
         let dir = self.proc_root.join(pid.to_string());
         let exe_link = dir.join("exe");
         let meta = std::fs::metadata(&exe_link).map_err(classify)?;
-        if !same_file(exe, &meta) {
+        if !same_file(exe, &meta)
+            && !overlay::same_path(&exe_link, exe.dev, exe.ino, &[&dir.join("mountinfo")])
+        {
             return Err(Miss::NotTheExe);
         }
         let link = std::fs::read_link(&exe_link).map_err(classify)?;
@@ -256,7 +259,8 @@ impl Verifier {
         let resolved = resolve_in_root(&root.prefix, Path::new(filename)).ok()?;
         let full = in_root(&root.prefix, &resolved);
         let meta = std::fs::metadata(&full).ok()?;
-        if !same_file(exe, &meta) {
+        let host_mounts = self.proc_root.join("1/mountinfo");
+        if !same_file(exe, &meta) && !overlay::same_path(&full, exe.dev, exe.ino, &[&host_mounts]) {
             return None; // a container's path, or replaced since
         }
         let key = FileKey::of(&meta);
@@ -391,21 +395,44 @@ impl Verifier {
         let mut vouched = Vec::new();
         let mut against = Vec::new();
         let mut package = None;
+        let mut vouched_by = None;
         let path = link.path();
         match path.map(|p| self.package_match(root, p, digests)) {
-            Some(PackageMatch::Owned { package: p }) => {
+            Some((PackageMatch::Owned { package: p }, database)) => {
                 vouched.push(Reason::Packaged);
                 package = Some(p);
+                // A database inside a container's (or chroot's) root came
+                // with the image: as trustworthy as the image's author.
+                let source = if self.is_host_root(root) {
+                    VouchSource::HostPackageDb
+                } else {
+                    VouchSource::ImagePackageDb
+                };
+                vouched_by = Some(VouchedBy {
+                    source,
+                    database: database.to_owned(),
+                });
             }
-            Some(PackageMatch::Mismatch { .. }) => against.push(Reason::HashMismatch),
-            Some(PackageMatch::NotListed) | None => against.push(Reason::NotPackaged),
+            Some((PackageMatch::Mismatch { .. }, _)) => against.push(Reason::HashMismatch),
+            Some((PackageMatch::NotListed, _)) | None => against.push(Reason::NotPackaged),
         }
-        if vouched.is_empty()
+        // The operator's signed list outranks an image's own database.
+        let image_only = vouched_by
+            .as_ref()
+            .is_some_and(|v| v.source == VouchSource::ImagePackageDb);
+        if (vouched.is_empty() || image_only)
             && let Some(list) = &self.allowlist
         {
             match list.get(&digests.sha256) {
-                Some(_) => vouched.push(Reason::Allowlisted),
-                None => against.push(Reason::AllowlistMiss),
+                Some(_) => {
+                    vouched.push(Reason::Allowlisted);
+                    vouched_by = Some(VouchedBy {
+                        source: VouchSource::Allowlist,
+                        database: list.path().display().to_string(),
+                    });
+                }
+                None if vouched.is_empty() => against.push(Reason::AllowlistMiss),
+                None => {}
             }
         }
         let fileless = match link {
@@ -434,21 +461,41 @@ impl Verifier {
             sha256: Some(digests.sha256_hex()),
             path: Some(link.display()),
             package,
+            vouched_by: (verdict == ProvenanceVerdict::Verified)
+                .then_some(vouched_by)
+                .flatten(),
         }
     }
 
-    fn package_match(&self, root: &Root, path: &Path, digests: &Digests) -> PackageMatch {
+    /// Is `root` the host's root filesystem (pid 1's, or ours when pid 1's
+    /// is not visible)?
+    fn is_host_root(&self, root: &Root) -> bool {
+        let host = std::fs::metadata(self.proc_root.join("1/root"))
+            .or_else(|_| std::fs::metadata("/"))
+            .map(|m| (m.dev(), m.ino()));
+        host.is_ok_and(|k| k == root.key)
+    }
+
+    /// The package databases' answer, and which database gave it.
+    fn package_match(
+        &self,
+        root: &Root,
+        path: &Path,
+        digests: &Digests,
+    ) -> (PackageMatch, &'static str) {
         if let (Some(dbs), Some(md5)) = (&self.dpkg, digests.md5)
             && let Some(index) = dbs.index_for(&root.prefix)
         {
             match index.lookup(path, &md5) {
                 PackageMatch::NotListed => {}
-                found => return found,
+                found => return (found, "dpkg"),
             }
         }
-        self.rpm
+        let rpm = self
+            .rpm
             .lookup(&root.prefix, path, digests)
-            .unwrap_or(PackageMatch::NotListed)
+            .unwrap_or(PackageMatch::NotListed);
+        (rpm, "rpm")
     }
 }
 
@@ -467,6 +514,7 @@ fn unreadable(filename: &str) -> Provenance {
         sha256: None,
         path: (!filename.is_empty()).then(|| filename.to_string()),
         package: None,
+        vouched_by: None,
     }
 }
 

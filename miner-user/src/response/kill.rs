@@ -113,8 +113,18 @@ pub fn check_identity(proc_root: &Path, id: &Identity) -> Result<(), String> {
     }
     if let Some((dev, ino)) = id.exe {
         use std::os::unix::fs::MetadataExt;
-        match std::fs::metadata(proc_root.join(id.tgid.to_string()).join("exe")) {
+        let dir = proc_root.join(id.tgid.to_string());
+        let exe = dir.join("exe");
+        match std::fs::metadata(&exe) {
             Ok(m) if (m.dev(), m.ino()) == (dev, ino) => {}
+            // On overlayfs the kernel's device is the overlay's, not stat()'s.
+            Ok(_)
+                if crate::provenance::overlay::same_path(
+                    &exe,
+                    dev,
+                    ino,
+                    &[&dir.join("mountinfo")],
+                ) => {}
             Ok(m) => {
                 return Err(format!(
                     "pid {} runs another executable ({}:{})",

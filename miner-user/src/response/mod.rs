@@ -127,7 +127,12 @@ impl Responder {
         {
             return Some(format!("cgroup {cg} is on the protect list"));
         }
-        let verified = v.provenance.as_ref().is_some_and(|p| p.is_verified());
+        // Vouched for by the host or the operator; an image's own package
+        // database does not shield the binary it ships.
+        let verified = v
+            .provenance
+            .as_ref()
+            .is_some_and(|p| p.is_verified() && !p.is_image_vouched());
         if verified && action == ActionKind::Quarantine {
             return Some(
                 "a packaged binary is never quarantined (the miner is its script, not the binary)"
@@ -442,6 +447,7 @@ mod tests {
                 sha256: Some("ab".repeat(32)),
                 path: Some("/tmp/x".into()),
                 package: None,
+                vouched_by: None,
             }),
             evidence: vec![Evidence {
                 signal: "cpu_sustained".into(),

@@ -140,6 +140,10 @@ pub struct AlertProvenance {
     /// Owning package, when verified by a package database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
+    /// Which database vouched: the host's, the image's own, or the
+    /// allowlist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vouched_by: Option<crate::event::VouchedBy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +184,7 @@ impl AlertRecord {
                 reasons: p.reasons.clone(),
                 sha256: p.sha256.clone(),
                 package: p.package.clone(),
+                vouched_by: p.vouched_by.clone(),
             }),
             evidence: v
                 .evidence
@@ -457,6 +462,7 @@ pub(crate) mod tests {
                 sha256: Some("ab".repeat(32)),
                 path: None,
                 package: None,
+                vouched_by: None,
             }),
             evidence: vec![Evidence {
                 signal: "pool_protocol".into(),

@@ -146,6 +146,7 @@ impl SpawnQuiet for std::process::Command {
     }
 }
 
+pub mod podman;
 pub mod xmrig;
 
 /// Environment variable naming the file where skips are recorded; `cargo

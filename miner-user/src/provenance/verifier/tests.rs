@@ -461,3 +461,143 @@ fn proc_exe_paths_are_checked_as_processes() {
         "the test binary is not packaged: {p:?}"
     );
 }
+
+#[test]
+fn a_database_in_another_root_vouches_as_the_image_not_the_host() {
+    let root = fixture_root();
+    let v = Verifier::without_allowlist(&cfg());
+    let p = v
+        .check_path_in(root.path(), Path::new("/usr/bin/good"))
+        .unwrap();
+    assert!(p.is_verified(), "{p:?}");
+    assert!(p.is_image_vouched(), "{p:?}");
+    assert_eq!(
+        p.vouched_by,
+        Some(VouchedBy {
+            source: VouchSource::ImagePackageDb,
+            database: "dpkg".into()
+        })
+    );
+    // Unverified binaries carry no voucher.
+    let d = v
+        .check_path_in(root.path(), Path::new("/tmp/dropper"))
+        .unwrap();
+    assert_eq!(d.vouched_by, None);
+    if have_dpkg() {
+        let ls = v.check_path(Path::new("/usr/bin/ls")).unwrap();
+        assert_eq!(
+            ls.vouched_by.map(|b| b.source),
+            Some(VouchSource::HostPackageDb),
+            "the host's own root"
+        );
+    }
+}
+
+#[test]
+fn the_signed_allowlist_outranks_an_image_database() {
+    let root = fixture_root();
+    let signer = SigningKey::from_bytes(&[7; 32]);
+    let (list, sig) = signed_allowlist(
+        root.path(),
+        &format!("{} good\n", sha256_hex(b"good binary")),
+        &signer,
+    );
+    let key = hex::encode(signer.verifying_key().to_bytes());
+    let mut v = Verifier::without_allowlist(&cfg());
+    v.set_allowlist(Some(Allowlist::load(&list, &sig, &key).unwrap()));
+    let p = v
+        .check_path_in(root.path(), Path::new("/usr/bin/good"))
+        .unwrap();
+    assert_eq!(
+        p.vouched_by.as_ref().map(|b| b.source),
+        Some(VouchSource::Allowlist)
+    );
+    assert!(p.is_verified() && !p.reasons.contains(&Reason::AllowlistMiss));
+}
+
+/// `sleep 30` exec'd from a real overlay mounted over /usr/bin (lower: the
+/// real /usr/bin; upper: tmpfs, another file system) in a private mount
+/// namespace, so the host is untouched. The kernel records the overlay's
+/// device; `stat()` reports the lower layer's.
+fn sleep_from_an_overlay_over_usr_bin(scratch: &Path) -> Reap {
+    let s = scratch.display();
+    let script = format!(
+        "mount -t tmpfs tmpfs {s} && mkdir {s}/u {s}/w && \
+         mount -t overlay overlay -o lowerdir=/usr/bin,upperdir={s}/u,workdir={s}/w /usr/bin && \
+         exec /usr/bin/sleep 30"
+    );
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    spawn(c)
+}
+
+/// The kernel's identity of what `pid` runs from an overlay at `mount`:
+/// that mount's superblock device (mountinfo field 3) and the inode.
+fn identity_on_overlay(pid: u32, mount: &str) -> Option<ExeId> {
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    let (major, minor) = mountinfo
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some(mount) && l.contains(" - overlay "))
+        .filter_map(|l| l.split_whitespace().nth(2)?.split_once(':'))
+        .next_back()?;
+    Some(ExeId {
+        dev: libc::makedev(major.parse().ok()?, minor.parse().ok()?),
+        ino: meta.ino(),
+        nlink: 1,
+        name: "sleep".into(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_packaged_binary_run_from_an_overlay_mount_stays_verified() {
+    let euid = unsafe { libc::geteuid() };
+    if !have_dpkg() || euid != 0 {
+        eprintln!("skipping: needs dpkg and root (mount namespaces)");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let child = sleep_from_an_overlay_over_usr_bin(scratch.path());
+    let pid = child.0.id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let exe = loop {
+        let link = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        if link == Path::new("/usr/bin/sleep")
+            && let Some(id) = identity_on_overlay(pid, "/usr/bin")
+        {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sleep did not start from the overlay"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).unwrap();
+    assert_ne!(
+        exe.dev,
+        meta.dev(),
+        "the premise: kernel and stat() disagree on the device"
+    );
+
+    let v = Verifier::without_allowlist(&cfg());
+    v.warm_up();
+    let p = v.check_pid(pid, &exe, "/usr/bin/sleep");
+    assert!(p.is_verified(), "{p:?}");
+    assert_eq!(p.package.as_deref(), Some("coreutils"), "{p:?}");
+    assert_eq!(
+        p.vouched_by.as_ref().map(|b| b.source),
+        Some(VouchSource::HostPackageDb),
+        "the process's root is the host's"
+    );
+
+    // Another inode on the same overlay is a stranger's binary: refused.
+    let other = ExeId {
+        ino: exe.ino + 1,
+        ..exe.clone()
+    };
+    let q = Verifier::without_allowlist(&cfg()).check_pid(pid, &other, "/usr/bin/sleep");
+    assert_eq!(q.reasons, vec![Reason::Unreadable], "{q:?}");
+    drop(child);
+}
