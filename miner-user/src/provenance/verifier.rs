@@ -153,6 +153,11 @@ impl Verifier {
         }
     }
 
+    /// Replaces the signed allowlist (tests; a config reload).
+    pub fn set_allowlist(&mut self, allowlist: Option<Allowlist>) {
+        self.allowlist = allowlist;
+    }
+
     pub fn allowlist(&self) -> Option<&Allowlist> {
         self.allowlist.as_ref()
     }

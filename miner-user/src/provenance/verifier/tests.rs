@@ -483,7 +483,9 @@ fn a_database_in_another_root_vouches_as_the_image_not_the_host() {
         .check_path_in(root.path(), Path::new("/tmp/dropper"))
         .unwrap();
     assert_eq!(d.vouched_by, None);
-    if have_dpkg() {
+    if have_dpkg(
+        "provenance::verifier::tests::a_database_in_another_root_vouches_as_the_image_not_the_host",
+    ) {
         let ls = v.check_path(Path::new("/usr/bin/ls")).unwrap();
         assert_eq!(
             ls.vouched_by.map(|b| b.source),
@@ -552,9 +554,15 @@ fn identity_on_overlay(pid: u32, mount: &str) -> Option<ExeId> {
 
 #[test]
 fn a_packaged_binary_run_from_an_overlay_mount_stays_verified() {
+    const TEST: &str =
+        "provenance::verifier::tests::a_packaged_binary_run_from_an_overlay_mount_stays_verified";
+    // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    if !have_dpkg() || euid != 0 {
-        eprintln!("skipping: needs dpkg and root (mount namespaces)");
+    if !have_dpkg(TEST) {
+        return;
+    }
+    if euid != 0 {
+        crate::test_skip::skip(TEST, "root", "mount namespaces need root");
         return;
     }
     let scratch = tempfile::tempdir().unwrap();
