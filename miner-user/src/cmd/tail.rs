@@ -321,7 +321,8 @@ pub fn format_row(m: &TailMessage, color: bool) -> String {
 
 /// ` | chain: java (listening [::]:8080) → sh → .kdevtmpfsi`: the alert's
 /// ancestors by executable name, oldest first, ending with the process
-/// itself; empty when the alert has no chain.
+/// itself; empty when the alert has no chain. The label says when part of
+/// it comes from the start-up sweep.
 fn chain_suffix(m: &TailMessage) -> String {
     if m.chain.is_empty() {
         return String::new();
@@ -349,17 +350,13 @@ fn chain_suffix(m: &TailMessage) -> String {
         })
         .collect();
     names.push(base(m.exe.as_deref(), m.comm.as_deref().unwrap_or("?")));
-    let mut head = String::from(" | chain: ");
-    if m.chain_truncated {
-        head.push_str("… → ");
-    }
-    let best_effort = m.chain.iter().any(|l| l.best_effort);
-    let tail = if best_effort {
-        " (partly from the start-up sweep: best effort)"
+    let label = if m.chain.iter().any(|l| l.best_effort) {
+        "chain (partly from the start-up sweep, best effort)"
     } else {
-        ""
+        "chain"
     };
-    format!("{head}{}{tail}", names.join(" → "))
+    let cut = if m.chain_truncated { "… → " } else { "" };
+    format!(" | {label}: {cut}{}", names.join(" → "))
 }
 
 /// Control characters (C0, DEL, C1) become `?`.
@@ -497,7 +494,7 @@ mod tests {
         let row = format_row(&alert, false);
         assert!(
             row.ends_with(
-                " | chain: … → java (listening [::]:8080) → sh?[2J → curl → .kdevtmpfsi (partly from the start-up sweep: best effort)"
+                " | chain (partly from the start-up sweep, best effort): … → java (listening [::]:8080) → sh?[2J → curl → .kdevtmpfsi"
             ),
             "{row}"
         );
