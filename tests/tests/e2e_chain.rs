@@ -303,7 +303,10 @@ fn chain_names_the_listening_app_and_the_shell_that_exited_before_the_miner() {
     trigger(app_port);
 
     let alert = miner_alert(&d, &sc.miner);
-    eprintln!("{}", show(&alert));
+    eprintln!(
+        "{}",
+        serde_json::to_string_pretty(&alert).unwrap_or_default()
+    );
     let (app, sh) = app_then_shell(&alert, app_pid, app_port);
     assert_eq!(app["best_effort"], false, "the app's exec was seen");
     assert_eq!(

@@ -373,6 +373,10 @@ impl ProcessTable {
     /// Some descendant of `tgid` is alive (breadth first, at most
     /// [`DESCENDANT_SCAN`] processes looked at; "yes" past that).
     fn has_live_descendant(&self, tgid: u32) -> bool {
+        // Most exited processes never forked (every leaf of an exec storm).
+        if self.procs.get(&tgid).is_none_or(|p| p.children.is_empty()) {
+            return false;
+        }
         let mut queue = VecDeque::from([tgid]);
         let mut seen = 0usize;
         while let Some(t) = queue.pop_front() {

@@ -233,14 +233,13 @@ fn fixture_proc_yields_ordered_execs_and_outbound_connects_only() {
             .all(|c| c.cookie == 0 && c.source == Source::Sweep && c.uid == 1000)
     );
     // The listener, once per holder; never the accepted or outbound sockets.
-    let got: Vec<(u32, Option<(IpAddr, u16)>, Source)> = listens(&r)
-        .iter()
-        .map(|l| (l.tgid, l.local, l.source))
-        .collect();
     let any = Some((IpAddr::from([0, 0, 0, 0]), 8080));
-    assert_eq!(
-        got,
-        vec![(20, any, Source::Sweep), (21, any, Source::Sweep)]
+    let got: Vec<u32> = listens(&r).iter().map(|l| l.tgid).collect();
+    assert_eq!(got, vec![20, 21]);
+    assert!(
+        listens(&r)
+            .iter()
+            .all(|l| l.local == any && l.source == Source::Sweep)
     );
     assert!(
         r.events.iter().position(|e| e.kind() == "listen")
