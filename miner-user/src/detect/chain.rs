@@ -315,6 +315,52 @@ mod tests {
     }
 
     #[test]
+    fn a_recording_replays_to_the_same_chains() {
+        use crate::cmd::replay::{replay, write_event, write_tick};
+        let mut events = dropped_by_a_web_app(T0 + 30_000);
+        events.sort_by_key(|e| e.time());
+        let mut rec = Vec::new();
+        let mut next = T0 + 1000;
+        for e in &events {
+            while next <= e.time().ns() / 1_000_000 {
+                write_tick(&mut rec, ms(next)).unwrap();
+                next += 1000;
+            }
+            write_event(&mut rec, e).unwrap();
+        }
+        while next <= T0 + 60_000 {
+            write_tick(&mut rec, ms(next)).unwrap();
+            next += 1000;
+        }
+        let text = String::from_utf8(rec).unwrap();
+        assert!(
+            text.contains(r#""kind":"listen""#),
+            "listen events are recorded"
+        );
+        let replay_once = || {
+            let mut out = Vec::new();
+            replay(text.as_bytes(), DetectorConfig::default(), &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let first = replay_once();
+        assert_eq!(first, replay_once(), "same recording, same verdicts");
+        let verdicts: Vec<Verdict> = first
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (direct, _) = run_with(DetectorConfig::default(), events, T0 + 60_000);
+        assert_eq!(verdicts.len(), direct.len());
+        for (a, b) in verdicts.iter().zip(&direct) {
+            assert_eq!(a.chain, b.chain);
+        }
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| names(v) == vec![(100, PY), (200, SH)])
+        );
+    }
+
+    #[test]
     fn exited_shell_stays_in_the_chain_past_the_exit_grace() {
         // CPU starts 30 s after the drop: the critical verdict comes long
         // after the shell's 10 s grace period.
