@@ -44,12 +44,16 @@ pub enum DropSite {
     ExecRead = 5,
     CpuMapFull = 6,
     FlowMapFull = 7,
+    // 8..=10 are reserved for the CPU-fingerprint records (another branch).
+    ListenRingFull = 11,
 }
 
-pub const DROP_SITES: u32 = 8;
+/// Slots of `DROPS`: the highest site + 1 (numbers are stable, so a gap
+/// left by a site this build does not have is simply never counted).
+pub const DROP_SITES: u32 = 12;
 
 impl DropSite {
-    pub const ALL: [DropSite; DROP_SITES as usize] = [
+    pub const ALL: [DropSite; 9] = [
         DropSite::ExecRingFull,
         DropSite::ForkRingFull,
         DropSite::ExitRingFull,
@@ -58,6 +62,7 @@ impl DropSite {
         DropSite::ExecRead,
         DropSite::CpuMapFull,
         DropSite::FlowMapFull,
+        DropSite::ListenRingFull,
     ];
 
     /// Stable snake_case name: the `site` label of the lost-events metric.
@@ -71,6 +76,7 @@ impl DropSite {
             DropSite::ExecRead => "exec_read",
             DropSite::CpuMapFull => "cpu_map_full",
             DropSite::FlowMapFull => "flow_map_full",
+            DropSite::ListenRingFull => "listen_ring_full",
         }
     }
 
@@ -82,6 +88,7 @@ impl DropSite {
             DropSite::ExitRingFull => Some(crate::RecordKind::Exit),
             DropSite::ConnectRingFull => Some(crate::RecordKind::Connect),
             DropSite::PayloadRingFull => Some(crate::RecordKind::Payload),
+            DropSite::ListenRingFull => Some(crate::RecordKind::Listen),
             DropSite::ExecRead | DropSite::CpuMapFull | DropSite::FlowMapFull => None,
         }
     }
@@ -90,7 +97,11 @@ impl DropSite {
 impl TryFrom<u32> for DropSite {
     type Error = u32;
     fn try_from(v: u32) -> Result<Self, u32> {
-        DropSite::ALL.get(v as usize).copied().ok_or(v)
+        DropSite::ALL
+            .iter()
+            .copied()
+            .find(|s| *s as u32 == v)
+            .ok_or(v)
     }
 }
 

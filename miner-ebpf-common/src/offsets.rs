@@ -61,3 +61,34 @@ impl KernelOffsets {
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}
+
+/// Offsets into `struct sock_common` (at the start of every `struct sock`)
+/// for the listen hook, read from BTF like [`KernelOffsets`] and kept
+/// apart from them so the hook can degrade alone. A zero `valid` makes the
+/// hook send its records with `LISTEN_FLAG_ADDR_UNKNOWN`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    pub valid: u32,
+    pub skc_family: u32,
+    /// `skc_num`: the local port in host order.
+    pub skc_num: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+}
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 20);
+
+impl SockOffsets {
+    pub const fn zeroed() -> Self {
+        SockOffsets {
+            valid: 0,
+            skc_family: 0,
+            skc_num: 0,
+            skc_rcv_saddr: 0,
+            skc_v6_rcv_saddr: 0,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SockOffsets {}

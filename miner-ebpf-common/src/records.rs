@@ -28,15 +28,18 @@ pub enum RecordKind {
     Exit = 3,
     Connect = 4,
     Payload = 5,
+    // 6 and 7 are reserved for the CPU-fingerprint records (another branch).
+    Listen = 8,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 5] = [
+    pub const ALL: [RecordKind; 6] = [
         RecordKind::Exec,
         RecordKind::Fork,
         RecordKind::Exit,
         RecordKind::Connect,
         RecordKind::Payload,
+        RecordKind::Listen,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl RecordKind {
             RecordKind::Exit => "exit",
             RecordKind::Connect => "connect",
             RecordKind::Payload => "payload",
+            RecordKind::Listen => "listen",
         }
     }
 }
@@ -59,6 +63,7 @@ impl TryFrom<u16> for RecordKind {
             3 => Ok(RecordKind::Exit),
             4 => Ok(RecordKind::Connect),
             5 => Ok(RecordKind::Payload),
+            8 => Ok(RecordKind::Listen),
             other => Err(other),
         }
     }
@@ -194,6 +199,33 @@ pub struct PayloadRecord {
 }
 const _: () = assert!(core::mem::size_of::<PayloadRecord>() == 336);
 
+/// The socket's address could not be read; `family`, `port` and `addr`
+/// are zero (the process still started listening).
+pub const LISTEN_FLAG_ADDR_UNKNOWN: u32 = 1;
+
+/// A socket entered TCP_LISTEN (`listen(2)`), in the listening task's
+/// context: the web server, Redis or sshd that a dropper may descend from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenRecord {
+    pub header: Header,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    /// `AF_INET` or `AF_INET6` (0 with `LISTEN_FLAG_ADDR_UNKNOWN`).
+    pub family: u16,
+    /// Local port, host order; 0 when `listen()` runs on an unbound socket
+    /// (the kernel picks the port just after this hook).
+    pub port: u16,
+    /// Local address: v4 in the first 4 bytes (network order), v6 all 16.
+    pub addr: [u8; 16],
+    /// `LISTEN_FLAG_*`.
+    pub flags: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<ListenRecord>() == 72);
+
 pub const RECORD_MAX_SIZE: usize = core::mem::size_of::<ExecRecord>();
 
 #[cfg(feature = "user")]
@@ -204,6 +236,7 @@ mod pod {
     unsafe impl aya::Pod for super::ExitRecord {}
     unsafe impl aya::Pod for super::ConnectRecord {}
     unsafe impl aya::Pod for super::PayloadRecord {}
+    unsafe impl aya::Pod for super::ListenRecord {}
 }
 
 #[cfg(test)]
@@ -228,6 +261,10 @@ mod tests {
             (size_of::<PayloadRecord>(), align_of::<PayloadRecord>()),
             (336, 8)
         );
+        assert_eq!(
+            (size_of::<ListenRecord>(), align_of::<ListenRecord>()),
+            (72, 8)
+        );
     }
 
     #[test]
@@ -247,6 +284,11 @@ mod tests {
         assert_eq!(offset_of!(PayloadRecord, data), 80);
         assert_eq!(offset_of!(ForkRecord, child_start_boottime_ns), 24);
         assert_eq!(offset_of!(ExitRecord, cpu_ns), 24);
+        assert_eq!(offset_of!(ListenRecord, family), 28);
+        assert_eq!(offset_of!(ListenRecord, port), 30);
+        assert_eq!(offset_of!(ListenRecord, addr), 32);
+        assert_eq!(offset_of!(ListenRecord, flags), 48);
+        assert_eq!(offset_of!(ListenRecord, comm), 56);
     }
 
     #[test]
@@ -268,5 +310,6 @@ mod tests {
         assert_eq!(size_of::<crate::FlowState>(), 8);
         assert_eq!(size_of::<crate::DestKey>(), 24);
         assert_eq!(size_of::<crate::KernelOffsets>(), 80);
+        assert_eq!(size_of::<crate::SockOffsets>(), 20);
     }
 }

@@ -10,6 +10,7 @@ mod connect;
 mod exec;
 mod exit;
 mod fork;
+mod listen;
 mod maps;
 mod sched_switch;
 mod stratum_peek;

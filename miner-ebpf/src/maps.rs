@@ -8,7 +8,7 @@ use aya_ebpf::{
 use miner_ebpf_common::{
     ABI_VERSION, BLOCKED_DESTS_MAX, BLOCKED_TGIDS_MAX, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP,
     BPF_RB_NO_WAKEUP, CPU_NS_MAX, DROP_SITES, DestKey, DropSite, EVENTS_BYTES_DEFAULT, FLOWS_MAX,
-    FlowState, KernelOffsets, PENDING_CONNECT_MAX, PendingConnect, SEEN_FLOWS_MAX,
+    FlowState, KernelOffsets, PENDING_CONNECT_MAX, PendingConnect, SEEN_FLOWS_MAX, SockOffsets,
 };
 
 /// All records to user space. The loader resizes it (`ring_buffer_bytes`).
@@ -84,6 +84,15 @@ pub static ONCE: Array<u32> = Array::with_max_entries(1, 0);
 /// Structure offsets from the running kernel's BTF, set by the loader.
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
+
+/// `struct sock_common` offsets for the listen hook, set by the loader.
+#[unsafe(no_mangle)]
+static SOCK_OFFSETS: SockOffsets = SockOffsets::zeroed();
+
+#[inline(always)]
+pub fn sock_offsets() -> SockOffsets {
+    unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) }
+}
 
 /// Bytes pending in `EVENTS` past which a submit wakes the reader; below it
 /// records wait for the reader's timer (a wakeup per record cost the hooked

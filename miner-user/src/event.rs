@@ -22,6 +22,7 @@ pub enum Event {
     CpuSample(CpuSample),
     Provenance(ProvenanceEvent),
     Lost(Lost),
+    Listen(Listen),
 }
 
 impl Event {
@@ -35,6 +36,7 @@ impl Event {
             Event::CpuSample(e) => e.time,
             Event::Provenance(e) => e.time,
             Event::Lost(e) => e.time,
+            Event::Listen(e) => e.time,
         }
     }
 
@@ -49,6 +51,7 @@ impl Event {
             Event::CpuSample(_) => "cpu_sample",
             Event::Provenance(_) => "provenance",
             Event::Lost(_) => "lost",
+            Event::Listen(_) => "listen",
         }
     }
 
@@ -61,6 +64,7 @@ impl Event {
             Event::Connect(e) => Some(e.tgid),
             Event::Payload(e) => e.tgid,
             Event::Provenance(e) => Some(e.tgid),
+            Event::Listen(e) => Some(e.tgid),
             Event::CpuSample(_) | Event::Lost(_) => None,
         }
     }
@@ -215,6 +219,23 @@ pub struct Payload {
     pub untracked: bool,
     #[serde(with = "b64")]
     pub data: Vec<u8>,
+}
+
+/// A process listens on a TCP socket: it called `listen(2)` (kernel), or
+/// the startup sweep found it holding a listening socket (possibly one it
+/// inherited from the process that opened it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listen {
+    pub time: Mono,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// Local address and port; `None` when the kernel could not read them.
+    /// Port 0: `listen()` on an unbound socket (the port is chosen after).
+    pub local: Option<(IpAddr, u16)>,
+    #[serde(default, skip_serializing_if = "is_kernel")]
+    pub source: Source,
 }
 
 /// On-CPU time per process over one poll interval.
@@ -395,6 +416,15 @@ mod tests {
                 packet_index: 0,
                 untracked: false,
                 data: vec![0, 255, b'{'],
+            }),
+            Event::Listen(Listen {
+                time: Mono(7),
+                tgid: 10,
+                pid: 12,
+                uid: 33,
+                comm: "python3".into(),
+                local: Some(("::".parse().unwrap(), 8080)),
+                source: Source::Sweep,
             }),
         ];
         for e in events {

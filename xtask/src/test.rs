@@ -258,6 +258,9 @@ fn fixtures() {
     if let Err(e) = crate::fixtures::ensure_helm_sdk() {
         eprintln!("\n!!! helm-python-sdk unavailable, the chart checks will SKIP: {e:#} !!!\n");
     }
+    if let Err(e) = crate::fixtures::ensure_debian_python() {
+        eprintln!("\n!!! Debian python3 unavailable, the chain tests will SKIP: {e:#} !!!\n");
+    }
 }
 
 fn deploy_fixtures() {

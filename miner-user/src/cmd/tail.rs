@@ -42,8 +42,8 @@ pub struct TailArgs {
     pub json: bool,
 
     /// Show only these kinds; repeat the flag or separate with commas:
-    /// exec, fork, exit, connect, payload, cpu, provenance, alert, action,
-    /// lost.
+    /// exec, fork, exit, connect, payload, cpu, provenance, listen, alert,
+    /// action, lost.
     ///
     /// Example: --kind exec,connect
     #[arg(long, value_name = "KIND", value_delimiter = ',')]
@@ -295,7 +295,7 @@ pub fn format_row(m: &TailMessage, color: bool) -> String {
             let sev = m
                 .severity
                 .map_or("ALERT".to_owned(), |s| s.name().to_ascii_uppercase());
-            format!("{sev} {}", m.detail)
+            format!("{sev} {}{}", m.detail, chain_suffix(m))
         }
         _ => m.detail.clone(),
     };
@@ -340,6 +340,48 @@ fn comm_cell(comm: &str) -> String {
     }
     out.push('…');
     out
+}
+
+/// ` | chain: java (listening [::]:8080) → sh → .kdevtmpfsi`: the alert's
+/// ancestors by executable name, oldest first, ending with the process
+/// itself; empty when the alert has no chain. The label says when part of
+/// it comes from the start-up sweep.
+fn chain_suffix(m: &TailMessage) -> String {
+    if m.chain.is_empty() {
+        return String::new();
+    }
+    // Names and addresses are the processes' own choice: escaped.
+    let base = |exe: Option<&str>, comm: &str| -> String {
+        let name = exe
+            .and_then(|e| e.rsplit('/').next())
+            .filter(|n| !n.is_empty())
+            .unwrap_or(comm);
+        text::escape(name).into_owned()
+    };
+    let mut names: Vec<String> = m
+        .chain
+        .iter()
+        .map(|l| {
+            let mut name = base(l.exe.as_deref(), &l.comm);
+            if l.listening {
+                name.push_str(" (listening");
+                if let Some(first) = l.listen.first() {
+                    name.push(' ');
+                    name.push_str(&text::escape(first));
+                }
+                name.push(')');
+            }
+            name
+        })
+        .collect();
+    names.push(base(m.exe.as_deref(), m.comm.as_deref().unwrap_or("?")));
+    let label = if m.chain.iter().any(|l| l.best_effort) {
+        "chain (partly from the start-up sweep, best effort)"
+    } else {
+        "chain"
+    };
+    let cut = if m.chain_truncated { "… → " } else { "" };
+    format!(" | {label}: {cut}{}", names.join(" → "))
 }
 
 #[cfg(test)]
@@ -424,6 +466,58 @@ mod tests {
                 "{row}"
             );
         }
+    }
+
+    #[test]
+    fn alert_row_shows_the_chain_on_one_line() {
+        use crate::sinks::alerts::AlertChainLink;
+        let link = |pid, exe: &str, listen: &[&str], best_effort| AlertChainLink {
+            pid,
+            comm: "c".into(),
+            exe: Some(exe.into()),
+            argv: vec![],
+            argv_truncated: false,
+            uid: 0,
+            start: String::new(),
+            exited: false,
+            listening: !listen.is_empty(),
+            listen: listen.iter().map(|s| s.to_string()).collect(),
+            best_effort,
+        };
+        let mut alert = TailMessage {
+            tgid: Some(4242),
+            comm: Some(".kdevtmpfsi".into()),
+            exe: Some("/tmp/.kdevtmpfsi".into()),
+            severity: Some(Severity::High),
+            detail: "pool_protocol_unverified: xmrig-login to 10.0.0.1:3333".into(),
+            chain: vec![
+                link(10, "/usr/bin/java", &["[::]:8080"], false),
+                link(20, "/usr/bin/dash", &[], false),
+                link(30, "/usr/bin/curl", &[], false),
+            ],
+            ..msg(TailKind::Alert)
+        };
+        let row = format_row(&alert, false);
+        assert!(
+            row.ends_with(
+                "HIGH pool_protocol_unverified: xmrig-login to 10.0.0.1:3333 | chain: java (listening [::]:8080) → dash → curl → .kdevtmpfsi"
+            ),
+            "{row}"
+        );
+        assert!(!row.contains('\n'));
+        alert.chain[0].best_effort = true;
+        alert.chain_truncated = true;
+        alert.chain[1].exe = None;
+        alert.chain[1].comm = "sh\x1b[2J".into();
+        let row = format_row(&alert, false);
+        assert!(
+            row.ends_with(
+                " | chain (partly from the start-up sweep, best effort): … → java (listening [::]:8080) → sh\\x1b[2J → curl → .kdevtmpfsi"
+            ),
+            "{row}"
+        );
+        alert.chain.clear();
+        assert!(!format_row(&alert, false).contains("chain"));
     }
 
     #[test]

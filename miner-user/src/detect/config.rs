@@ -112,6 +112,8 @@ pub struct DetectorConfig {
     /// Cap on remembered connections (socket cookie → process), used to
     /// attribute payloads whose owner the kernel did not report.
     pub max_flows: usize,
+    /// `[detector.chain]`: the ancestry each verdict carries.
+    pub chain: super::ChainConfig,
 }
 
 impl Default for DetectorConfig {
@@ -129,6 +131,7 @@ impl Default for DetectorConfig {
             exit_grace_secs: 10,
             max_processes: 32_768,
             max_flows: 16_384,
+            chain: super::ChainConfig::default(),
         }
     }
 }
@@ -281,7 +284,7 @@ impl DetectorConfig {
                 ),
             ));
         }
-        Ok(())
+        self.chain.validate()
     }
 
     pub(crate) fn pool_networks(&self) -> Vec<Cidr> {

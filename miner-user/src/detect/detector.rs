@@ -44,9 +44,12 @@ pub enum Input {
 /// Counters for `/metrics` and `replay` summaries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DetectorStats {
-    /// Processes in the table (live and exited within the grace period).
+    /// Processes in the table (live, exited within the grace period, and
+    /// exited ancestors of live processes kept for verdict chains).
     pub tracked_processes: usize,
     pub live_processes: usize,
+    /// Exited processes kept because a live process descends from them.
+    pub retained_ancestors: usize,
     /// Live processes holding some evidence (pool flow, miner command line).
     pub processes_with_evidence: usize,
     /// Removals from the table, by cause.
@@ -206,7 +209,7 @@ impl Detector {
                 .iter()
                 .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
                 .collect(),
-            table: ProcessTable::new(cfg.max_processes),
+            table: ProcessTable::with_retention(cfg.max_processes, cfg.chain.retention()),
             tracks: HashMap::new(),
             candidates: BTreeSet::new(),
             cookies: HashMap::new(),
@@ -270,6 +273,7 @@ impl Detector {
         let mut s = self.stats.clone();
         s.tracked_processes = self.table.len();
         s.live_processes = self.table.live_count();
+        s.retained_ancestors = self.table.retained_count();
         s.processes_with_evidence = self.candidates.len();
         s.evictions = self.table.evictions();
         s.evictions_total = s.evictions.expired + s.evictions.capacity + s.evictions.replaced;
@@ -291,6 +295,7 @@ impl Detector {
             Event::CpuSample(s) => self.on_cpu(s, now, out),
             Event::Provenance(p) => self.on_provenance(p, now, out),
             Event::Lost(l) => self.stats.lost_events_total += l.count,
+            Event::Listen(l) => self.on_listen(l),
         }
     }
 
@@ -391,6 +396,8 @@ impl Detector {
                 .update(tgid, |p| {
                     apply_exec(p, &e);
                     p.exec_time = Some(e.time);
+                    // Listening sockets are close-on-exec in practice.
+                    p.listening = Default::default();
                     p.provenance_time = cached.as_ref().map(|_| e.time);
                     p.provenance = cached;
                     p.start_time
@@ -459,6 +466,8 @@ impl Detector {
             p.cgroup = parent.cgroup.clone();
             p.provenance = parent.provenance.clone();
             p.provenance_time = parent.provenance_time;
+            // A forked child holds its parent's listening sockets.
+            p.listening = parent.listening.clone();
             if let Some(pt) = self.tracks.get(&f.parent_tgid) {
                 track.flows = pt.flows.clone();
                 track.cmdline = pt.cmdline.clone();
@@ -489,7 +498,7 @@ impl Detector {
 
     /// A process known only from network activity (its exec was lost or
     /// predates the sweep).
-    fn ensure_process(
+    pub(super) fn ensure_process(
         &mut self,
         tgid: u32,
         comm: &str,
@@ -500,8 +509,8 @@ impl Detector {
         if self.table.live(tgid).is_some() {
             return true;
         }
-        if self.table.get(tgid).is_some() {
-            return false; // exited: late event
+        if self.table.get(tgid).is_some_and(|p| !p.is_retained()) {
+            return false; // exited: late event (a retained ancestor is long gone)
         }
         let origin = if source == Source::Sweep {
             Origin::Sweep
@@ -877,6 +886,9 @@ impl Detector {
 
 fn apply_exec(p: &mut Process, e: &Exec) {
     p.ppid = e.ppid;
+    if p.creator == 0 {
+        p.creator = e.ppid;
+    }
     p.comm.clone_from(&e.comm);
     p.filename.clone_from(&e.filename);
     p.argv.clone_from(&e.argv);

@@ -5,9 +5,11 @@
 //! - [`cmdline`]: recognises miner command lines.
 //! - [`cpu`]: sliding CPU history and the "sustained" judgement.
 //! - [`detector`]: the state machine (process evidence, inheritance).
+//! - [`chain`]: a verdict's ancestors (the infection chain).
 //! - `rules`: which evidence makes which verdict.
 //! - [`verdict`]: what comes out.
 
+pub mod chain;
 pub mod cmdline;
 pub mod config;
 pub mod cpu;
@@ -21,6 +23,7 @@ mod tests;
 #[cfg(test)]
 mod tests_image;
 
+pub use chain::{ChainConfig, ChainLink};
 pub use config::DetectorConfig;
 pub use detector::{Detector, DetectorStats, Input};
 pub use stratum::{Protocol, classify};

@@ -405,6 +405,7 @@ impl Detector {
             f.severity,
             f.evidence,
             members.iter().copied().collect(),
+            self.chain_of(p),
             now,
         );
         for m in std::iter::once(tgid).chain(members) {
@@ -430,6 +431,7 @@ fn build_verdict(
     severity: Severity,
     mut evidence: Vec<Evidence>,
     members: Vec<u32>,
+    (chain, chain_truncated): (Vec<super::ChainLink>, bool),
     now: Mono,
 ) -> Verdict {
     evidence.sort_by_key(|e| e.time);
@@ -459,5 +461,7 @@ fn build_verdict(
         evidence,
         latency_ms: now.saturating_sub(base) / 1_000_000,
         members,
+        chain,
+        chain_truncated,
     }
 }

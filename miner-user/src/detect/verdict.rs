@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ChainLink;
 use crate::event::Provenance;
 use crate::time::Mono;
 
@@ -128,4 +129,10 @@ pub struct Verdict {
     /// Other tgids the verdict covers (a miner's worker processes, the rest
     /// of its tree or cgroup); the response acts on all of them.
     pub members: Vec<u32>,
+    /// The process's ancestors, oldest first (what started it).
+    #[serde(default)]
+    pub chain: Vec<ChainLink>,
+    /// Older ancestors than `chain` shows exist (`detector.chain.max_depth`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chain_truncated: bool,
 }

@@ -4,8 +4,9 @@
 //! programs attach; a miner started yesterday would stay invisible. So at
 //! start the daemon reads /proc once and synthesises the events the kernel
 //! would have sent (`source: sweep`): an `exec` per process, parents before
-//! children, then a `connect` per outbound TCP connection, in every network
-//! and pid namespace. Every pid is a host pid (the directory name in the
+//! children, then a `connect` per outbound TCP connection and a `listen` per
+//! listening TCP socket held (by every process holding it: a pre-forked
+//! worker holds its master's), in every network and pid namespace. Every pid is a host pid (the directory name in the
 //! host's /proc), the same numbering kernel events use.
 //!
 //! Processes exit while we read them; that is normal and never an error.
@@ -27,7 +28,7 @@ use self::parse::{
 };
 pub use self::sockets::{Flow, FlowResolver};
 use self::sockets::{NetNs, netns_of, owners, tables};
-use crate::event::{Connect, ConnectResult, Event, ExeId, Exec, Source};
+use crate::event::{Connect, ConnectResult, Event, ExeId, Exec, Listen, Source};
 use crate::provenance::ExeLink;
 use crate::time::Mono;
 
@@ -84,9 +85,10 @@ pub fn sweep(proc_root: &Path, now: Mono) -> SweepResult {
     // Parents start before their children: a table fed in this order
     // always knows the parent when the child arrives.
     procs.sort_by_key(|p| (p.exec.start_boottime_ns, p.exec.tgid));
-    let connects = outbound_connects(proc_root, &procs, now, &mut errors);
+    let (connects, listens) = tcp_sockets(proc_root, &procs, now, &mut errors);
     let mut events: Vec<Event> = procs.into_iter().map(|p| Event::Exec(p.exec)).collect();
     events.extend(connects.into_iter().map(Event::Connect));
+    events.extend(listens.into_iter().map(Event::Listen));
     SweepResult { events, errors }
 }
 
@@ -258,15 +260,16 @@ fn read_exe(dir: &Path) -> Option<(ExeId, String)> {
     Some((id, path))
 }
 
+/// The TCP sockets processes hold: outbound connections and listeners.
 /// A connection is outbound when its local port is not one the namespace
 /// listens on: the accepted side of an inbound connection shares the
 /// listener's port, the connecting side has an ephemeral one.
-fn outbound_connects(
+fn tcp_sockets(
     proc_root: &Path,
     procs: &[Proc],
     now: Mono,
     errors: &mut usize,
-) -> Vec<Connect> {
+) -> (Vec<Connect>, Vec<Listen>) {
     let mut members: HashMap<NetNs, Vec<u32>> = HashMap::new();
     for p in procs {
         members.entry(p.netns).or_default().push(p.exec.tgid);
@@ -274,7 +277,15 @@ fn outbound_connects(
     let tables = tables(proc_root, &members, errors);
     // inode → (remote, state)
     let mut outbound: HashMap<u64, (SocketAddr, u8)> = HashMap::new();
+    // inode → local address
+    let mut listeners: HashMap<u64, SocketAddr> = HashMap::new();
     for entries in tables.values() {
+        for e in entries
+            .iter()
+            .filter(|e| e.state == TCP_LISTEN && e.inode != 0)
+        {
+            listeners.insert(e.inode, e.local);
+        }
         let listening: HashSet<u16> = entries
             .iter()
             .filter(|e| e.state == TCP_LISTEN)
@@ -287,19 +298,39 @@ fn outbound_connects(
             }
         }
     }
-    let wanted: HashSet<u64> = outbound.keys().copied().collect();
+    let wanted: HashSet<u64> = outbound.keys().chain(listeners.keys()).copied().collect();
     let pids: Vec<u32> = procs.iter().map(|p| p.exec.tgid).collect();
     let by_tgid: HashMap<u32, &Exec> = procs.iter().map(|p| (p.exec.tgid, &p.exec)).collect();
     // (tgid, inode) ordered: one event per process per socket, stable order.
     let mut held: BTreeMap<(u32, u64), (SocketAddr, u8)> = BTreeMap::new();
+    let mut listening: BTreeMap<(u32, u64), SocketAddr> = BTreeMap::new();
     for (inode, tgids) in owners(proc_root, &pids, &wanted) {
         for tgid in tgids {
             if let Some(&sock) = outbound.get(&inode) {
                 held.insert((tgid, inode), sock);
             }
+            if let Some(&local) = listeners.get(&inode) {
+                listening.insert((tgid, inode), local);
+            }
         }
     }
-    held.into_iter()
+    let listens = listening
+        .into_iter()
+        .filter_map(|((tgid, _inode), local)| {
+            let exec = by_tgid.get(&tgid)?;
+            Some(Listen {
+                time: now,
+                tgid,
+                pid: tgid,
+                uid: exec.uid,
+                comm: exec.comm.clone(),
+                local: Some((normalize(local.ip()).0, local.port())),
+                source: Source::Sweep,
+            })
+        })
+        .collect();
+    let connects = held
+        .into_iter()
         .filter_map(|((tgid, _inode), (remote, state))| {
             let exec = by_tgid.get(&tgid)?;
             let (daddr, v4_mapped): (IpAddr, bool) = normalize(remote.ip());
@@ -322,7 +353,8 @@ fn outbound_connects(
                 source: Source::Sweep,
             })
         })
-        .collect()
+        .collect();
+    (connects, listens)
 }
 
 #[cfg(test)]

@@ -1,18 +1,28 @@
 //! The process table: every process the detector knows, by tgid, with the
-//! tree (parent → children), and indexes by executable and cgroup.
+//! tree (creator → children), and indexes by executable and cgroup.
 //!
 //! Bounded: exit only marks a process; removal waits for a grace period so
 //! late events (a payload, a provenance verdict, a daemonized child) still
-//! resolve. At the cap the oldest exited process goes first, then the
-//! oldest live one that is not pinned (the detector pins processes that
-//! hold evidence, so a fork bomb cannot push a miner out), then the oldest
-//! pinned one. Every removal is counted.
+//! resolve. An exited process that still has a live descendant when its
+//! grace ends is kept longer as an *ancestor* (bounded by count and time,
+//! [`Retention`]), so a verdict's chain still names the short-lived `sh`
+//! that dropped the miner. At the cap the oldest exited process goes first,
+//! then the oldest retained ancestor, then the oldest live one that is not
+//! pinned (the detector pins processes that hold evidence, so a fork bomb
+//! cannot push a miner out), then the oldest pinned one. Every removal is
+//! counted.
 //!
 //! Keyed by tgid; pid reuse is handled at insertion: a new process on a
 //! tgid replaces the old entry (the kernel's start time tells them apart),
 //! and tree walks stop at a "parent" younger than its child.
+//!
+//! The tree follows the process that *created* each one (the fork event's
+//! parent), not the kernel's current parent: a shell that forks a miner and
+//! exits before the miner's exec leaves it re-parented to init, and the exec
+//! event then reports ppid 1. `ppid` keeps what the kernel said.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -33,10 +43,42 @@ pub enum Origin {
     Inferred,
 }
 
+/// Listening sockets a process holds, as far as the agent knows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listening {
+    /// It called `listen(2)`, inherited a listening process's sockets at
+    /// fork, or held a listening socket at the startup sweep.
+    pub listening: bool,
+    /// Local addresses, at most [`MAX_LISTEN_ADDRS`], first seen first.
+    /// Empty with `listening` when the kernel could not read the address.
+    pub addrs: Vec<(IpAddr, u16)>,
+}
+
+/// Listening addresses kept per process (a server on 500 ports needs no
+/// more to be recognised as one).
+pub const MAX_LISTEN_ADDRS: usize = 4;
+
+impl Listening {
+    pub fn add(&mut self, local: Option<(IpAddr, u16)>) {
+        self.listening = true;
+        if let Some(a) = local
+            && !self.addrs.contains(&a)
+            && self.addrs.len() < MAX_LISTEN_ADDRS
+        {
+            self.addrs.push(a);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Process {
     pub tgid: u32,
+    /// The parent as the kernel last reported it (exec, sweep).
     pub ppid: u32,
+    /// The process that created this one: the fork event's parent, else the
+    /// first reported ppid; 0 when unknown. The tree and the chain follow
+    /// it. Unlike `ppid` it survives re-parenting.
+    pub creator: u32,
     pub comm: String,
     /// Absolute path of the executable, when the sensor or sweep knew it.
     pub exe_path: Option<String>,
@@ -60,8 +102,12 @@ pub struct Process {
     /// When the current provenance arrived.
     pub provenance_time: Option<Mono>,
     pub origin: Origin,
+    /// Listening sockets: whether this process is a server.
+    pub listening: Listening,
     children: BTreeSet<u32>,
     pinned: bool,
+    /// Exited, and kept past its grace period as an ancestor.
+    retained: bool,
 }
 
 impl Process {
@@ -70,6 +116,7 @@ impl Process {
         Process {
             tgid,
             ppid,
+            creator: ppid,
             comm: String::new(),
             exe_path: None,
             filename: String::new(),
@@ -87,8 +134,10 @@ impl Process {
             provenance: None,
             provenance_time: None,
             origin,
+            listening: Listening::default(),
             children: BTreeSet::new(),
             pinned: false,
+            retained: false,
         }
     }
 
@@ -114,8 +163,14 @@ impl Process {
             .or_else(|| (!self.filename.is_empty()).then(|| self.filename.clone()))
     }
 
+    /// Processes it created (live and exited), by tgid.
     pub fn children(&self) -> &BTreeSet<u32> {
         &self.children
+    }
+
+    /// Exited and kept only as the ancestor of a live process.
+    pub fn is_retained(&self) -> bool {
+        self.retained
     }
 
     pub fn is_verified(&self) -> Option<bool> {
@@ -151,6 +206,20 @@ pub struct EvictionCounts {
     pub replaced: u64,
 }
 
+/// How long, and how many, exited ancestors of live processes are kept
+/// past the exit grace period. `max == 0` keeps none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// From exit, in ns.
+    pub ns: u64,
+    pub max: usize,
+}
+
+/// Processes looked at when deciding whether an exited process still has a
+/// live descendant; past it the answer is "yes" (the retention bounds
+/// still hold), so a huge exited subtree never makes a tick slow.
+const DESCENDANT_SCAN: usize = 256;
+
 #[derive(Debug)]
 pub struct ProcessTable {
     procs: HashMap<u32, Process>,
@@ -162,7 +231,10 @@ pub struct ProcessTable {
     live: BTreeSet<(Mono, u32)>,
     /// (start time, tgid) of live, pinned processes.
     pinned: BTreeSet<(Mono, u32)>,
+    /// (exit time, tgid) of exited processes kept as ancestors.
+    retained: BTreeSet<(Mono, u32)>,
     cap: usize,
+    retention: Retention,
     evictions: EvictionCounts,
 }
 
@@ -175,11 +247,25 @@ impl ProcessTable {
             exited: BTreeSet::new(),
             live: BTreeSet::new(),
             pinned: BTreeSet::new(),
+            retained: BTreeSet::new(),
             cap: cap.max(1),
+            retention: Retention::default(),
             evictions: EvictionCounts::default(),
         }
     }
 
+    /// A table that keeps exited ancestors of live processes per `retention`.
+    pub fn with_retention(cap: usize, retention: Retention) -> Self {
+        ProcessTable {
+            retention,
+            ..ProcessTable::new(cap)
+        }
+    }
+
+    /// Exited processes kept as ancestors.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
     pub fn get(&self, tgid: u32) -> Option<&Process> {
         self.procs.get(&tgid)
     }
@@ -249,31 +335,69 @@ impl ProcessTable {
         out.into_iter().collect()
     }
 
-    /// Parent, grandparent… of `tgid`, nearest first, as far as the table
-    /// knows them.
+    /// Creator, its creator… of `tgid`, nearest first, as far as the table
+    /// knows them (exited and retained ones included).
     pub fn ancestors(&self, tgid: u32) -> Vec<u32> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::from([tgid]);
         let mut cur = self.procs.get(&tgid);
-        while let Some(p) = cur {
-            let Some(parent) = self.procs.get(&p.ppid) else {
-                break;
-            };
-            if p.ppid == 0 || !seen.insert(p.ppid) || !self.is_child_of(p.tgid, parent) {
+        while let Some(parent) = cur.and_then(|p| self.parent_of(p)) {
+            if !seen.insert(parent.tgid) {
                 break;
             }
-            out.push(p.ppid);
+            out.push(parent.tgid);
             cur = Some(parent);
         }
         out
     }
 
-    /// `child` names `parent` as its parent and is not older than it (an
+    /// The process that created `p`, if the table still has that process
+    /// and not a younger one that reused its tgid.
+    pub fn parent_of(&self, p: &Process) -> Option<&Process> {
+        if p.creator == 0 || p.creator == p.tgid {
+            return None;
+        }
+        self.procs
+            .get(&p.creator)
+            .filter(|parent| p.start_time >= parent.start_time)
+    }
+
+    /// `child` names `parent` as its creator and is not older than it (an
     /// older "child" means the parent's tgid was reused).
     fn is_child_of(&self, child: u32, parent: &Process) -> bool {
         self.procs
             .get(&child)
-            .is_some_and(|c| c.ppid == parent.tgid && c.start_time >= parent.start_time)
+            .is_some_and(|c| c.creator == parent.tgid && c.start_time >= parent.start_time)
+    }
+
+    /// Some descendant of `tgid` is alive (breadth first, at most
+    /// [`DESCENDANT_SCAN`] processes looked at; "yes" past that).
+    fn has_live_descendant(&self, tgid: u32) -> bool {
+        // Most exited processes never forked (every leaf of an exec storm).
+        if self.procs.get(&tgid).is_none_or(|p| p.children.is_empty()) {
+            return false;
+        }
+        let mut queue = VecDeque::from([tgid]);
+        let mut seen = 0usize;
+        while let Some(t) = queue.pop_front() {
+            let Some(p) = self.procs.get(&t) else {
+                continue;
+            };
+            for &c in &p.children {
+                if c == tgid || !self.is_child_of(c, p) {
+                    continue;
+                }
+                seen += 1;
+                if seen > DESCENDANT_SCAN {
+                    return true;
+                }
+                if self.procs.get(&c).is_some_and(Process::is_live) {
+                    return true;
+                }
+                queue.push_back(c);
+            }
+        }
+        false
     }
 
     /// Inserts a new process. An existing entry on the same tgid is
@@ -296,7 +420,7 @@ impl ProcessTable {
         let mut p = p;
         p.children.clear();
         // Adopt children already known (a fork event that arrived late).
-        if let Some(parent) = self.procs.get_mut(&p.ppid) {
+        if let Some(parent) = self.procs.get_mut(&p.creator) {
             parent.children.insert(tgid);
         }
         self.index(&p);
@@ -307,24 +431,28 @@ impl ProcessTable {
     fn victim(&self) -> Option<u32> {
         self.exited
             .first()
+            .or_else(|| self.retained.first())
             .or_else(|| self.live.first())
             .or_else(|| self.pinned.first())
             .map(|&(_, t)| t)
     }
 
     /// Changes a process in place, keeping the indexes right (exe, cgroup,
-    /// parent, start and exit times may all change).
+    /// creator, start and exit times may all change).
     pub fn update<R>(&mut self, tgid: u32, f: impl FnOnce(&mut Process) -> R) -> Option<R> {
         let mut p = self.procs.remove(&tgid)?;
         self.unindex(&p);
-        let old_ppid = p.ppid;
+        let old_creator = p.creator;
         let r = f(&mut p);
         p.tgid = tgid;
-        if p.ppid != old_ppid {
-            if let Some(old) = self.procs.get_mut(&old_ppid) {
+        if p.exited.is_none() {
+            p.retained = false;
+        }
+        if p.creator != old_creator {
+            if let Some(old) = self.procs.get_mut(&old_creator) {
                 old.children.remove(&tgid);
             }
-            if let Some(new) = self.procs.get_mut(&p.ppid) {
+            if let Some(new) = self.procs.get_mut(&p.creator) {
                 new.children.insert(tgid);
             }
         }
@@ -351,16 +479,39 @@ impl ProcessTable {
         }
     }
 
-    /// Removes processes that exited more than `grace_ns` before `now`.
+    /// Ends the grace period of processes that exited more than `grace_ns`
+    /// before `now`: each is removed, or kept as an ancestor when it still
+    /// has a live descendant (within the retention bounds); retained
+    /// ancestors past their time, or over the count, are removed. Returns
+    /// the tgids whose per-process state can go: removed or now retained.
     pub fn expire(&mut self, now: Mono, grace_ns: u64) -> Vec<u32> {
         let mut out = Vec::new();
         while let Some(&(t, tgid)) = self.exited.first() {
             if now.saturating_sub(t) < grace_ns {
                 break;
             }
-            self.remove(tgid);
-            self.evictions.expired += 1;
+            let keep = self.retention.max > 0
+                && now.saturating_sub(t) < self.retention.ns
+                && self.has_live_descendant(tgid);
+            if keep {
+                self.update(tgid, |p| p.retained = true);
+            } else {
+                self.remove(tgid);
+                self.evictions.expired += 1;
+            }
             out.push(tgid);
+        }
+        while let Some(&(t, tgid)) = self.retained.first() {
+            let old = now.saturating_sub(t) >= self.retention.ns;
+            if !old && self.retained.len() <= self.retention.max {
+                break;
+            }
+            self.remove(tgid);
+            if old {
+                self.evictions.expired += 1;
+            } else {
+                self.evictions.capacity += 1;
+            }
         }
         out
     }
@@ -369,7 +520,7 @@ impl ProcessTable {
     pub fn remove(&mut self, tgid: u32) -> Option<Process> {
         let p = self.procs.remove(&tgid)?;
         self.unindex(&p);
-        if let Some(parent) = self.procs.get_mut(&p.ppid) {
+        if let Some(parent) = self.procs.get_mut(&p.creator) {
             parent.children.remove(&tgid);
         }
         Some(p)
@@ -390,6 +541,7 @@ impl ProcessTable {
                 .insert(p.tgid);
         }
         match (p.exited, p.pinned) {
+            (Some(t), _) if p.retained => self.retained.insert((t, p.tgid)),
             (Some(t), _) => self.exited.insert((t, p.tgid)),
             (None, false) => self.live.insert((p.start_time, p.tgid)),
             (None, true) => self.pinned.insert((p.start_time, p.tgid)),
@@ -410,6 +562,7 @@ impl ProcessTable {
             }
         }
         match (p.exited, p.pinned) {
+            (Some(t), _) if p.retained => self.retained.remove(&(t, p.tgid)),
             (Some(t), _) => self.exited.remove(&(t, p.tgid)),
             (None, false) => self.live.remove(&(p.start_time, p.tgid)),
             (None, true) => self.pinned.remove(&(p.start_time, p.tgid)),
@@ -467,6 +620,121 @@ mod tests {
         assert_eq!(t.descendants(20), vec![11]);
         assert_eq!(t.ancestors(13), Vec::<u32>::new());
         assert_eq!(t.evictions().replaced, 1);
+    }
+
+    #[test]
+    fn tree_follows_the_creator_through_re_parenting() {
+        let mut t = ProcessTable::new(100);
+        t.insert(proc(10, 1, 1));
+        t.insert(proc(20, 10, 2)); // the shell's fork
+        t.mark_exited(10, Mono(3));
+        // The shell is gone; the child's exec reports init as its parent.
+        t.update(20, |p| p.ppid = 1);
+        assert_eq!(t.get(20).map(|p| (p.ppid, p.creator)), Some((1, 10)));
+        assert_eq!(t.ancestors(20), vec![10]);
+        assert_eq!(t.descendants(10), vec![20]);
+    }
+
+    fn retaining(cap: usize, secs: u64, max: usize) -> ProcessTable {
+        ProcessTable::with_retention(
+            cap,
+            Retention {
+                ns: secs * 1_000_000_000,
+                max,
+            },
+        )
+    }
+
+    #[test]
+    fn exited_ancestors_of_live_processes_outlive_the_grace_within_bounds() {
+        let s = |n: u64| n * 1_000_000_000;
+        let mut t = retaining(100, 60, 2);
+        t.insert(proc(10, 1, s(1))); // sh
+        t.insert(proc(11, 10, s(2))); // subshell
+        t.insert(proc(12, 11, s(3))); // miner
+        t.insert(proc(20, 1, s(1))); // a shell whose children all exited
+        t.insert(proc(21, 20, s(2)));
+        t.mark_exited(11, Mono(s(4)));
+        t.mark_exited(10, Mono(s(5)));
+        t.mark_exited(21, Mono(s(4)));
+        t.mark_exited(20, Mono(s(5)));
+        let gone = t.expire(Mono(s(20)), s(10));
+        assert_eq!(gone.len(), 4, "every exited process left the grace period");
+        assert!(t.get(10).is_some_and(Process::is_retained));
+        assert!(t.get(11).is_some_and(Process::is_retained));
+        assert!(
+            t.get(20).is_none() && t.get(21).is_none(),
+            "no live descendant"
+        );
+        assert_eq!(t.ancestors(12), vec![11, 10]);
+        assert_eq!(t.retained_count(), 2);
+        // Past the retention time they go too, the first exit first.
+        t.expire(Mono(s(64)), s(10));
+        assert!(t.get(11).is_none() && t.get(10).is_some());
+        t.expire(Mono(s(65)), s(10));
+        assert_eq!((t.retained_count(), t.ancestors(12)), (0, vec![]));
+        assert!(t.live(12).is_some());
+    }
+
+    #[test]
+    fn retained_ancestors_are_bounded_by_count_oldest_first() {
+        let s = |n: u64| n * 1_000_000_000;
+        let mut t = retaining(100, 3600, 2);
+        for i in 0..3u32 {
+            let (parent, child) = (100 + i, 200 + i);
+            t.insert(proc(parent, 1, s(1)));
+            t.insert(proc(child, parent, s(2)));
+            t.mark_exited(parent, Mono(s(3 + u64::from(i))));
+        }
+        t.expire(Mono(s(30)), s(10));
+        assert_eq!(t.retained_count(), 2);
+        assert!(t.get(100).is_none(), "the oldest exit went first");
+        assert!(t.get(101).is_some() && t.get(102).is_some());
+        assert_eq!(t.evictions().capacity, 1);
+    }
+
+    #[test]
+    fn at_the_cap_retained_ancestors_go_before_live_processes() {
+        let s = |n: u64| n * 1_000_000_000;
+        let mut t = retaining(4, 3600, 10);
+        t.insert(proc(10, 1, s(1)));
+        t.insert(proc(11, 10, s(2)));
+        t.mark_exited(10, Mono(s(3)));
+        t.expire(Mono(s(20)), s(10));
+        assert!(t.get(10).is_some_and(Process::is_retained));
+        t.insert(proc(30, 1, s(21)));
+        t.insert(proc(31, 1, s(22)));
+        t.mark_exited(31, Mono(s(23)));
+        assert_eq!(t.insert(proc(32, 1, s(24))), vec![(31, Eviction::Capacity)]);
+        assert_eq!(t.insert(proc(33, 1, s(25))), vec![(10, Eviction::Capacity)]);
+        assert_eq!(t.insert(proc(34, 1, s(26))), vec![(11, Eviction::Capacity)]);
+    }
+
+    #[test]
+    fn a_storm_of_short_lived_children_retains_nothing() {
+        let s = |n: u64| n * 1_000_000_000;
+        let mut t = retaining(100_000, 3600, 4096);
+        t.insert(proc(1000, 1, 0));
+        for i in 0..10_000u32 {
+            let tgid = 2000 + i;
+            t.insert(proc(tgid, 1000, s(1) + u64::from(i)));
+            t.mark_exited(tgid, Mono(s(1) + u64::from(i) + 1));
+        }
+        t.expire(Mono(s(20)), s(10));
+        assert_eq!((t.len(), t.retained_count()), (1, 0));
+    }
+
+    #[test]
+    fn a_reused_tgid_replaces_a_retained_ancestor() {
+        let s = |n: u64| n * 1_000_000_000;
+        let mut t = retaining(100, 3600, 10);
+        t.insert(proc(10, 1, s(1)));
+        t.insert(proc(11, 10, s(2)));
+        t.mark_exited(10, Mono(s(3)));
+        t.expire(Mono(s(20)), s(10));
+        assert_eq!(t.insert(proc(10, 1, s(30))), vec![(10, Eviction::Replaced)]);
+        assert_eq!(t.retained_count(), 0);
+        assert!(t.ancestors(11).is_empty(), "the new 10 is younger than 11");
     }
 
     #[test]

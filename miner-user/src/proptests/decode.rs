@@ -2,7 +2,7 @@
 
 use miner_ebpf_common::{
     AF_INET, AF_INET6, ARGS_LEN, COMM_LEN, ConnectRecord, ExecRecord, ExitRecord, ForkRecord,
-    Header, PEEK_LEN, PayloadRecord, RecordKind,
+    Header, ListenRecord, PEEK_LEN, PayloadRecord, RecordKind,
 };
 use proptest::prelude::*;
 
@@ -33,16 +33,11 @@ fn layout(kind: RecordKind) -> usize {
         RecordKind::Exit => std::mem::size_of::<ExitRecord>(),
         RecordKind::Connect => std::mem::size_of::<ConnectRecord>(),
         RecordKind::Payload => std::mem::size_of::<PayloadRecord>(),
+        RecordKind::Listen => std::mem::size_of::<ListenRecord>(),
     }
 }
 
-const KINDS: [RecordKind; 5] = [
-    RecordKind::Exec,
-    RecordKind::Fork,
-    RecordKind::Exit,
-    RecordKind::Connect,
-    RecordKind::Payload,
-];
+const KINDS: [RecordKind; RecordKind::ALL.len()] = RecordKind::ALL;
 
 fn non_nul(max: usize) -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(1u8..=255, 0..=max)
@@ -66,7 +61,7 @@ proptest! {
     /// the layout (and, for addresses, the family is v4 or v6).
     #[test]
     fn known_kind_decodes_iff_the_layout_is_complete(
-        k in 0usize..5,
+        k in 0usize..KINDS.len(),
         body in proptest::collection::vec(any::<u8>(), 0..1200),
     ) {
         let kind = KINDS[k];
@@ -82,7 +77,10 @@ proptest! {
             prop_assert!(is_truncated, "{:?}", res);
         } else {
             match (&res, kind) {
-                (Err(DecodeError::BadFamily(f, _)), RecordKind::Connect | RecordKind::Payload) => {
+                (
+                    Err(DecodeError::BadFamily(f, _)),
+                    RecordKind::Connect | RecordKind::Payload | RecordKind::Listen,
+                ) => {
                     prop_assert!(*f != AF_INET && *f != AF_INET6);
                 }
                 (Ok(ev), _) => prop_assert_eq!(ev.kind(), match kind {
@@ -91,6 +89,7 @@ proptest! {
                     RecordKind::Exit => "exit",
                     RecordKind::Connect => "connect",
                     RecordKind::Payload => "payload",
+                    RecordKind::Listen => "listen",
                 }),
                 _ => prop_assert!(false, "{:?} for a complete {:?}", res, kind),
             }

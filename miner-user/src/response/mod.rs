@@ -456,6 +456,8 @@ mod tests {
             }],
             latency_ms: 0,
             members: vec![],
+            chain: vec![],
+            chain_truncated: false,
         }
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use miner_ebpf_common::KernelOffsets;
+use miner_ebpf_common::{KernelOffsets, SockOffsets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -261,6 +261,20 @@ impl Btf {
             sb_s_dev: self.offset("super_block", "s_dev")?,
         })
     }
+
+    /// Offsets of a `struct sock`'s local address for the listen hook
+    /// (`__sk_common` leads `struct sock`, but the offset is read anyway).
+    pub fn sock_offsets(&self) -> Result<SockOffsets, BtfError> {
+        let base = self.offset("sock", "__sk_common")?;
+        let common = |m: &str| self.offset("sock_common", m).map(|o| base + o);
+        Ok(SockOffsets {
+            valid: 1,
+            skc_family: common("skc_family")?,
+            skc_num: common("skc_num")?,
+            skc_rcv_saddr: common("skc_rcv_saddr")?,
+            skc_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -350,5 +364,14 @@ mod tests {
         assert_eq!(o.valid, 1);
         assert_eq!(o.qstr_name, 8, "qstr.name follows the 8-byte hash_len");
         assert!(o.task_mm > 0 && o.task_real_parent > 0 && o.mm_exe_file > 0);
+        // sock_common's layout has been the same since Linux 4.x: the
+        // addresses lead, then the ports, then the family.
+        let s = btf.sock_offsets().unwrap();
+        assert_eq!(
+            (s.skc_rcv_saddr, s.skc_num, s.skc_family),
+            (4, 14, 16),
+            "{s:?}"
+        );
+        assert!(s.skc_v6_rcv_saddr >= 24, "{s:?}");
     }
 }

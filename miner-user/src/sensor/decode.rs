@@ -5,10 +5,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use miner_ebpf_common::{
     AF_INET, AF_INET6, CONNECT_FLAG_V4_MAPPED, ConnectRecord, EXEC_FLAG_ARGS_TRUNCATED,
     EXEC_FLAG_EXE_UNKNOWN, EXEC_FLAG_MEMFD, ExecRecord, ExitRecord, ForkRecord, Header,
-    PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN, PayloadRecord, RecordKind,
+    LISTEN_FLAG_ADDR_UNKNOWN, ListenRecord, PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN, PayloadRecord,
+    RecordKind,
 };
 
-use crate::event::{Connect, ConnectResult, Event, ExeId, Exec, Exit, Fork, Payload, Source};
+use crate::event::{
+    Connect, ConnectResult, Event, ExeId, Exec, Exit, Fork, Listen, Payload, Source,
+};
 use crate::time::Mono;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +56,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         RecordKind::Payload => {
             Event::Payload(payload(&read_pod::<PayloadRecord>(buf, "payload")?)?)
         }
+        RecordKind::Listen => Event::Listen(listen(&read_pod::<ListenRecord>(buf, "listen")?)?),
     })
 }
 
@@ -169,6 +173,23 @@ fn connect(r: &ConnectRecord) -> Result<Connect, DecodeError> {
         result: ConnectResult::from_ret(r.ret),
         cookie: r.cookie,
         v4_mapped: r.flags & CONNECT_FLAG_V4_MAPPED != 0,
+        source: Source::Kernel,
+    })
+}
+
+fn listen(r: &ListenRecord) -> Result<Listen, DecodeError> {
+    let local = if r.flags & LISTEN_FLAG_ADDR_UNKNOWN != 0 {
+        None
+    } else {
+        Some((addr(r.family, &r.addr, "listen")?, r.port))
+    };
+    Ok(Listen {
+        time: Mono(r.header.ktime_ns),
+        tgid: r.tgid,
+        pid: r.pid,
+        uid: r.uid,
+        comm: cstr(&r.comm, None),
+        local,
         source: Source::Kernel,
     })
 }
@@ -302,6 +323,40 @@ mod tests {
         assert_eq!(e.daddr, "::1".parse::<IpAddr>().unwrap());
         assert_eq!(e.data, b"{\"i");
         assert_eq!(e.tgid, None, "untracked flows have no trustworthy tgid");
+    }
+
+    #[test]
+    fn decodes_listen_records_with_and_without_an_address() {
+        let mut l: ListenRecord = unsafe { std::mem::zeroed() };
+        l.header = header(RecordKind::Listen);
+        l.tgid = 700;
+        l.pid = 701;
+        l.family = AF_INET;
+        l.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        l.port = 8080;
+        l.comm[..7].copy_from_slice(b"python3");
+        let Event::Listen(e) = decode(&bytes_of(&l)).unwrap() else {
+            panic!("not listen")
+        };
+        assert_eq!((e.tgid, e.pid, e.comm.as_str()), (700, 701, "python3"));
+        assert_eq!(e.local, Some(("127.0.0.1".parse().unwrap(), 8080)));
+        l.family = AF_INET6;
+        l.addr = [0; 16];
+        let Event::Listen(e) = decode(&bytes_of(&l)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.local, Some(("::".parse().unwrap(), 8080)));
+        l.family = 0;
+        l.flags = LISTEN_FLAG_ADDR_UNKNOWN;
+        let Event::Listen(e) = decode(&bytes_of(&l)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.local, None, "a listen whose address was unreadable");
+        l.flags = 0;
+        assert!(matches!(
+            decode(&bytes_of(&l)),
+            Err(DecodeError::BadFamily(0, "listen"))
+        ));
     }
 
     #[test]

