@@ -20,8 +20,23 @@ pub const BLOCKED_DESTS_MAX: u32 = 4_096;
 
 /// Payload-bearing packets peeked per new flow. Most pool protocols open with
 /// their login in the first packet; a second and third catch a client that
-/// splits its first message or sends a proxy handshake first.
-pub const PEEK_PACKETS_PER_FLOW: u32 = 3;
+/// splits its first message.
+pub const PEEK_PACKETS_PER_FLOW: u8 = 3;
+/// Packets peeked of a flow whose first bytes open a proxy handshake (SOCKS4/5,
+/// HTTP `CONNECT`) or a WebSocket upgrade: SOCKS5 with authentication is
+/// greeting, auth, request, then the tunnelled bytes at index 3; a miner's
+/// login over WebSocket through a proxy comes at index 4 or 5.
+pub const PEEK_PACKETS_TUNNEL: u8 = 8;
+/// Chunks of `PEEK_LEN` copied of a packet that starts a TLS ClientHello
+/// (the first plus continuations): OpenSSL and rustls hellos fit in 1 KiB,
+/// and the extensions at their end carry ALPN and the JA4 counts.
+pub const HELLO_CHUNKS: u32 = 4;
+/// Least time between two `FlowStatsRecord`s of one TLS flow.
+pub const FLOW_REPORT_NS: u64 = 10_000_000_000;
+
+/// `FlowState.flags`: the flow sent a ClientHello; its payload is counted
+/// and reported in `FlowStatsRecord`s.
+pub const FLOW_COUNT: u8 = 1;
 
 /// `bpf_ringbuf_submit` flags (uapi `BPF_RB_*`).
 pub const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -44,12 +59,15 @@ pub enum DropSite {
     ExecRead = 5,
     CpuMapFull = 6,
     FlowMapFull = 7,
+    // 8-11 belong to other record kinds (fingerprint, hints, listen).
+    FlowStatsRingFull = 12,
 }
 
-pub const DROP_SITES: u32 = 8;
+/// Slots of the `DROPS` array: the highest site + 1.
+pub const DROP_SITES: u32 = 13;
 
 impl DropSite {
-    pub const ALL: [DropSite; DROP_SITES as usize] = [
+    pub const ALL: [DropSite; 9] = [
         DropSite::ExecRingFull,
         DropSite::ForkRingFull,
         DropSite::ExitRingFull,
@@ -58,6 +76,7 @@ impl DropSite {
         DropSite::ExecRead,
         DropSite::CpuMapFull,
         DropSite::FlowMapFull,
+        DropSite::FlowStatsRingFull,
     ];
 
     /// Stable snake_case name: the `site` label of the lost-events metric.
@@ -71,6 +90,7 @@ impl DropSite {
             DropSite::ExecRead => "exec_read",
             DropSite::CpuMapFull => "cpu_map_full",
             DropSite::FlowMapFull => "flow_map_full",
+            DropSite::FlowStatsRingFull => "flow_stats_ring_full",
         }
     }
 
@@ -82,6 +102,7 @@ impl DropSite {
             DropSite::ExitRingFull => Some(crate::RecordKind::Exit),
             DropSite::ConnectRingFull => Some(crate::RecordKind::Connect),
             DropSite::PayloadRingFull => Some(crate::RecordKind::Payload),
+            DropSite::FlowStatsRingFull => Some(crate::RecordKind::FlowStats),
             DropSite::ExecRead | DropSite::CpuMapFull | DropSite::FlowMapFull => None,
         }
     }
@@ -90,7 +111,11 @@ impl DropSite {
 impl TryFrom<u32> for DropSite {
     type Error = u32;
     fn try_from(v: u32) -> Result<Self, u32> {
-        DropSite::ALL.get(v as usize).copied().ok_or(v)
+        DropSite::ALL
+            .iter()
+            .copied()
+            .find(|s| *s as u32 == v)
+            .ok_or(v)
     }
 }
 
@@ -113,9 +138,41 @@ const _: () = assert!(core::mem::size_of::<PendingConnect>() == 32);
 pub struct FlowState {
     pub tgid: u32,
     /// Payload-bearing packets already peeked.
-    pub peeked: u32,
+    pub peeked: u8,
+    /// Packets to peek: `PEEK_PACKETS_PER_FLOW`, raised to
+    /// `PEEK_PACKETS_TUNNEL` by a proxy or WebSocket first packet, cut to
+    /// the ClientHello's index once the flow is TLS (the rest is encrypted).
+    pub budget: u8,
+    /// `FLOW_*`.
+    pub flags: u8,
+    pub _pad: u8,
+    /// Counted flows (`FLOW_COUNT`): payload packets, largest payload,
+    /// payload bytes, time of the ClientHello and of the last report.
+    pub packets: u32,
+    pub max_len: u32,
+    pub bytes: u64,
+    pub first_ns: u64,
+    pub last_report_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<FlowState>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 40);
+
+impl FlowState {
+    /// A flow just opened by `tgid`.
+    pub const fn new(tgid: u32) -> FlowState {
+        FlowState {
+            tgid,
+            peeked: 0,
+            budget: PEEK_PACKETS_PER_FLOW,
+            flags: 0,
+            _pad: 0,
+            packets: 0,
+            max_len: 0,
+            bytes: 0,
+            first_ns: 0,
+            last_report_ns: 0,
+        }
+    }
+}
 
 /// Key of `BLOCKED_DESTS`: a pool endpoint (v4 addresses as v4-mapped v6,
 /// port in host order; port 0 blocks every port of the address).
