@@ -149,7 +149,16 @@ fn peek(
                 .reserve::<PayloadRecord>(0)
                 .ok_or(DropSite::PayloadRingFull)?;
             let r = unsafe { &mut *rec.as_mut_ptr() };
-            fill(ctx, r, cookie, f.tgid, index, PAYLOAD_FLAG_CONTINUATION, t, skip);
+            fill(
+                ctx,
+                r,
+                cookie,
+                f.tgid,
+                index,
+                PAYLOAD_FLAG_CONTINUATION,
+                t,
+                skip,
+            );
             rec.submit(wake_flags());
             k += 1;
         }

@@ -208,7 +208,8 @@ impl Flow {
     }
 
     pub(super) fn could_be_pool_connection(&self) -> bool {
-        (self.pool_port || self.pool_addr || self.pool_sni || self.pool_dest) && !self.speaks_other()
+        (self.pool_port || self.pool_addr || self.pool_sni || self.pool_dest)
+            && !self.speaks_other()
     }
 
     /// The flow reaches its destination through a proxy.
@@ -938,7 +939,9 @@ impl Detector {
     /// Counters of a TLS flow: they feed weak evidence only, so nothing is
     /// judged here.
     fn on_flow_stats(&mut self, fs: FlowStats) {
-        let owner = fs.tgid.or_else(|| self.cookies.get(&fs.cookie).map(|o| o.tgid));
+        let owner = fs
+            .tgid
+            .or_else(|| self.cookies.get(&fs.cookie).map(|o| o.tgid));
         let Some(tgid) = owner else {
             return;
         };

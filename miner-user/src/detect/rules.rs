@@ -31,8 +31,8 @@ use std::collections::BTreeSet;
 const ROOT_CGROUP_ID: u64 = 1;
 
 use super::cpu::{CpuJudgement, judge_group, judge_history};
-use super::protocol::Hop;
 use super::detector::{Detector, Flow, Owner, Track};
+use super::protocol::Hop;
 use super::{Evidence, Rule, Severity, Verdict};
 use crate::process::table::Process;
 use crate::time::Mono;
@@ -158,7 +158,10 @@ impl Detector {
             } else if f.class == Some(super::Protocol::Tls) {
                 ("tls_pool_port", "TLS to a pool port")
             } else if f.pool_dest {
-                ("proxy_pool_destination", "asked a proxy for a pool endpoint")
+                (
+                    "proxy_pool_destination",
+                    "asked a proxy for a pool endpoint",
+                )
             } else if f.pool_port {
                 ("pool_port", "connected to a pool port")
             } else {

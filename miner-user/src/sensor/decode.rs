@@ -4,9 +4,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use miner_ebpf_common::{
     AF_INET, AF_INET6, CONNECT_FLAG_V4_MAPPED, ConnectRecord, EXEC_FLAG_ARGS_TRUNCATED,
-    EXEC_FLAG_EXE_UNKNOWN, EXEC_FLAG_MEMFD, ExecRecord, ExitRecord, ForkRecord, Header,
-    FlowStatsRecord, PAYLOAD_FLAG_CONTINUATION, PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN,
-    PayloadRecord, RecordKind,
+    EXEC_FLAG_EXE_UNKNOWN, EXEC_FLAG_MEMFD, ExecRecord, ExitRecord, FlowStatsRecord, ForkRecord,
+    Header, PAYLOAD_FLAG_CONTINUATION, PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN, PayloadRecord,
+    RecordKind,
 };
 
 use crate::event::{
@@ -56,10 +56,9 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         RecordKind::Payload => {
             Event::Payload(payload(&read_pod::<PayloadRecord>(buf, "payload")?)?)
         }
-        RecordKind::FlowStats => Event::FlowStats(flow_stats(&read_pod::<FlowStatsRecord>(
-            buf,
-            "flow_stats",
-        )?)),
+        RecordKind::FlowStats => {
+            Event::FlowStats(flow_stats(&read_pod::<FlowStatsRecord>(buf, "flow_stats")?))
+        }
     })
 }
 
@@ -332,7 +331,10 @@ mod tests {
         let Event::Payload(e) = decode(&bytes_of(&p)).unwrap() else {
             panic!()
         };
-        assert_eq!((e.tgid, e.seq, e.continuation), (Some(9), Some(0xffff_ff00), true));
+        assert_eq!(
+            (e.tgid, e.seq, e.continuation),
+            (Some(9), Some(0xffff_ff00), true)
+        );
     }
 
     #[test]
@@ -350,7 +352,9 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (e.time, e.since, e.tgid, e.cookie, e.packets, e.bytes, e.max_len),
+            (
+                e.time, e.since, e.tgid, e.cookie, e.packets, e.bytes, e.max_len
+            ),
             (Mono(30_000), Mono(10_000), Some(12), 77, 9, 1800, 517)
         );
         assert!(decode(&bytes_of(&r)[..40]).is_err());

@@ -510,11 +510,12 @@ mod tests {
         assert_eq!(d.to_string(), "pool.example:80");
     }
 
-    /// The bytes XMRig 6.16.0 sent to a listener configured as its SOCKS5
-    /// proxy (`"socks5": "127.0.0.1:PORT"`, pool `127.0.0.1:3333`), captured
-    /// on this machine: greeting, then (after our `05 00`) the request.
+    /// The bytes XMRig 6.16.0 sent to our `socks_proxy --capture` as its
+    /// SOCKS5 proxy (`"socks5": "127.0.0.1:PORT"`, pool `127.0.0.1:45409`),
+    /// captured on this machine: greeting, then (after our `05 00`) the
+    /// request with an IPv4 address.
     const XMRIG_SOCKS5_GREETING: &[u8] = &[0x05, 0x01, 0x00];
-    const XMRIG_SOCKS5_REQUEST: &[u8] = &[0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, 0x0d, 0x05];
+    const XMRIG_SOCKS5_REQUEST: &[u8] = &[0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, 0xb1, 0x61];
 
     #[test]
     fn parses_xmrig_socks5_capture() {
@@ -523,7 +524,7 @@ mod tests {
             panic!("not parsed: {:?}", parse(&b));
         };
         assert_eq!(n, b.len());
-        assert_eq!(req.dest.to_string(), "127.0.0.1:3333");
+        assert_eq!(req.dest.to_string(), "127.0.0.1:45409");
         assert_eq!(parse(XMRIG_SOCKS5_GREETING), Parse::NeedMore);
     }
 }

@@ -584,6 +584,78 @@ mod tests {
         assert!(v.hops.is_empty());
     }
 
+    /// XMRig 6.16.0 with `"tls": true`, pool `localhost:36097`, through our
+    /// `socks_proxy --capture` (captured on this machine): the request names
+    /// the host, then a 293-byte OpenSSL ClientHello follows, with neither
+    /// SNI nor ALPN.
+    const XMRIG_TLS_SOCKS5: &str = "05010005010003096c6f63616c686f73748d01";
+    pub(crate) const XMRIG_CLIENT_HELLO: &str = "16030101200100011c03034eb00dbb4ec5b422ee6230025e621b4e0ba05b5d53b3c944d8d6c914811dc940200951e74008dcb0875b8d6bb2ac2db7a903a9f61a5dd53c702ce672f01ed323ae003e130213031301c02cc030009fcca9cca8ccaac02bc02f009ec024c028006bc023c0270067c00ac0140039c009c0130033009d009c003d003c0035002f00ff01000095000b000403000102000a000c000a001d0017001e00190018002300000016000000170000000d0030002e040305030603080708080809080a080b080408050806040105010601030302030301020103020202040205020602002b0009080304030303020301002d00020101003300260024001d00205bc3e6a0bf6790ba0fac58e4ff2712199bc562c198a87391c44fa4f6b06a2778";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn real_xmrig_tls_through_socks5_shows_its_hello() {
+        let hs = unhex(XMRIG_TLS_SOCKS5);
+        let hello = unhex(XMRIG_CLIENT_HELLO);
+        assert_eq!(hello.len(), 293);
+        // As the kernel sends it: greeting, request, then the hello in a
+        // first record of PEEK_LEN bytes and one continuation.
+        let mut f = FlowStream::new();
+        let mut seg = |seq: u32, idx: u8, bytes: &[u8], cont: bool| {
+            f.push(Segment {
+                seq: Some(seq),
+                packet_index: idx,
+                len: bytes.len() as u32,
+                data: &bytes[..bytes.len().min(256)],
+                continuation: cont,
+            });
+        };
+        seg(500, 0, &hs[..3], false);
+        seg(503, 1, &hs[3..], false);
+        let at = 503 + (hs.len() - 3) as u32;
+        seg(at, 2, &hello, false);
+        seg(at + 256, 2, &hello[256..], true);
+        let v = f.view();
+        assert_eq!(v.destination().unwrap().to_string(), "localhost:36097");
+        assert_eq!(v.protocol, Protocol::Tls);
+        let t = v.tls.unwrap();
+        assert!(t.complete && t.alpn.is_empty());
+        assert_eq!(t.sni, None, "XMRig 6.16 sends no server name");
+        assert_eq!(t.ja4(), "t13i310900_e8f1e7e78f70_5ac7197df9d2");
+    }
+
+    /// XMRig 6.16.0 through our SOCKS5 proxy to a plain pool (captured
+    /// here): greeting and request in two packets, then its 556-byte login,
+    /// of which the kernel keeps the first 256 bytes.
+    const XMRIG_SOCKS5_PLAIN: &str = "050100050100017f000001b161";
+    const XMRIG_LOGIN_PEEKED: &str = r#"{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A","pass":"x","agent":"XMRig/6.16.0 (Linux x86_64) libuv/1.42.0 gcc/5.4.0","algo":["cn/1","cn/2","cn/r"#;
+
+    #[test]
+    fn real_xmrig_login_through_socks5_is_mining() {
+        let hs = unhex(XMRIG_SOCKS5_PLAIN);
+        let mut f = FlowStream::new();
+        for (seq, idx, bytes, len) in [
+            (1u32, 0u8, &hs[..3], 3u32),
+            (4, 1, &hs[3..], 10),
+            (14, 2, XMRIG_LOGIN_PEEKED.as_bytes(), 556),
+        ] {
+            f.push(Segment {
+                seq: Some(seq),
+                packet_index: idx,
+                len,
+                data: bytes,
+                continuation: false,
+            });
+        }
+        let v = f.view();
+        assert_eq!(v.mining, Some(Protocol::XmrigLogin));
+        assert_eq!(v.destination().unwrap().to_string(), "127.0.0.1:45409");
+    }
+
     fn handshakes() -> Vec<Vec<u8>> {
         vec![
             socks5(3333),
