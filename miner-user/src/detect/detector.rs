@@ -797,8 +797,8 @@ impl Detector {
         if pl.untracked || pl.cookie == 0 {
             return None;
         }
-        if !self.streams.contains_key(&pl.cookie) {
-            self.streams.insert(pl.cookie, FlowStream::new());
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.streams.entry(pl.cookie) {
+            slot.insert(FlowStream::new());
             self.stream_order.push_back(pl.cookie);
             while self.streams.len() > MAX_STREAMS || self.stream_order.len() > 2 * MAX_STREAMS {
                 let Some(old) = self.stream_order.pop_front() else {

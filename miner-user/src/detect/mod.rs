@@ -20,6 +20,8 @@ pub mod verdict;
 pub use protocol::stratum;
 
 #[cfg(test)]
+mod protocol_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::DetectorConfig;

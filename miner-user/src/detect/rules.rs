@@ -175,9 +175,25 @@ impl Detector {
     /// process uses (nearly) every core of the machine: how a TLS-wrapped
     /// miner looks from outside. Weak: busy TLS clients without ALPN exist
     /// (database drivers, custom agents), so it only joins other evidence.
-    fn tls_idle_evidence(&self, p: &Process, t: &Track, cpu: &CpuJudgement) -> Option<Evidence> {
+    fn tls_idle_evidence(
+        &self,
+        p: &Process,
+        t: &Track,
+        cpu: &CpuJudgement,
+        now: Mono,
+    ) -> Option<Evidence> {
+        // Cores used while busy (the window's idle seconds left out): a
+        // miner that just started burns every core from its first sample.
+        let (on, span) = t
+            .cpu
+            .in_window(now, self.policy.window_ns)
+            .filter(|c| c.cores >= self.policy.busy_cores)
+            .fold((0.0, 0u64), |(on, span), c| {
+                (on + c.cores * c.span_ns as f64, span + c.span_ns)
+            });
+        let busy_cores = if span == 0 { 0.0 } else { on / span as f64 };
         let cores = f64::from(self.cfg.online_cpus.max(1));
-        if !cpu.sustained || cpu.mean_cores < TLS_IDLE_CORE_SHARE * cores {
+        if !cpu.sustained || busy_cores < TLS_IDLE_CORE_SHARE * cores {
             return None;
         }
         let open_ns = self.cfg.tls_idle_open_secs.saturating_mul(1_000_000_000);
@@ -193,12 +209,12 @@ impl Detector {
                         c.last,
                         format!(
                             "TLS without ALPN to {}: open {:.0} s, {} records of {} bytes on \
-                             average, process at {:.2} of {} cores",
+                             average, process at {:.2} of {} cores while busy",
                             describe(f),
                             open as f64 / 1e9,
                             c.packets,
                             mean,
-                            cpu.mean_cores,
+                            busy_cores,
                             self.cfg.online_cpus
                         ),
                     )
@@ -382,7 +398,7 @@ impl Detector {
             });
         }
         if !fire.is_empty()
-            && let Some(weak) = self.tls_idle_evidence(p, t, &cpu)
+            && let Some(weak) = self.tls_idle_evidence(p, t, &cpu, now)
         {
             for f in &mut fire {
                 f.evidence.push(weak.clone());
