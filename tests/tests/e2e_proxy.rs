@@ -536,3 +536,114 @@ fn benign_proxy_websocket_and_tls_lookalikes_stay_silent() {
     assert!(bytes / packets <= 400, "small records: {last}");
     eprintln!("TLS look-alike's flow counters: {last}");
 }
+
+/// The kernel side alone: a plain flow is peeked for 3 packets, a flow
+/// that opens a SOCKS5 handshake or a WebSocket upgrade for 8, every record
+/// carries its TCP sequence number, and a ClientHello longer than the peek
+/// comes in continuation chunks, after which the flow is no longer peeked.
+#[test]
+fn kernel_peeks_tunnels_further_and_stops_at_the_client_hello() {
+    use minerwatch::event::{Event, Payload};
+    use std::io::Write as _;
+    use std::net::{TcpListener, TcpStream};
+
+    let h = common::Harness::start();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let _ = std::io::copy(&mut s, &mut std::io::sink());
+            });
+        }
+    });
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x5b, 0x01, 0x00, 0x02, 0x57, 0x03, 0x03,
+    ];
+    hello.resize(5 + 0x025b, 0xab);
+    let ws = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
+    // (what, packets written one at a time, payload records expected)
+    let cases: Vec<(&str, Vec<Vec<u8>>, usize)> = vec![
+        ("plain", (0..10).map(|i| vec![b'a' + i; 20]).collect(), 3),
+        (
+            "socks5",
+            std::iter::once(vec![5, 1, 0])
+                .chain((0..11).map(|i| vec![b'k' + i; 30]))
+                .collect(),
+            8,
+        ),
+        (
+            "websocket",
+            std::iter::once(ws)
+                .chain((0..11).map(|i| vec![0x81, 0x85, 1, 2, 3, 4, i, i, i, i, i]))
+                .collect(),
+            8,
+        ),
+        // The hello (608 bytes: one record and two continuations), then
+        // encrypted records that are not peeked.
+        (
+            "tls",
+            std::iter::once(hello.clone())
+                .chain((0..5).map(|_| vec![0x17, 3, 3, 0, 4, 9, 9, 9, 9]))
+                .collect(),
+            3,
+        ),
+    ];
+    for (what, packets, want) in cases {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        let sport = s.local_addr().expect("local").port();
+        for p in &packets {
+            s.write_all(p).expect("write");
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        let mine =
+            |e: &Event| matches!(e, Event::Payload(p) if p.sport == sport && p.dport == port);
+        h.wait_for(Duration::from_secs(5), |e| mine(e));
+        std::thread::sleep(Duration::from_millis(400));
+        let got: Vec<Payload> = h
+            .matching(mine)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Payload(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got.len(), want, "{what}: {got:#?}");
+        let seq0 = got[0].seq.expect("seq");
+        for p in &got {
+            let off = p.seq.expect("seq").wrapping_sub(seq0) as usize;
+            if p.continuation {
+                assert_eq!(p.packet_index, 0, "{what}");
+                assert_eq!(
+                    &p.data[..],
+                    &hello[off..(off + 256).min(hello.len())],
+                    "{what}"
+                );
+            } else {
+                let i = usize::from(p.packet_index);
+                let before: usize = packets[..i].iter().map(Vec::len).sum();
+                assert_eq!(off, before, "{what}: packet {i} sequence offset");
+                assert_eq!(
+                    p.data,
+                    packets[i][..packets[i].len().min(256)],
+                    "{what} {i}"
+                );
+            }
+        }
+        if what == "tls" {
+            let cont: Vec<usize> = got
+                .iter()
+                .filter(|p| p.continuation)
+                .map(|p| p.payload_len as usize)
+                .collect();
+            assert_eq!(
+                cont,
+                [hello.len() - 256, hello.len() - 512],
+                "continuation lengths"
+            );
+        }
+        h.clear();
+    }
+}
