@@ -20,8 +20,23 @@ pub const BLOCKED_DESTS_MAX: u32 = 4_096;
 
 /// Payload-bearing packets peeked per new flow. Most pool protocols open with
 /// their login in the first packet; a second and third catch a client that
-/// splits its first message or sends a proxy handshake first.
-pub const PEEK_PACKETS_PER_FLOW: u32 = 3;
+/// splits its first message.
+pub const PEEK_PACKETS_PER_FLOW: u8 = 3;
+/// Packets peeked of a flow whose first bytes open a proxy handshake (SOCKS4/5,
+/// HTTP `CONNECT`) or a WebSocket upgrade: SOCKS5 with authentication is
+/// greeting, auth, request, then the tunnelled bytes at index 3; a miner's
+/// login over WebSocket through a proxy comes at index 4 or 5.
+pub const PEEK_PACKETS_TUNNEL: u8 = 8;
+/// Chunks of `PEEK_LEN` copied of a packet that starts a TLS ClientHello
+/// (the first plus continuations): OpenSSL and rustls hellos fit in 1 KiB,
+/// and the extensions at their end carry ALPN and the JA4 counts.
+pub const HELLO_CHUNKS: u32 = 4;
+/// Least time between two `FlowStatsRecord`s of one TLS flow.
+pub const FLOW_REPORT_NS: u64 = 10_000_000_000;
+
+/// `FlowState.flags`: the flow sent a ClientHello; its payload is counted
+/// and reported in `FlowStatsRecord`s.
+pub const FLOW_COUNT: u8 = 1;
 
 /// `bpf_ringbuf_submit` flags (uapi `BPF_RB_*`).
 pub const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -46,14 +61,15 @@ pub enum DropSite {
     FlowMapFull = 7,
     // 8..=10 are reserved for the CPU-fingerprint records (another branch).
     ListenRingFull = 11,
+    FlowStatsRingFull = 12,
 }
 
 /// Slots of `DROPS`: the highest site + 1 (numbers are stable, so a gap
 /// left by a site this build does not have is simply never counted).
-pub const DROP_SITES: u32 = 12;
+pub const DROP_SITES: u32 = 13;
 
 impl DropSite {
-    pub const ALL: [DropSite; 9] = [
+    pub const ALL: [DropSite; 10] = [
         DropSite::ExecRingFull,
         DropSite::ForkRingFull,
         DropSite::ExitRingFull,
@@ -63,6 +79,7 @@ impl DropSite {
         DropSite::CpuMapFull,
         DropSite::FlowMapFull,
         DropSite::ListenRingFull,
+        DropSite::FlowStatsRingFull,
     ];
 
     /// Stable snake_case name: the `site` label of the lost-events metric.
@@ -77,6 +94,7 @@ impl DropSite {
             DropSite::CpuMapFull => "cpu_map_full",
             DropSite::FlowMapFull => "flow_map_full",
             DropSite::ListenRingFull => "listen_ring_full",
+            DropSite::FlowStatsRingFull => "flow_stats_ring_full",
         }
     }
 
@@ -89,6 +107,7 @@ impl DropSite {
             DropSite::ConnectRingFull => Some(crate::RecordKind::Connect),
             DropSite::PayloadRingFull => Some(crate::RecordKind::Payload),
             DropSite::ListenRingFull => Some(crate::RecordKind::Listen),
+            DropSite::FlowStatsRingFull => Some(crate::RecordKind::FlowStats),
             DropSite::ExecRead | DropSite::CpuMapFull | DropSite::FlowMapFull => None,
         }
     }
@@ -124,9 +143,41 @@ const _: () = assert!(core::mem::size_of::<PendingConnect>() == 32);
 pub struct FlowState {
     pub tgid: u32,
     /// Payload-bearing packets already peeked.
-    pub peeked: u32,
+    pub peeked: u8,
+    /// Packets to peek: `PEEK_PACKETS_PER_FLOW`, raised to
+    /// `PEEK_PACKETS_TUNNEL` by a proxy or WebSocket first packet, cut to
+    /// the ClientHello's index once the flow is TLS (the rest is encrypted).
+    pub budget: u8,
+    /// `FLOW_*`.
+    pub flags: u8,
+    pub _pad: u8,
+    /// Counted flows (`FLOW_COUNT`): payload packets, largest payload,
+    /// payload bytes, time of the ClientHello and of the last report.
+    pub packets: u32,
+    pub max_len: u32,
+    pub bytes: u64,
+    pub first_ns: u64,
+    pub last_report_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<FlowState>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 40);
+
+impl FlowState {
+    /// A flow just opened by `tgid`.
+    pub const fn new(tgid: u32) -> FlowState {
+        FlowState {
+            tgid,
+            peeked: 0,
+            budget: PEEK_PACKETS_PER_FLOW,
+            flags: 0,
+            _pad: 0,
+            packets: 0,
+            max_len: 0,
+            bytes: 0,
+            first_ns: 0,
+            last_report_ns: 0,
+        }
+    }
+}
 
 /// Key of `BLOCKED_DESTS`: a pool endpoint (v4 addresses as v4-mapped v6,
 /// port in host order; port 0 blocks every port of the address).

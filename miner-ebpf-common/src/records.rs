@@ -30,16 +30,18 @@ pub enum RecordKind {
     Payload = 5,
     // 6 and 7 are reserved for the CPU-fingerprint records (another branch).
     Listen = 8,
+    FlowStats = 9,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 6] = [
+    pub const ALL: [RecordKind; 7] = [
         RecordKind::Exec,
         RecordKind::Fork,
         RecordKind::Exit,
         RecordKind::Connect,
         RecordKind::Payload,
         RecordKind::Listen,
+        RecordKind::FlowStats,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl RecordKind {
             RecordKind::Connect => "connect",
             RecordKind::Payload => "payload",
             RecordKind::Listen => "listen",
+            RecordKind::FlowStats => "flow_stats",
         }
     }
 }
@@ -64,6 +67,7 @@ impl TryFrom<u16> for RecordKind {
             4 => Ok(RecordKind::Connect),
             5 => Ok(RecordKind::Payload),
             8 => Ok(RecordKind::Listen),
+            9 => Ok(RecordKind::FlowStats),
             other => Err(other),
         }
     }
@@ -173,6 +177,9 @@ const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 80);
 /// The flow was not opened while the agent watched (it predates it); the
 /// tgid is unknown and user space resolves it from the 4-tuple.
 pub const PAYLOAD_FLAG_UNTRACKED_FLOW: u8 = 1;
+/// More bytes of the packet of the previous record (a TLS ClientHello longer
+/// than `PEEK_LEN`): `seq` and `payload_len` count from this chunk's start.
+pub const PAYLOAD_FLAG_CONTINUATION: u8 = 2;
 
 /// The first bytes of a payload-bearing TCP packet of a new outbound flow.
 #[repr(C)]
@@ -182,7 +189,8 @@ pub struct PayloadRecord {
     pub cookie: u64,
     /// The process that opened the flow (0 for untracked flows).
     pub tgid: u32,
-    /// TCP payload length of this packet; `captured` may be shorter.
+    /// TCP payload bytes from `seq` to the end of this packet; `captured`
+    /// may be shorter.
     pub payload_len: u32,
     pub family: u16,
     pub sport: u16,
@@ -192,7 +200,10 @@ pub struct PayloadRecord {
     pub packet_index: u8,
     /// `PAYLOAD_FLAG_*`.
     pub flags: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// TCP sequence number of `data[0]` (host order): user space rebuilds
+    /// the flow's byte stream from it (retransmissions, split messages).
+    pub seq: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     pub data: [u8; PEEK_LEN],
@@ -225,6 +236,25 @@ pub struct ListenRecord {
     pub comm: [u8; COMM_LEN],
 }
 const _: () = assert!(core::mem::size_of::<ListenRecord>() == 72);
+/// Counters of a TLS flow (one whose peeked bytes held a ClientHello), sent
+/// at most every `FLOW_REPORT_NS` while it carries payload: how long it has
+/// stayed open and how small its records are.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowStatsRecord {
+    pub header: Header,
+    pub cookie: u64,
+    pub tgid: u32,
+    /// Payload-bearing packets since (and with) the ClientHello.
+    pub packets: u32,
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` of the ClientHello.
+    pub first_ns: u64,
+    /// Largest payload of one packet.
+    pub max_len: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowStatsRecord>() == 56);
 
 pub const RECORD_MAX_SIZE: usize = core::mem::size_of::<ExecRecord>();
 
@@ -237,6 +267,7 @@ mod pod {
     unsafe impl aya::Pod for super::ConnectRecord {}
     unsafe impl aya::Pod for super::PayloadRecord {}
     unsafe impl aya::Pod for super::ListenRecord {}
+    unsafe impl aya::Pod for super::FlowStatsRecord {}
 }
 
 #[cfg(test)]
@@ -265,6 +296,10 @@ mod tests {
             (size_of::<ListenRecord>(), align_of::<ListenRecord>()),
             (72, 8)
         );
+        assert_eq!(
+            (size_of::<FlowStatsRecord>(), align_of::<FlowStatsRecord>()),
+            (56, 8)
+        );
     }
 
     #[test]
@@ -282,6 +317,11 @@ mod tests {
         assert_eq!(offset_of!(PayloadRecord, cookie), 16);
         assert_eq!(offset_of!(PayloadRecord, saddr), 48);
         assert_eq!(offset_of!(PayloadRecord, data), 80);
+        assert_eq!(offset_of!(PayloadRecord, seq), 44);
+        assert_eq!(offset_of!(FlowStatsRecord, cookie), 16);
+        assert_eq!(offset_of!(FlowStatsRecord, packets), 28);
+        assert_eq!(offset_of!(FlowStatsRecord, first_ns), 40);
+        assert_eq!(offset_of!(FlowStatsRecord, max_len), 48);
         assert_eq!(offset_of!(ForkRecord, child_start_boottime_ns), 24);
         assert_eq!(offset_of!(ExitRecord, cpu_ns), 24);
         assert_eq!(offset_of!(ListenRecord, family), 28);
@@ -307,7 +347,8 @@ mod tests {
     #[test]
     fn map_value_layouts_are_fixed() {
         assert_eq!(size_of::<crate::PendingConnect>(), 32);
-        assert_eq!(size_of::<crate::FlowState>(), 8);
+        assert_eq!(size_of::<crate::FlowState>(), 40);
+        assert_eq!(core::mem::offset_of!(crate::FlowState, bytes), 16);
         assert_eq!(size_of::<crate::DestKey>(), 24);
         assert_eq!(size_of::<crate::KernelOffsets>(), 80);
         assert_eq!(size_of::<crate::SockOffsets>(), 20);

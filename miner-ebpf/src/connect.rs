@@ -94,10 +94,7 @@ fn on_connect(
     };
     // LRU maps evict rather than fail; a failure here is a kernel error.
     let _ = PENDING_CONNECT.insert(pid_tgid, pending, 0);
-    if FLOWS
-        .insert(cookie, FlowState { tgid, peeked: 0 }, 0)
-        .is_err()
-    {
+    if FLOWS.insert(cookie, FlowState::new(tgid), 0).is_err() {
         count_drop(DropSite::FlowMapFull);
     }
 

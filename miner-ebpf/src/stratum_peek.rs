@@ -1,15 +1,26 @@
 //! `cgroup_skb/egress` on the cgroup v2 root: the first payload bytes of
 //! each new outbound TCP flow, so user space can recognise a pool protocol
-//! on any port.
+//! on any port, through a proxy or WebSocket, and fingerprint TLS.
 //!
 //! skb data starts at the IP header. The IP version comes from the first
 //! nibble, not `skb->family` (INET6 for v4-mapped sockets). Flows opened
-//! while we watch are in `FLOWS` (from connect): their first
-//! `PEEK_PACKETS_PER_FLOW` payload packets are copied, then the entry stays
-//! marked so later packets cost one lookup. Flows we did not see open (the
-//! process predates the agent) are peeked once if their payload starts like
-//! JSON (`{"`), the shape of Stratum and XMRig's protocol: that catches a
-//! miner that was running before us at its next share or keepalive.
+//! while we watch are in `FLOWS` (from connect): their first `budget`
+//! payload packets are copied with their TCP sequence numbers, then the
+//! entry stays so later packets cost one lookup. The budget is
+//! `PEEK_PACKETS_PER_FLOW`; a first packet that opens a proxy handshake
+//! (SOCKS4/5, HTTP `CONNECT`) or a WebSocket upgrade raises it to
+//! `PEEK_PACKETS_TUNNEL`, so the tunnelled bytes after the handshake are
+//! seen too. A packet that starts a TLS ClientHello ends the peek (what
+//! follows is encrypted); its bytes past `PEEK_LEN` go out as continuation
+//! records (up to `HELLO_CHUNKS` in all) for the SNI, ALPN and JA4, and
+//! from then on the flow's payload packets and bytes are counted and
+//! reported every `FLOW_REPORT_NS` (how long a TLS flow stays open, and
+//! how small its records are).
+//!
+//! Flows we did not see open (the process predates the agent) are peeked
+//! once if their payload starts like JSON (`{"`), the shape of Stratum and
+//! XMRig's protocol: that catches a miner that was running before us at its
+//! next share or keepalive.
 
 use aya_ebpf::{
     helpers::{
@@ -19,8 +30,9 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use miner_ebpf_common::{
-    AF_INET, AF_INET6, DropSite, Header, PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN,
-    PEEK_PACKETS_PER_FLOW, PayloadRecord, RecordKind,
+    AF_INET, AF_INET6, DropSite, FLOW_COUNT, FLOW_REPORT_NS, FlowState, FlowStatsRecord,
+    HELLO_CHUNKS, Header, PAYLOAD_FLAG_CONTINUATION, PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN,
+    PEEK_PACKETS_TUNNEL, PayloadRecord, RecordKind,
 };
 
 use crate::maps::{EVENTS, FLOWS, SEEN_FLOWS, count_drop, wake_flags};
@@ -42,6 +54,7 @@ struct Tcp {
     daddr: [u8; 16],
     sport: u16,
     dport: u16,
+    seq: u32,
     payload_off: u32,
     payload_len: u32,
 }
@@ -50,8 +63,12 @@ fn try_egress(ctx: &SkBuffContext) -> Result<(), DropSite> {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) };
     let flow = FLOWS.get_ptr_mut(cookie);
     if let Some(f) = flow {
-        if unsafe { (*f).peeked } >= PEEK_PACKETS_PER_FLOW {
-            return Ok(()); // the steady state: one lookup per packet
+        let f = unsafe { &mut *f };
+        if f.peeked >= f.budget {
+            if f.flags & FLOW_COUNT == 0 {
+                return Ok(()); // the steady state: one lookup per packet
+            }
+            return count(ctx, cookie, f);
         }
     }
     let Some(tcp) = parse(ctx) else { return Ok(()) };
@@ -60,9 +77,10 @@ fn try_egress(ctx: &SkBuffContext) -> Result<(), DropSite> {
     }
     match flow {
         Some(f) => {
-            let (tgid, index) = unsafe { ((*f).tgid, (*f).peeked) };
-            unsafe { (*f).peeked = index + 1 };
-            emit(ctx, cookie, tgid, index as u8, 0, &tcp)
+            let f = unsafe { &mut *f };
+            let index = f.peeked;
+            f.peeked = index + 1;
+            peek(ctx, cookie, f, index, &tcp)
         }
         None => {
             let first: u16 = ctx.load(tcp.payload_off as usize).unwrap_or(0);
@@ -75,9 +93,175 @@ fn try_egress(ctx: &SkBuffContext) -> Result<(), DropSite> {
             {
                 return Ok(()); // already peeked
             }
-            emit(ctx, cookie, 0, 0, PAYLOAD_FLAG_UNTRACKED_FLOW, &tcp)
+            let mut rec = EVENTS
+                .reserve::<PayloadRecord>(0)
+                .ok_or(DropSite::PayloadRingFull)?;
+            let r = unsafe { &mut *rec.as_mut_ptr() };
+            fill(ctx, r, cookie, 0, 0, PAYLOAD_FLAG_UNTRACKED_FLOW, &tcp, 0);
+            rec.submit(wake_flags());
+            Ok(())
         }
     }
+}
+
+/// Copies packet `index` of a tracked flow; decides from its bytes whether
+/// the flow is a tunnel (peek further) or TLS (stop, count, continue the
+/// ClientHello).
+#[inline(always)]
+fn peek(
+    ctx: &SkBuffContext,
+    cookie: u64,
+    f: &mut FlowState,
+    index: u8,
+    t: &Tcp,
+) -> Result<(), DropSite> {
+    let mut rec = EVENTS
+        .reserve::<PayloadRecord>(0)
+        .ok_or(DropSite::PayloadRingFull)?;
+    let r = unsafe { &mut *rec.as_mut_ptr() };
+    fill(ctx, r, cookie, f.tgid, index, 0, t, 0);
+    let hello = r.captured >= 6
+        && r.data[0] == 0x16
+        && r.data[1] == 0x03
+        && r.data[2] <= 0x04
+        && r.data[5] == 0x01;
+    if hello {
+        f.flags |= FLOW_COUNT;
+        f.budget = index + 1;
+        f.packets = 1;
+        f.bytes = t.payload_len as u64;
+        f.max_len = t.payload_len;
+        f.first_ns = r.header.ktime_ns;
+        f.last_report_ns = r.header.ktime_ns;
+    } else if index == 0 && opens_tunnel(&r.data, r.captured as usize) {
+        f.budget = PEEK_PACKETS_TUNNEL;
+    }
+    rec.submit(wake_flags());
+    if hello {
+        // The rest of a long ClientHello, PEEK_LEN at a time.
+        let mut k = 1;
+        while k < HELLO_CHUNKS {
+            let skip = k * PEEK_LEN as u32;
+            if skip >= t.payload_len {
+                break;
+            }
+            let mut rec = EVENTS
+                .reserve::<PayloadRecord>(0)
+                .ok_or(DropSite::PayloadRingFull)?;
+            let r = unsafe { &mut *rec.as_mut_ptr() };
+            fill(
+                ctx,
+                r,
+                cookie,
+                f.tgid,
+                index,
+                PAYLOAD_FLAG_CONTINUATION,
+                t,
+                skip,
+            );
+            rec.submit(wake_flags());
+            k += 1;
+        }
+    }
+    Ok(())
+}
+
+/// A SOCKS5 greeting, a SOCKS4 CONNECT/BIND, `CONNECT ` or a `GET ` that
+/// mentions websocket (`Upgrade: websocket`, `Sec-WebSocket-Key`, any case).
+#[inline(always)]
+fn opens_tunnel(d: &[u8; PEEK_LEN], n: usize) -> bool {
+    if n < 3 {
+        return false;
+    }
+    match d[0] {
+        0x05 => d[1] >= 1 && d[1] <= 16,
+        0x04 => d[1] == 1 || d[1] == 2,
+        b'C' => {
+            n >= 8
+                && u64::from_ne_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+                    == u64::from_ne_bytes(*b"CONNECT ")
+        }
+        b'G' => n >= 4 && d[1] == b'E' && d[2] == b'T' && d[3] == b' ' && mentions_websocket(d, n),
+        _ => false,
+    }
+}
+
+/// Bounded scan for `websocket` (ASCII case folded) in the first `n` bytes.
+#[inline(always)]
+fn mentions_websocket(d: &[u8; PEEK_LEN], n: usize) -> bool {
+    const W: [u8; 9] = *b"websocket";
+    let n = if n > PEEK_LEN { PEEK_LEN } else { n };
+    let mut i = 4;
+    while i + W.len() <= n {
+        // SAFETY: i + k < i + W.len() <= n <= PEEK_LEN = d.len().
+        let at = |k: usize| unsafe { *d.get_unchecked(i + k) } | 0x20;
+        if at(0) == W[0] {
+            let mut k = 1;
+            while k < W.len() && at(k) == W[k] {
+                k += 1;
+            }
+            if k == W.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A counted (TLS) flow after its peek: add its payload, report at most
+/// every `FLOW_REPORT_NS`.
+#[inline(always)]
+fn count(ctx: &SkBuffContext, cookie: u64, f: &mut FlowState) -> Result<(), DropSite> {
+    let Some(len) = payload_len(ctx) else {
+        return Ok(());
+    };
+    if len == 0 {
+        return Ok(()); // a pure ACK
+    }
+    f.packets += 1;
+    f.bytes += len as u64;
+    if len > f.max_len {
+        f.max_len = len;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(f.last_report_ns) < FLOW_REPORT_NS {
+        return Ok(());
+    }
+    f.last_report_ns = now;
+    let mut rec = EVENTS
+        .reserve::<FlowStatsRecord>(0)
+        .ok_or(DropSite::FlowStatsRingFull)?;
+    rec.write(FlowStatsRecord {
+        header: Header {
+            kind: RecordKind::FlowStats as u16,
+            _pad: 0,
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            ktime_ns: now,
+        },
+        cookie,
+        tgid: f.tgid,
+        packets: f.packets,
+        bytes: f.bytes,
+        first_ns: f.first_ns,
+        max_len: f.max_len,
+        _pad: 0,
+    });
+    rec.submit(wake_flags());
+    Ok(())
+}
+
+/// TCP payload length of a packet of a known TCP flow (two loads).
+#[inline(always)]
+fn payload_len(ctx: &SkBuffContext) -> Option<u32> {
+    let b0: u8 = ctx.load(0).ok()?;
+    let l4: u32 = match b0 >> 4 {
+        4 => ((b0 & 0x0f) as u32) * 4,
+        6 => 40,
+        _ => return None,
+    };
+    let doff: u8 = ctx.load(l4 as usize + 12).ok()?;
+    Some(ctx.len().saturating_sub(l4 + ((doff >> 4) as u32) * 4))
 }
 
 #[inline(always)]
@@ -90,6 +274,7 @@ fn parse(ctx: &SkBuffContext) -> Option<Tcp> {
         daddr: [0; 16],
         sport: 0,
         dport: 0,
+        seq: 0,
         payload_off: 0,
         payload_len: 0,
     };
@@ -117,63 +302,64 @@ fn parse(ctx: &SkBuffContext) -> Option<Tcp> {
         }
         _ => return None,
     };
-    let ports: [u8; 4] = ctx.load(l4 as usize).ok()?;
-    t.sport = u16::from_be_bytes([ports[0], ports[1]]);
-    t.dport = u16::from_be_bytes([ports[2], ports[3]]);
-    let doff: u8 = ctx.load(l4 as usize + 12).ok()?;
-    t.payload_off = l4 + ((doff >> 4) as u32) * 4;
+    // Ports, sequence number, ack number, data offset: one load.
+    let hdr: [u8; 13] = ctx.load(l4 as usize).ok()?;
+    t.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
+    t.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+    t.seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+    t.payload_off = l4 + ((hdr[12] >> 4) as u32) * 4;
     // skb->len, not the IP length field: a GSO skb carries many segments.
     t.payload_len = skb_len.saturating_sub(t.payload_off);
     Some(t)
 }
 
+/// Fills a payload record with the packet's bytes from `skip` on.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn emit(
+fn fill(
     ctx: &SkBuffContext,
+    rec: &mut PayloadRecord,
     cookie: u64,
     tgid: u32,
     index: u8,
     flags: u8,
     t: &Tcp,
-) -> Result<(), DropSite> {
-    let mut entry = EVENTS
-        .reserve::<PayloadRecord>(0)
-        .ok_or(DropSite::PayloadRingFull)?;
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    skip: u32,
+) {
     rec.header = Header {
         kind: RecordKind::Payload as u16,
         _pad: 0,
         cpu: unsafe { bpf_get_smp_processor_id() },
         ktime_ns: unsafe { bpf_ktime_get_ns() },
     };
+    let left = t.payload_len - skip;
     rec.cookie = cookie;
     rec.tgid = tgid;
-    rec.payload_len = t.payload_len;
+    rec.payload_len = left;
     rec.family = t.family;
     rec.sport = t.sport;
     rec.dport = t.dport;
     rec.packet_index = index;
     rec.flags = flags;
-    rec._pad = [0; 6];
+    rec._pad = [0; 2];
+    rec.seq = t.seq.wrapping_add(skip);
     rec.saddr = t.saddr;
     rec.daddr = t.daddr;
     // Clamp to 1..=PEEK_LEN for the verifier (PEEK_LEN is a power of two);
     // an "invalid zero-sized read" otherwise when LLVM drops the n > 0 test.
-    let want = if t.payload_len > PEEK_LEN as u32 {
+    let want = if left > PEEK_LEN as u32 {
         PEEK_LEN as u32
     } else {
-        t.payload_len
+        left
     };
-    let n = ((want - 1) & (PEEK_LEN as u32 - 1)) + 1;
+    let n = ((want.wrapping_sub(1)) & (PEEK_LEN as u32 - 1)) + 1;
     let r = unsafe {
         bpf_skb_load_bytes(
             ctx.skb.skb as *const _,
-            t.payload_off,
+            t.payload_off + skip,
             rec.data.as_mut_ptr() as *mut _,
             n,
         )
     };
     rec.captured = if r == 0 { n as u16 } else { 0 };
-    entry.submit(wake_flags());
-    Ok(())
 }

@@ -19,6 +19,7 @@ pub enum Event {
     Exit(Exit),
     Connect(Connect),
     Payload(Payload),
+    FlowStats(FlowStats),
     CpuSample(CpuSample),
     Provenance(ProvenanceEvent),
     Lost(Lost),
@@ -33,6 +34,7 @@ impl Event {
             Event::Exit(e) => e.time,
             Event::Connect(e) => e.time,
             Event::Payload(e) => e.time,
+            Event::FlowStats(e) => e.time,
             Event::CpuSample(e) => e.time,
             Event::Provenance(e) => e.time,
             Event::Lost(e) => e.time,
@@ -48,6 +50,7 @@ impl Event {
             Event::Exit(_) => "exit",
             Event::Connect(_) => "connect",
             Event::Payload(_) => "payload",
+            Event::FlowStats(_) => "flow_stats",
             Event::CpuSample(_) => "cpu_sample",
             Event::Provenance(_) => "provenance",
             Event::Lost(_) => "lost",
@@ -63,6 +66,7 @@ impl Event {
             Event::Exit(e) => Some(e.tgid),
             Event::Connect(e) => Some(e.tgid),
             Event::Payload(e) => e.tgid,
+            Event::FlowStats(e) => e.tgid,
             Event::Provenance(e) => Some(e.tgid),
             Event::Listen(e) => Some(e.tgid),
             Event::CpuSample(_) | Event::Lost(_) => None,
@@ -211,9 +215,17 @@ pub struct Payload {
     pub sport: u16,
     pub daddr: IpAddr,
     pub dport: u16,
-    /// TCP payload length of the packet; `data` holds its first bytes.
+    /// TCP payload bytes from `seq` to the end of the packet; `data` holds
+    /// the first of them.
     pub payload_len: u32,
     pub packet_index: u8,
+    /// TCP sequence number of `data[0]`; absent in recordings made before
+    /// the kernel sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u32>,
+    /// More bytes of the previous record's packet (a long ClientHello).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continuation: bool,
     /// The flow predates the agent (not seen at connect).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub untracked: bool,
@@ -236,6 +248,21 @@ pub struct Listen {
     pub local: Option<(IpAddr, u16)>,
     #[serde(default, skip_serializing_if = "is_kernel")]
     pub source: Source,
+}
+
+/// Counters of a TLS flow since its ClientHello, from the kernel at most
+/// every 10 s while the flow carries payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowStats {
+    pub time: Mono,
+    pub tgid: Option<u32>,
+    pub cookie: u64,
+    /// Payload-bearing packets, with the ClientHello.
+    pub packets: u32,
+    pub bytes: u64,
+    pub max_len: u32,
+    /// When the ClientHello was sent.
+    pub since: Mono,
 }
 
 /// On-CPU time per process over one poll interval.
@@ -414,6 +441,8 @@ mod tests {
                 dport: 3333,
                 payload_len: 3,
                 packet_index: 0,
+                seq: Some(77),
+                continuation: false,
                 untracked: false,
                 data: vec![0, 255, b'{'],
             }),
@@ -425,6 +454,15 @@ mod tests {
                 comm: "python3".into(),
                 local: Some(("::".parse().unwrap(), 8080)),
                 source: Source::Sweep,
+            }),
+            Event::FlowStats(FlowStats {
+                time: Mono(9),
+                tgid: Some(10),
+                cookie: 7,
+                packets: 12,
+                bytes: 2400,
+                max_len: 517,
+                since: Mono(6),
             }),
         ];
         for e in events {

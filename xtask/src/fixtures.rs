@@ -11,6 +11,9 @@
 //! - helm-python-sdk 0.2.2 from PyPI (Helm's own Go engine in a wheel) in a
 //!   virtualenv, for the chart checks of `tests/tests/k8s_manifests.rs`.
 //!
+//! - Node.js from the Debian package `nodejs` (`/usr/bin/node`): the
+//!   packaged runtime that runs the tests' WebSocket miner script.
+//!
 //! Each `ensure_*` returns the path and exports it to the tests through an
 //! environment variable, so `cargo test` run by hand after one `cargo xtask
 //! test` finds the same files.
@@ -112,6 +115,21 @@ pub fn ensure_debian_python() -> anyhow::Result<()> {
         ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("apt-get install python3-minimal failed (run `apt-get update` first?)")
+}
+
+/// The packaged Node.js runtime, installed with apt when missing.
+pub fn ensure_node() -> anyhow::Result<PathBuf> {
+    let node = PathBuf::from("/usr/bin/node");
+    if node.is_file() {
+        return Ok(node);
+    }
+    eprintln!("xtask: installing the Debian package nodejs (for the WebSocket miner tests)");
+    run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "nodejs"]))
+        .context("`apt-get install nodejs` failed: the WebSocket tests need /usr/bin/node")?;
+    if !node.is_file() {
+        bail!("nodejs installed but /usr/bin/node is missing");
+    }
+    Ok(node)
 }
 
 fn tempdir(parent: &Path) -> anyhow::Result<PathBuf> {

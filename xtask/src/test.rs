@@ -261,6 +261,9 @@ fn fixtures() {
     if let Err(e) = crate::fixtures::ensure_debian_python() {
         eprintln!("\n!!! Debian python3 unavailable, the chain tests will SKIP: {e:#} !!!\n");
     }
+    if let Err(e) = crate::fixtures::ensure_node() {
+        eprintln!("\n!!! Node.js unavailable, its tests will SKIP: {e:#} !!!\n");
+    }
 }
 
 fn deploy_fixtures() {

@@ -114,6 +114,25 @@ pub struct DetectorConfig {
     pub max_flows: usize,
     /// `[detector.chain]`: the ancestry each verdict carries.
     pub chain: super::ChainConfig,
+    /// Weak evidence `tls_idle_no_alpn`: a TLS flow without ALPN that has
+    /// stayed open at least this long (seconds, from its ClientHello)…
+    pub tls_idle_open_secs: u64,
+    /// …whose payload packets average at most this many bytes (a miner's
+    /// shares and keepalives are 100-300 bytes; a transfer is not "idle"),
+    /// while its process uses about every core. It joins the evidence of a
+    /// verdict that fires anyway and never fires one.
+    pub tls_idle_max_record_bytes: u64,
+    /// CPUs of the machine, for "every core": not a config key, read at
+    /// start (`sysconf(_SC_NPROCESSORS_ONLN)`).
+    #[serde(skip, default = "online_cpus")]
+    pub online_cpus: u32,
+}
+
+/// The online CPUs of this machine (1 if the call fails).
+pub fn online_cpus() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(n).unwrap_or(1).max(1)
 }
 
 impl Default for DetectorConfig {
@@ -132,6 +151,9 @@ impl Default for DetectorConfig {
             max_processes: 32_768,
             max_flows: 16_384,
             chain: super::ChainConfig::default(),
+            tls_idle_open_secs: 20,
+            tls_idle_max_record_bytes: 400,
+            online_cpus: online_cpus(),
         }
     }
 }
@@ -284,7 +306,26 @@ impl DetectorConfig {
                 ),
             ));
         }
-        self.chain.validate()
+        self.chain.validate()?;
+        if !(1..=86_400).contains(&self.tls_idle_open_secs) {
+            return Err(Invalid::new(
+                key("tls_idle_open_secs"),
+                format!(
+                    "{} is out of range; use 1..=86400, default 20",
+                    self.tls_idle_open_secs
+                ),
+            ));
+        }
+        if !(1..=16_384).contains(&self.tls_idle_max_record_bytes) {
+            return Err(Invalid::new(
+                key("tls_idle_max_record_bytes"),
+                format!(
+                    "{} is out of range; use 1..=16384, default 400",
+                    self.tls_idle_max_record_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn pool_networks(&self) -> Vec<Cidr> {
@@ -341,6 +382,10 @@ mod tests {
             ("detector.exit_grace_secs", |c| c.exit_grace_secs = 86_400),
             ("detector.max_processes", |c| c.max_processes = 10),
             ("detector.max_flows", |c| c.max_flows = 1),
+            ("detector.tls_idle_open_secs", |c| c.tls_idle_open_secs = 0),
+            ("detector.tls_idle_max_record_bytes", |c| {
+                c.tls_idle_max_record_bytes = 0
+            }),
         ];
         for (key, edit) in cases {
             let mut cfg = DetectorConfig::default();

@@ -20,10 +20,13 @@ use serde::Serialize;
 use super::cmdline::miner_cmdline;
 use super::config::Cidr;
 use super::cpu::{CpuHistory, CpuPoint, CpuPolicy, MIN_SPAN_NS};
-use super::stratum::{Protocol, classify, tls_sni};
+use super::protocol::proxy::Host;
+use super::protocol::stream::Segment;
+use super::protocol::{FlowStream, FlowView, Hop, Protocol, classify, tls_sni};
 use super::{DetectorConfig, Rule, Severity, Verdict};
 use crate::event::{
-    Connect, CpuSample, Event, ExeId, Exec, Fork, Payload, Provenance, ProvenanceEvent, Source,
+    Connect, CpuSample, Event, ExeId, Exec, FlowStats, Fork, Payload, Provenance, ProvenanceEvent,
+    Source,
 };
 use crate::process::table::{EvictionCounts, Origin, Process, ProcessTable, exe_identity_known};
 use crate::time::Mono;
@@ -74,6 +77,9 @@ pub struct DetectorStats {
 const MAX_FLOWS_PER_PROCESS: usize = 32;
 /// Provenance verdicts remembered by executable identity.
 const MAX_PROVENANCE_CACHE: usize = 4096;
+/// Flows whose peeked bytes are still being reassembled (each holds at most
+/// `stream::MAX_BYTES`); the oldest goes first.
+const MAX_STREAMS: usize = 2048;
 
 /// (cookie, destination address, destination port); cookie 0 for flows the
 /// startup sweep found (no cookie available).
@@ -98,8 +104,97 @@ pub(super) struct Flow {
     pub mining: Option<(Mono, Protocol)>,
     pub sni: Option<String>,
     pub pool_sni: bool,
+    /// Layers the flow passes through (proxies, WebSocket), outermost
+    /// first; `daddr:dport` is then the first proxy.
+    pub hops: Vec<Hop>,
+    /// The destination asked of a proxy is a pool port, address or domain.
+    pub pool_dest: bool,
+    /// The innermost ClientHello, when the flow (or its tunnel) is TLS.
+    pub tls: Option<TlsSeen>,
+    /// Kernel counters of a TLS flow (how long open, how small its records).
+    pub stats: Option<FlowCounters>,
     /// Kernel-seen connect: its first bytes are expected by then.
     pub payload_due: Option<Mono>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TlsSeen {
+    pub ja4: String,
+    pub alpn: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FlowCounters {
+    /// The ClientHello.
+    pub since: Mono,
+    /// The latest report.
+    pub last: Mono,
+    pub packets: u32,
+    pub bytes: u64,
+    pub max_len: u32,
+}
+
+impl Flow {
+    fn new(time: Mono, owner: Owner, daddr: IpAddr, dport: u16) -> Flow {
+        Flow {
+            time,
+            owner,
+            daddr,
+            dport,
+            pool_port: false,
+            pool_addr: false,
+            class: None,
+            mining: None,
+            sni: None,
+            pool_sni: false,
+            hops: Vec::new(),
+            pool_dest: false,
+            tls: None,
+            stats: None,
+            payload_due: None,
+        }
+    }
+
+    /// Takes in what the flow's bytes said (a later view knows at least as
+    /// much as an earlier one).
+    fn learn(&mut self, l: &Learned) {
+        if let Some(v) = &l.view {
+            if v.protocol != Protocol::Unknown || self.class.is_none() {
+                self.class = Some(v.protocol);
+            }
+            if v.hops.len() >= self.hops.len() {
+                self.hops.clone_from(&v.hops);
+            }
+            if let Some(h) = &v.tls {
+                self.tls = Some(TlsSeen {
+                    ja4: h.ja4(),
+                    alpn: h.alpn.first().cloned(),
+                });
+            }
+        } else if self.class.is_none_or(|c| c == Protocol::Unknown) {
+            self.class = Some(l.packet);
+        }
+        if self.mining.is_none() {
+            self.mining = l.mining;
+        }
+        if l.sni.is_some() {
+            self.sni.clone_from(&l.sni);
+            self.pool_sni = l.pool_sni;
+        }
+        self.pool_dest |= l.pool_dest;
+    }
+}
+
+/// What one payload record told about its flow.
+struct Learned {
+    /// The packet's own bytes, classified alone.
+    packet: Protocol,
+    /// The flow's reassembled stream (kernel-tracked flows).
+    view: Option<FlowView>,
+    mining: Option<(Mono, Protocol)>,
+    sni: Option<String>,
+    pool_sni: bool,
+    pool_dest: bool,
 }
 
 impl Flow {
@@ -116,7 +211,13 @@ impl Flow {
     }
 
     pub(super) fn could_be_pool_connection(&self) -> bool {
-        (self.pool_port || self.pool_addr || self.pool_sni) && !self.speaks_other()
+        (self.pool_port || self.pool_addr || self.pool_sni || self.pool_dest)
+            && !self.speaks_other()
+    }
+
+    /// The flow reaches its destination through a proxy.
+    pub(super) fn proxied(&self) -> bool {
+        self.hops.iter().any(|h| matches!(h, Hop::Proxy(_)))
     }
 
     /// Evidence now or once the payload wait is over.
@@ -182,6 +283,9 @@ pub struct Detector {
     pub(super) candidates: BTreeSet<u32>,
     cookies: HashMap<u64, CookieOwner>,
     cookie_order: VecDeque<u64>,
+    /// Kernel-tracked flows being reassembled, by socket cookie.
+    streams: HashMap<u64, FlowStream>,
+    stream_order: VecDeque<u64>,
     /// Sweep-found connections (no cookie): destination → processes, as
     /// (tgid, start time) so a reused tgid never matches. Filled once at
     /// start; bounded by `max_flows`.
@@ -214,6 +318,8 @@ impl Detector {
             candidates: BTreeSet::new(),
             cookies: HashMap::new(),
             cookie_order: VecDeque::new(),
+            streams: HashMap::new(),
+            stream_order: VecDeque::new(),
             sweep_flows: BTreeMap::new(),
             sweep_flow_count: 0,
             provenance_cache: HashMap::new(),
@@ -261,6 +367,10 @@ impl Detector {
             .iter()
             .filter_map(|t| self.tracks.get(t))
             .flat_map(|track| track.flows.values())
+            // Never a proxy: blocking it for everyone would cut off every
+            // other client of a shared proxy; the miner's tgids are
+            // blocked instead.
+            .filter(|f| !f.proxied())
             .filter(|f| f.mining.is_some() || f.could_be_pool_connection())
             .map(|f| (f.daddr, f.dport))
             .collect();
@@ -292,6 +402,7 @@ impl Detector {
             }
             Event::Connect(c) => self.on_connect(c, now, out),
             Event::Payload(p) => self.on_payload(p, now, out),
+            Event::FlowStats(f) => self.on_flow_stats(f),
             Event::CpuSample(s) => self.on_cpu(s, now, out),
             Event::Provenance(p) => self.on_provenance(p, now, out),
             Event::Lost(l) => self.stats.lost_events_total += l.count,
@@ -579,17 +690,10 @@ impl Detector {
         let payload_due = (c.source == Source::Kernel)
             .then(|| c.time.plus_ns(self.cfg.payload_wait_ms * 1_000_000));
         let flow = Flow {
-            time: c.time,
-            owner: (c.tgid, start),
-            daddr: c.daddr,
-            dport: c.dport,
             pool_port,
             pool_addr,
-            class: None,
-            mining: None,
-            sni: None,
-            pool_sni: false,
             payload_due,
+            ..Flow::new(c.time, (c.tgid, start), c.daddr, c.dport)
         };
         if let Some(t) = self.tracks.get_mut(&c.tgid) {
             let key = (c.cookie, c.daddr, c.dport);
@@ -695,23 +799,106 @@ impl Detector {
             .collect()
     }
 
+    /// Adds a kernel-tracked flow's record to its stream and reads the
+    /// stream's layers; `None` for flows peeked mid-stream (from before the
+    /// agent), which only their own bytes can describe.
+    fn stream_view(&mut self, pl: &Payload) -> Option<FlowView> {
+        if pl.untracked || pl.cookie == 0 {
+            return None;
+        }
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.streams.entry(pl.cookie) {
+            slot.insert(FlowStream::new());
+            self.stream_order.push_back(pl.cookie);
+            while self.streams.len() > MAX_STREAMS || self.stream_order.len() > 2 * MAX_STREAMS {
+                let Some(old) = self.stream_order.pop_front() else {
+                    break;
+                };
+                self.streams.remove(&old);
+            }
+        }
+        let stream = self.streams.get_mut(&pl.cookie)?;
+        stream.push(Segment {
+            seq: pl.seq,
+            packet_index: pl.packet_index,
+            len: pl.payload_len,
+            data: &pl.data,
+            continuation: pl.continuation,
+        });
+        let view = stream.view();
+        let settled = !view.pending
+            && (view.mining.is_some()
+                || view.tls.is_some()
+                || (view.hops.is_empty() && view.protocol.is_other()));
+        if settled {
+            self.streams.remove(&pl.cookie);
+        }
+        Some(view)
+    }
+
+    fn learn(&mut self, pl: &Payload) -> Learned {
+        // A continuation record holds the middle of a ClientHello.
+        let packet = if pl.continuation {
+            Protocol::Unknown
+        } else {
+            classify(&pl.data)
+        };
+        if !pl.continuation {
+            *self.stats.payloads_by_protocol.entry(packet).or_default() += 1;
+        }
+        let view = self.stream_view(pl);
+        let mining = view
+            .as_ref()
+            .and_then(|v| v.mining)
+            .or(packet.is_mining().then_some(packet))
+            .map(|p| (pl.time, p));
+        let sni = match &view {
+            Some(v) => v.tls.as_ref().and_then(|h| h.sni.clone()),
+            None if packet == Protocol::Tls => tls_sni(&pl.data),
+            None => None,
+        };
+        let pool_dest = view
+            .as_ref()
+            .and_then(|v| v.destination())
+            .is_some_and(|d| {
+                self.is_pool_port(d.port)
+                    || match &d.host {
+                        Host::Ip(ip) => self.is_pool_addr(*ip),
+                        Host::Name(n) => self.is_pool_domain(n),
+                    }
+            });
+        Learned {
+            packet,
+            pool_sni: sni.as_deref().is_some_and(|s| self.is_pool_domain(s)),
+            view,
+            mining,
+            sni,
+            pool_dest,
+        }
+    }
+
     fn on_payload(&mut self, pl: Payload, now: Mono, out: &mut Vec<Verdict>) {
-        let proto = classify(&pl.data);
-        *self.stats.payloads_by_protocol.entry(proto).or_default() += 1;
         let targets = self.resolve_payload(&pl);
+        let learned = self.learn(&pl);
         if targets.is_empty() {
             self.stats.payloads_unresolved_total += 1;
             return;
         }
-        let sni = if proto == Protocol::Tls {
-            tls_sni(&pl.data)
-        } else {
-            None
-        };
-        let pool_sni = sni.as_deref().is_some_and(|s| self.is_pool_domain(s));
         let pool_port = self.is_pool_port(pl.dport);
         let pool_addr = self.is_pool_addr(pl.daddr);
-        let mining = proto.is_mining().then_some((pl.time, proto));
+        // Worth a flow of its own even without a pool connect: a pool
+        // protocol or destination, or TLS without ALPN (weak evidence once
+        // its counters come).
+        let no_alpn_tls = learned
+            .view
+            .as_ref()
+            .and_then(|v| v.tls.as_ref())
+            .is_some_and(|h| h.alpn.is_empty());
+        let wanted = learned.mining.is_some()
+            || learned.pool_sni
+            || learned.pool_dest
+            || pool_port
+            || pool_addr
+            || no_alpn_tls;
         let mut touched = BTreeSet::new();
         for (tgid, key) in targets {
             let start = self.table.get(tgid).map_or(pl.time, |p| p.start_time);
@@ -733,39 +920,17 @@ impl Detector {
                     continue;
                 };
                 match t.flows.get_mut(&key) {
-                    Some(f) => {
-                        if f.class.is_none_or(|c| c == Protocol::Unknown) {
-                            f.class = Some(proto);
-                        }
-                        if f.mining.is_none() {
-                            f.mining = mining;
-                        }
-                        if f.sni.is_none() {
-                            f.sni.clone_from(&sni);
-                            f.pool_sni = pool_sni;
-                        }
-                    }
-                    None if h == tgid
-                        && (mining.is_some() || pool_sni || pool_port || pool_addr) =>
-                    {
+                    Some(f) => f.learn(&learned),
+                    None if h == tgid && wanted => {
                         // No connect seen (flow from before the agent, or a
                         // port that is not a pool port).
-                        t.insert_flow(
-                            key,
-                            Flow {
-                                time: pl.time,
-                                owner: (tgid, start),
-                                daddr: pl.daddr,
-                                dport: pl.dport,
-                                pool_port,
-                                pool_addr,
-                                class: Some(proto),
-                                mining,
-                                sni: sni.clone(),
-                                pool_sni,
-                                payload_due: None,
-                            },
-                        );
+                        let mut f = Flow {
+                            pool_port,
+                            pool_addr,
+                            ..Flow::new(pl.time, (tgid, start), pl.daddr, pl.dport)
+                        };
+                        f.learn(&learned);
+                        t.insert_flow(key, f);
                     }
                     None => continue,
                 }
@@ -777,6 +942,33 @@ impl Detector {
         }
         for t in self.by_start(touched) {
             self.evaluate(t, now, out);
+        }
+    }
+
+    /// Counters of a TLS flow: they feed weak evidence only, so nothing is
+    /// judged here.
+    fn on_flow_stats(&mut self, fs: FlowStats) {
+        let owner = fs
+            .tgid
+            .or_else(|| self.cookies.get(&fs.cookie).map(|o| o.tgid));
+        let Some(tgid) = owner else {
+            return;
+        };
+        let counters = FlowCounters {
+            since: fs.since,
+            last: fs.time,
+            packets: fs.packets,
+            bytes: fs.bytes,
+            max_len: fs.max_len,
+        };
+        let mut holders = vec![tgid];
+        holders.extend(self.table.descendants(tgid));
+        for h in holders {
+            if let Some(t) = self.tracks.get_mut(&h) {
+                for (_, f) in t.flows.iter_mut().filter(|(k, _)| k.0 == fs.cookie) {
+                    f.stats = Some(counters);
+                }
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! Detection: a pure state machine from [`crate::event::Event`]s to
 //! [`Verdict`]s.
 //!
-//! - [`stratum`]: classifies a flow's first bytes (pool protocol or not).
+//! - [`protocol`]: what a flow's bytes speak: pool protocol or not, through
+//!   proxies, WebSocket and TLS ([`stratum`] is its application classifier).
 //! - [`cmdline`]: recognises miner command lines.
 //! - [`cpu`]: sliding CPU history and the "sustained" judgement.
 //! - [`detector`]: the state machine (process evidence, inheritance).
@@ -14,10 +15,14 @@ pub mod cmdline;
 pub mod config;
 pub mod cpu;
 pub mod detector;
+pub mod protocol;
 mod rules;
-pub mod stratum;
 pub mod verdict;
 
+pub use protocol::stratum;
+
+#[cfg(test)]
+mod protocol_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

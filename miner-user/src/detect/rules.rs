@@ -9,6 +9,15 @@
 //! | `miner_command_line` | miner command line + unverified (or no provenance after the wait) + sustained CPU | High |
 //! | `miner_group` | a holder (pool protocol; or pool connection or miner command line from an unverified binary) whose tree or cgroup workers have sustained CPU together | High |
 //!
+//! A flow's destination is the one asked of a proxy when it went through
+//! one (SOCKS4/5, HTTP CONNECT), and its protocol what its tunnel or its
+//! WebSocket frames carry: a pool login through a proxy is the same verdict
+//! as without one, and the evidence names both the proxy and the pool.
+//!
+//! Weak evidence (`tls_idle_no_alpn`: a TLS flow without ALPN that stays
+//! open with small records while the process burns about every core) joins
+//! the evidence of a verdict that fires anyway; it never makes one.
+//!
 //! Sustained CPU alone, unverified alone, or both together, never alert.
 //! One verdict per process and rule; a higher severity re-alerts. A verdict
 //! covers the process's live descendants (listed in `members`), which
@@ -23,6 +32,7 @@ const ROOT_CGROUP_ID: u64 = 1;
 
 use super::cpu::{CpuJudgement, judge_group, judge_history};
 use super::detector::{Detector, Flow, Owner, Track};
+use super::protocol::Hop;
 use super::{Evidence, Rule, Severity, Verdict};
 use crate::process::table::Process;
 use crate::time::Mono;
@@ -167,7 +177,7 @@ impl Detector {
             Some(ev(
                 "pool_protocol",
                 time,
-                format!("{proto} to {}", endpoint(f)),
+                format!("{proto} to {}", describe(f)),
             ))
         })
     }
@@ -177,21 +187,72 @@ impl Detector {
             if !f.is_pool_connection(now) {
                 return None;
             }
-            let sni = f
-                .sni
-                .as_deref()
-                .map(|s| format!(", server name {s}"))
-                .unwrap_or_default();
             let (signal, what) = if f.pool_sni {
                 ("tls_pool_sni", "TLS to a pool server name")
             } else if f.class == Some(super::Protocol::Tls) {
                 ("tls_pool_port", "TLS to a pool port")
+            } else if f.pool_dest {
+                (
+                    "proxy_pool_destination",
+                    "asked a proxy for a pool endpoint",
+                )
             } else if f.pool_port {
                 ("pool_port", "connected to a pool port")
             } else {
                 ("pool_address", "connected to a pool address")
             };
-            Some(ev(signal, f.time, format!("{what}: {}{sni}", endpoint(f))))
+            Some(ev(signal, f.time, format!("{what}: {}", describe(f))))
+        })
+    }
+
+    /// A TLS flow with no ALPN, open a while with small records, while the
+    /// process uses (nearly) every core of the machine: how a TLS-wrapped
+    /// miner looks from outside. Weak: busy TLS clients without ALPN exist
+    /// (database drivers, custom agents), so it only joins other evidence.
+    fn tls_idle_evidence(
+        &self,
+        p: &Process,
+        t: &Track,
+        cpu: &CpuJudgement,
+        now: Mono,
+    ) -> Option<Evidence> {
+        // Cores used while busy (the window's idle seconds left out): a
+        // miner that just started burns every core from its first sample.
+        let (on, span) = t
+            .cpu
+            .in_window(now, self.policy.window_ns)
+            .filter(|c| c.cores >= self.policy.busy_cores)
+            .fold((0.0, 0u64), |(on, span), c| {
+                (on + c.cores * c.span_ns as f64, span + c.span_ns)
+            });
+        let busy_cores = if span == 0 { 0.0 } else { on / span as f64 };
+        let cores = f64::from(self.cfg.online_cpus.max(1));
+        if !cpu.sustained || busy_cores < TLS_IDLE_CORE_SHARE * cores {
+            return None;
+        }
+        let open_ns = self.cfg.tls_idle_open_secs.saturating_mul(1_000_000_000);
+        self.flow_evidence(p, t, |f| {
+            let tls = f.tls.as_ref()?;
+            let c = f.stats?;
+            let open = c.last.saturating_sub(c.since);
+            let mean = c.bytes / u64::from(c.packets.max(1));
+            (tls.alpn.is_none() && open >= open_ns && mean <= self.cfg.tls_idle_max_record_bytes)
+                .then(|| {
+                    ev(
+                        "tls_idle_no_alpn",
+                        c.last,
+                        format!(
+                            "TLS without ALPN to {}: open {:.0} s, {} records of {} bytes on \
+                             average, process at {:.2} of {} cores while busy",
+                            describe(f),
+                            open as f64 / 1e9,
+                            c.packets,
+                            mean,
+                            busy_cores,
+                            self.cfg.online_cpus
+                        ),
+                    )
+                })
         })
     }
 
@@ -372,6 +433,13 @@ impl Detector {
                 members,
             });
         }
+        if !fire.is_empty()
+            && let Some(weak) = self.tls_idle_evidence(p, t, &cpu, now)
+        {
+            for f in &mut fire {
+                f.evidence.push(weak.clone());
+            }
+        }
         fire
     }
 
@@ -418,11 +486,58 @@ impl Detector {
     }
 }
 
+/// Share of the machine's cores a process must use on average for the
+/// weak TLS evidence ("burns every core it has", with room for the
+/// scheduler and the sampling).
+const TLS_IDLE_CORE_SHARE: f64 = 0.8;
+
 fn endpoint(f: &Flow) -> String {
     match f.daddr {
         std::net::IpAddr::V6(a) => format!("[{a}]:{}", f.dport),
         a => format!("{a}:{}", f.dport),
     }
+}
+
+/// The flow's endpoint, the destinations asked of its proxies, its
+/// WebSocket and TLS details: `pool:3333 via socks5 proxy 127.0.0.1:1080,
+/// over WebSocket ws://pool/ws, TLS server name pool, JA4 t12i…`.
+fn describe(f: &Flow) -> String {
+    let mut hop_at = endpoint(f);
+    let mut via = Vec::new();
+    let mut ws = None;
+    for h in &f.hops {
+        match h {
+            Hop::Proxy(p) => {
+                via.push(format!("via {} proxy {hop_at}", p.kind.name()));
+                hop_at = p.dest.to_string();
+            }
+            Hop::WebSocket(u) => ws = Some(u),
+        }
+    }
+    via.reverse();
+    let mut out = hop_at;
+    for v in via {
+        out.push(' ');
+        out.push_str(&v);
+    }
+    if let Some(u) = ws {
+        out.push_str(&format!(
+            ", over WebSocket ws://{}{}",
+            u.host.as_deref().unwrap_or("?"),
+            u.path
+        ));
+    }
+    if let Some(s) = &f.sni {
+        out.push_str(&format!(", server name {s}"));
+    }
+    if let Some(t) = &f.tls {
+        out.push_str(&format!(
+            ", JA4 {}{}",
+            t.ja4,
+            if t.alpn.is_none() { " (no ALPN)" } else { "" }
+        ));
+    }
+    out
 }
 
 fn build_verdict(

@@ -145,6 +145,8 @@ pub(crate) mod build {
             dport: port,
             payload_len: data.len() as u32,
             packet_index: 0,
+            seq: None,
+            continuation: false,
             untracked: tgid.is_none(),
             data: data.to_vec(),
         })

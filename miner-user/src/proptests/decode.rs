@@ -1,8 +1,8 @@
 //! `sensor::decode`: the only parser of kernel record bytes.
 
 use miner_ebpf_common::{
-    AF_INET, AF_INET6, ARGS_LEN, COMM_LEN, ConnectRecord, ExecRecord, ExitRecord, ForkRecord,
-    Header, ListenRecord, PEEK_LEN, PayloadRecord, RecordKind,
+    AF_INET, AF_INET6, ARGS_LEN, COMM_LEN, ConnectRecord, ExecRecord, ExitRecord, FlowStatsRecord,
+    ForkRecord, Header, ListenRecord, PEEK_LEN, PayloadRecord, RecordKind,
 };
 use proptest::prelude::*;
 
@@ -34,6 +34,7 @@ fn layout(kind: RecordKind) -> usize {
         RecordKind::Connect => std::mem::size_of::<ConnectRecord>(),
         RecordKind::Payload => std::mem::size_of::<PayloadRecord>(),
         RecordKind::Listen => std::mem::size_of::<ListenRecord>(),
+        RecordKind::FlowStats => std::mem::size_of::<FlowStatsRecord>(),
     }
 }
 
@@ -90,6 +91,7 @@ proptest! {
                     RecordKind::Connect => "connect",
                     RecordKind::Payload => "payload",
                     RecordKind::Listen => "listen",
+                    RecordKind::FlowStats => "flow_stats",
                 }),
                 _ => prop_assert!(false, "{:?} for a complete {:?}", res, kind),
             }

@@ -4,13 +4,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use miner_ebpf_common::{
     AF_INET, AF_INET6, CONNECT_FLAG_V4_MAPPED, ConnectRecord, EXEC_FLAG_ARGS_TRUNCATED,
-    EXEC_FLAG_EXE_UNKNOWN, EXEC_FLAG_MEMFD, ExecRecord, ExitRecord, ForkRecord, Header,
-    LISTEN_FLAG_ADDR_UNKNOWN, ListenRecord, PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN, PayloadRecord,
-    RecordKind,
+    EXEC_FLAG_EXE_UNKNOWN, EXEC_FLAG_MEMFD, ExecRecord, ExitRecord, FlowStatsRecord, ForkRecord,
+    Header, LISTEN_FLAG_ADDR_UNKNOWN, ListenRecord, PAYLOAD_FLAG_CONTINUATION,
+    PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN, PayloadRecord, RecordKind,
 };
 
 use crate::event::{
-    Connect, ConnectResult, Event, ExeId, Exec, Exit, Fork, Listen, Payload, Source,
+    Connect, ConnectResult, Event, ExeId, Exec, Exit, FlowStats, Fork, Listen, Payload, Source,
 };
 use crate::time::Mono;
 
@@ -57,6 +57,9 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             Event::Payload(payload(&read_pod::<PayloadRecord>(buf, "payload")?)?)
         }
         RecordKind::Listen => Event::Listen(listen(&read_pod::<ListenRecord>(buf, "listen")?)?),
+        RecordKind::FlowStats => {
+            Event::FlowStats(flow_stats(&read_pod::<FlowStatsRecord>(buf, "flow_stats")?))
+        }
     })
 }
 
@@ -211,9 +214,24 @@ fn payload(r: &PayloadRecord) -> Result<Payload, DecodeError> {
         dport: r.dport,
         payload_len: r.payload_len,
         packet_index: r.packet_index,
+        // Untracked flows are peeked once, mid-stream: no stream to rebuild.
+        seq: (!untracked).then_some(r.seq),
+        continuation: r.flags & PAYLOAD_FLAG_CONTINUATION != 0,
         untracked,
         data: r.data[..n].to_vec(),
     })
+}
+
+fn flow_stats(r: &FlowStatsRecord) -> FlowStats {
+    FlowStats {
+        time: Mono(r.header.ktime_ns),
+        tgid: (r.tgid != 0).then_some(r.tgid),
+        cookie: r.cookie,
+        packets: r.packets,
+        bytes: r.bytes,
+        max_len: r.max_len,
+        since: Mono(r.first_ns),
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +341,41 @@ mod tests {
         assert_eq!(e.daddr, "::1".parse::<IpAddr>().unwrap());
         assert_eq!(e.data, b"{\"i");
         assert_eq!(e.tgid, None, "untracked flows have no trustworthy tgid");
+        assert_eq!(e.seq, None, "an untracked peek is mid-stream");
+
+        p.flags = PAYLOAD_FLAG_CONTINUATION;
+        p.seq = 0xffff_ff00;
+        p.packet_index = 2;
+        let Event::Payload(e) = decode(&bytes_of(&p)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (e.tgid, e.seq, e.continuation),
+            (Some(9), Some(0xffff_ff00), true)
+        );
+    }
+
+    #[test]
+    fn decodes_flow_stats() {
+        let mut r: FlowStatsRecord = unsafe { std::mem::zeroed() };
+        r.header = header(RecordKind::FlowStats);
+        r.header.ktime_ns = 30_000;
+        r.cookie = 77;
+        r.tgid = 12;
+        r.packets = 9;
+        r.bytes = 1800;
+        r.max_len = 517;
+        r.first_ns = 10_000;
+        let Event::FlowStats(e) = decode(&bytes_of(&r)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                e.time, e.since, e.tgid, e.cookie, e.packets, e.bytes, e.max_len
+            ),
+            (Mono(30_000), Mono(10_000), Some(12), 77, 9, 1800, 517)
+        );
+        assert!(decode(&bytes_of(&r)[..40]).is_err());
     }
 
     #[test]

@@ -35,6 +35,7 @@ const EVENT_KINDS: &[&str] = &[
     "exit",
     "connect",
     "payload",
+    "flow_stats",
     "cpu_sample",
     "provenance",
     "lost",

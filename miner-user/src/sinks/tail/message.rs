@@ -264,6 +264,17 @@ impl TailMessage {
                     ..base(TailKind::Payload)
                 }
             }
+            Event::FlowStats(f) => TailMessage {
+                tgid: f.tgid,
+                detail: format!(
+                    "tls flow {} packets, {} bytes (largest {}) in {:.0} s",
+                    f.packets,
+                    f.bytes,
+                    f.max_len,
+                    f.time.saturating_sub(f.since) as f64 / 1e9
+                ),
+                ..base(TailKind::Payload)
+            },
             Event::CpuSample(s) => {
                 let mut busy: Vec<_> = s
                     .usage
@@ -505,6 +516,8 @@ mod tests {
             dport: 3333,
             payload_len: 256,
             packet_index: 0,
+            seq: None,
+            continuation: false,
             untracked: false,
             data: data.to_vec(),
         }));
@@ -522,6 +535,8 @@ mod tests {
             dport: 443,
             payload_len: 3,
             packet_index: 0,
+            seq: None,
+            continuation: false,
             untracked: true,
             data: vec![0x16, 0x1b, b'"'],
         }));

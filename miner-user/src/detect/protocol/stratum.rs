@@ -1,7 +1,9 @@
 //! Classifies the first bytes of an outbound TCP flow: mining pool protocol
-//! (Stratum v1, XMRig/Monero login, Stratum v2, eth-stratum), or one of the
-//! protocols that prove a flow is *not* a pool connection (TLS, HTTP, SSH,
-//! database wire protocols, non-mining JSON-RPC).
+//! (Stratum v1, XMRig/Monero login, Stratum v2, eth-stratum, web-miner
+//! JSON), one of the protocols that prove a flow is *not* a pool connection
+//! (HTTP, SSH, database wire protocols, non-mining JSON-RPC), or the start
+//! of a layer whose inside decides (a proxy handshake, a WebSocket upgrade,
+//! TLS): [`super::stream`] peels those.
 //!
 //! The kernel peeks at most 256 bytes of a packet, so every check works on a
 //! prefix: JSON is never parsed as a document, it is scanned for the
@@ -27,6 +29,10 @@ pub enum Protocol {
     /// Ethereum-family stratum/getwork (`eth_submitLogin`, `eth_getWork`,
     /// `eth_submitWork`, `eth_submitHashrate`, `EthereumStratum/1.0.0`).
     EthStratum,
+    /// The CoinHive-style JSON that browser and Node.js miners speak to
+    /// their WebSocket pool proxies: `{"type":"auth","params":{"site_key"…}}`
+    /// and `{"type":"submit","params":{"job_id","nonce","result"}}`.
+    WebMiner,
     /// TLS ClientHello: the content is hidden, the port and SNI still count.
     Tls,
     Http,
@@ -37,15 +43,24 @@ pub enum Protocol {
     Mongo,
     /// JSON-RPC that is not mining (`eth_blockNumber`, LSP, bitcoind RPC…).
     OtherJsonRpc,
+    /// A SOCKS5 greeting, SOCKS4/4a request or HTTP `CONNECT`: a proxy
+    /// flow, whose tunnelled bytes decide.
+    Socks5,
+    Socks4,
+    HttpConnect,
+    /// An HTTP request upgrading to WebSocket: the frames decide.
+    #[serde(rename = "websocket")]
+    WebSocket,
     Unknown,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 13] = [
+    pub const ALL: [Protocol; 18] = [
         Protocol::StratumV1,
         Protocol::XmrigLogin,
         Protocol::StratumV2,
         Protocol::EthStratum,
+        Protocol::WebMiner,
         Protocol::Tls,
         Protocol::Http,
         Protocol::Ssh,
@@ -54,6 +69,10 @@ impl Protocol {
         Protocol::Redis,
         Protocol::Mongo,
         Protocol::OtherJsonRpc,
+        Protocol::Socks5,
+        Protocol::Socks4,
+        Protocol::HttpConnect,
+        Protocol::WebSocket,
         Protocol::Unknown,
     ];
 
@@ -64,6 +83,7 @@ impl Protocol {
             Protocol::XmrigLogin => "xmrig-login",
             Protocol::StratumV2 => "stratum-v2",
             Protocol::EthStratum => "eth-stratum",
+            Protocol::WebMiner => "web-miner",
             Protocol::Tls => "tls",
             Protocol::Http => "http",
             Protocol::Ssh => "ssh",
@@ -72,6 +92,10 @@ impl Protocol {
             Protocol::Redis => "redis",
             Protocol::Mongo => "mongo",
             Protocol::OtherJsonRpc => "other-json-rpc",
+            Protocol::Socks5 => "socks5",
+            Protocol::Socks4 => "socks4",
+            Protocol::HttpConnect => "http-connect",
+            Protocol::WebSocket => "websocket",
             Protocol::Unknown => "unknown",
         }
     }
@@ -80,15 +104,28 @@ impl Protocol {
     pub fn is_mining(self) -> bool {
         matches!(
             self,
-            Protocol::StratumV1 | Protocol::XmrigLogin | Protocol::StratumV2 | Protocol::EthStratum
+            Protocol::StratumV1
+                | Protocol::XmrigLogin
+                | Protocol::StratumV2
+                | Protocol::EthStratum
+                | Protocol::WebMiner
+        )
+    }
+
+    /// The start of a layer (proxy handshake, WebSocket upgrade) whose
+    /// inside decides what the flow speaks.
+    pub fn is_layer(self) -> bool {
+        matches!(
+            self,
+            Protocol::Socks5 | Protocol::Socks4 | Protocol::HttpConnect | Protocol::WebSocket
         )
     }
 
     /// A recognised protocol that is not mining and not opaque: a flow that
-    /// speaks it is not a pool connection, whatever its port. TLS and
-    /// `Unknown` are neither (a pool may sit behind either).
+    /// speaks it is not a pool connection, whatever its port. TLS,
+    /// `Unknown` and layers are neither (a pool may sit behind any of them).
     pub fn is_other(self) -> bool {
-        !self.is_mining() && !matches!(self, Protocol::Tls | Protocol::Unknown)
+        !self.is_mining() && !self.is_layer() && !matches!(self, Protocol::Tls | Protocol::Unknown)
     }
 }
 
@@ -103,11 +140,14 @@ pub fn classify(bytes: &[u8]) -> Protocol {
     if bytes.is_empty() {
         return Protocol::Unknown;
     }
-    if is_tls_client_hello(bytes) {
+    if super::tls::is_client_hello(bytes) {
         return Protocol::Tls;
     }
     if prefix_of_or_starts(bytes, b"SSH-", 3) {
         return Protocol::Ssh;
+    }
+    if let Some(layer) = layer(bytes) {
+        return layer;
     }
     if let Some(body) = http_body(bytes) {
         // getwork-style mining over HTTP POST (ethminer `http://`, old
@@ -147,6 +187,31 @@ pub fn classify(bytes: &[u8]) -> Protocol {
     Protocol::Unknown
 }
 
+/// A proxy handshake or a WebSocket upgrade at the start of `bytes`.
+fn layer(bytes: &[u8]) -> Option<Protocol> {
+    use super::Parse;
+    match bytes.first() {
+        Some(5) | Some(4) | Some(b'C') => match super::proxy::parse(bytes) {
+            Parse::Done(r, _) | Parse::Partial(r) => Some(match r.kind {
+                super::proxy::ProxyKind::Socks5 => Protocol::Socks5,
+                super::proxy::ProxyKind::Socks4 | super::proxy::ProxyKind::Socks4a => {
+                    Protocol::Socks4
+                }
+                super::proxy::ProxyKind::HttpConnect => Protocol::HttpConnect,
+            }),
+            // A greeting alone (`05 01 00`) waits for the proxy's choice.
+            Parse::NeedMore if bytes[0] == 5 && bytes.len() >= 3 => Some(Protocol::Socks5),
+            _ => None,
+        },
+        Some(b'G') => matches!(
+            super::websocket::upgrade(bytes),
+            Parse::Done(..) | Parse::Partial(_)
+        )
+        .then_some(Protocol::WebSocket),
+        _ => None,
+    }
+}
+
 /// Methods that only mining clients send.
 const ETH_METHODS: [&[u8]; 5] = [
     b"eth_submitLogin",
@@ -176,6 +241,9 @@ fn classify_json(buf: &[u8]) -> Protocol {
             MethodClass::Other => {}
         }
     }
+    if let Some(p) = web_miner(buf) {
+        return p;
+    }
     let rpc_keys = || {
         [&b"jsonrpc"[..], b"result", b"error"]
             .iter()
@@ -189,6 +257,23 @@ fn classify_json(buf: &[u8]) -> Protocol {
     } else {
         Protocol::Unknown
     }
+}
+
+/// CoinHive-style web-miner messages: `"type":"auth"` with a `site_key`,
+/// or `"type":"submit"` with the share's `job_id`, `nonce` and `result`.
+fn web_miner(buf: &[u8]) -> Option<Protocol> {
+    let ty = next_key(buf, 0, b"type").and_then(|k| string_value(buf, k.after_colon))?;
+    let params = next_key(buf, 0, b"params")?.after_colon;
+    let mining = match ty.text {
+        b"auth" => has_key(buf, params, b"site_key"),
+        b"submit" => {
+            has_key(buf, params, b"job_id")
+                && has_key(buf, params, b"nonce")
+                && has_key(buf, params, b"result")
+        }
+        _ => false,
+    };
+    mining.then_some(Protocol::WebMiner)
 }
 
 enum MethodClass {
@@ -397,16 +482,6 @@ fn prefix_of_or_starts(bytes: &[u8], pat: &[u8], min: usize) -> bool {
     }
 }
 
-/// TLS record header `16 03 0x` (x ≤ 4) and, when present, handshake type 1
-/// (ClientHello).
-fn is_tls_client_hello(b: &[u8]) -> bool {
-    b.len() >= 3
-        && b[0] == 0x16
-        && b[1] == 0x03
-        && b[2] <= 0x04
-        && b.get(5).is_none_or(|&t| t == 0x01)
-}
-
 const HTTP_METHODS: [&[u8]; 10] = [
     b"GET ",
     b"POST ",
@@ -527,37 +602,7 @@ fn is_stratum_v2_setup(b: &[u8]) -> bool {
 /// The server name a TLS ClientHello asks for, when the SNI extension is
 /// entirely inside the buffer.
 pub fn tls_sni(b: &[u8]) -> Option<String> {
-    if !is_tls_client_hello(b) || b.len() < 6 {
-        return None;
-    }
-    // record header 5, handshake header 4, client_version 2, random 32
-    let mut i = 5 + 4 + 2 + 32;
-    let sid_len = usize::from(*b.get(i)?);
-    i += 1 + sid_len;
-    let cs_len = usize::from(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]));
-    i += 2 + cs_len;
-    let comp_len = usize::from(*b.get(i)?);
-    i += 1 + comp_len;
-    let ext_total = usize::from(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]));
-    i += 2;
-    let ext_end = i + ext_total;
-    while i + 4 <= ext_end {
-        let ty = u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]);
-        let len = usize::from(u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]));
-        let body = i + 4;
-        if ty == 0 {
-            // server_name_list: u16 list length, then (type u8, u16 len, name)
-            let name_type = *b.get(body + 2)?;
-            let name_len = usize::from(u16::from_be_bytes([*b.get(body + 3)?, *b.get(body + 4)?]));
-            let name = b.get(body + 5..body + 5 + name_len)?;
-            if name_type != 0 || !name.iter().all(|&c| c.is_ascii_graphic()) {
-                return None;
-            }
-            return Some(String::from_utf8_lossy(name).to_ascii_lowercase());
-        }
-        i = body + len;
-    }
-    None
+    super::tls::client_hello(b)?.sni
 }
 
 #[cfg(test)]
@@ -777,7 +822,44 @@ mod tests {
             (
                 "http connect tunnel",
                 s("CONNECT pool.example:3333 HTTP/1.1\r\n\r\n"),
-                Http,
+                HttpConnect,
+            ),
+            ("socks5 greeting", vec![5, 1, 0], Socks5),
+            (
+                "socks5 request",
+                vec![5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0x0d, 0x05],
+                Socks5,
+            ),
+            (
+                "socks4 request",
+                vec![4, 1, 0x0d, 0x05, 10, 0, 0, 1, 0],
+                Socks4,
+            ),
+            (
+                "websocket upgrade",
+                s(
+                    "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                ),
+                WebSocket,
+            ),
+            (
+                "web miner auth",
+                s(
+                    r#"{"type":"auth","params":{"site_key":"Xk3Lr9","type":"anonymous","user":null,"goal":0}}"#,
+                ),
+                WebMiner,
+            ),
+            (
+                "web miner submit",
+                s(
+                    r#"{"type":"submit","params":{"version":7,"job_id":"3f9a","nonce":"0b1c2d3e","result":"f2c9ab00e1"}}"#,
+                ),
+                WebMiner,
+            ),
+            (
+                "chat message with a type is not mining",
+                s(r#"{"type":"submit","params":{"form":"contact","text":"hi"}}"#),
+                Unknown,
             ),
             (
                 "http/2 preface",
