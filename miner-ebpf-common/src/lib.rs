@@ -12,9 +12,9 @@ pub mod offsets;
 pub mod records;
 
 pub use maps::*;
-pub use offsets::KernelOffsets;
+pub use offsets::{FPU_LAYOUT_EMBEDDED, FPU_LAYOUT_FPSTATE, FPU_LAYOUT_UNKNOWN, KernelOffsets};
 pub use records::*;
 
 /// Bumped on every change of a record or map layout. The eBPF object exports
 /// it as a global; the loader refuses an object built for another version.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;

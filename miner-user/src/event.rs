@@ -22,6 +22,8 @@ pub enum Event {
     CpuSample(CpuSample),
     Provenance(ProvenanceEvent),
     Lost(Lost),
+    Fpu(Fpu),
+    Hint(Hint),
 }
 
 impl Event {
@@ -35,6 +37,8 @@ impl Event {
             Event::CpuSample(e) => e.time,
             Event::Provenance(e) => e.time,
             Event::Lost(e) => e.time,
+            Event::Fpu(e) => e.time,
+            Event::Hint(e) => e.time,
         }
     }
 
@@ -49,6 +53,8 @@ impl Event {
             Event::CpuSample(_) => "cpu_sample",
             Event::Provenance(_) => "provenance",
             Event::Lost(_) => "lost",
+            Event::Fpu(_) => "fpu",
+            Event::Hint(_) => "hint",
         }
     }
 
@@ -61,6 +67,8 @@ impl Event {
             Event::Connect(e) => Some(e.tgid),
             Event::Payload(e) => e.tgid,
             Event::Provenance(e) => Some(e.tgid),
+            Event::Fpu(e) => Some(e.tgid),
+            Event::Hint(e) => Some(e.tgid),
             Event::CpuSample(_) | Event::Lost(_) => None,
         }
     }
@@ -299,6 +307,58 @@ impl Provenance {
     pub fn is_verified(&self) -> bool {
         self.verdict == ProvenanceVerdict::Verified
     }
+}
+
+/// A thread was switched out with a non-default SSE control register
+/// (MXCSR) and the set of states it has shown grew. The kernel sends one
+/// per growth, rate-limited per thread; nothing for threads that never
+/// leave the default or only sit at a constant fast-math state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fpu {
+    pub time: Mono,
+    pub tgid: u32,
+    /// The thread.
+    pub pid: u32,
+    pub comm: String,
+    /// The saved MXCSR at this switch, exception flags masked off.
+    pub mxcsr: u16,
+    /// Every state class the thread has shown (bit
+    /// `miner_ebpf_common::mxcsr_class`: FTZ, DAZ, rounding mode).
+    pub seen: u16,
+}
+
+/// What a kernel hint says a process did; supporting evidence only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HintKind {
+    /// Wrote `/proc/sys/vm/nr_hugepages` (or `_mempolicy`).
+    HugepagesSysctl,
+    /// Wrote a sysfs `hugepages-*/nr_hugepages`.
+    HugepagesSysfs,
+    /// Asked for a hugetlb mapping of `value` bytes (≥ 128 MiB).
+    HugetlbMap,
+    /// Opened an MSR device (`/dev/cpu/N/msr`; `value` is N).
+    MsrOpen,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hint {
+    pub time: Mono,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub hint: HintKind,
+    /// Mapping length in bytes, or the MSR device's CPU; 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub value: u64,
+    /// The start of what was written (sysctl, sysfs), lossily as text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub written: String,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Events the kernel could not deliver since the previous report.

@@ -4,6 +4,8 @@
 //! - [`stratum`]: classifies a flow's first bytes (pool protocol or not).
 //! - [`cmdline`]: recognises miner command lines.
 //! - [`cpu`]: sliding CPU history and the "sustained" judgement.
+//! - [`fingerprint`]: the RandomX shape in saved MXCSR values, and kernel
+//!   hints of mining set-up.
 //! - [`detector`]: the state machine (process evidence, inheritance).
 //! - `rules`: which evidence makes which verdict.
 //! - [`verdict`]: what comes out.
@@ -12,6 +14,7 @@ pub mod cmdline;
 pub mod config;
 pub mod cpu;
 pub mod detector;
+pub mod fingerprint;
 mod rules;
 pub mod stratum;
 pub mod verdict;

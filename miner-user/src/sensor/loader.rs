@@ -9,7 +9,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, FEntry, ProgramError,
         RawTracePoint, TracePoint,
     },
 };
@@ -27,6 +27,9 @@ enum Target {
     RawTracePoint(&'static str),
     CgroupSockAddr,
     CgroupSkbEgress,
+    /// fentry on a kernel function (BTF trampoline, Linux 5.5+). Optional:
+    /// a missing function degrades like a missing tracepoint.
+    FEntry(&'static str),
 }
 
 struct Hook {
@@ -93,7 +96,46 @@ const HOOKS: &[Hook] = &[
         loses: "pool-protocol payload peeks",
         needs: "cgroup v2 + BPF_CGROUP_INET_EGRESS",
     },
+    Hook {
+        program: FPU_PROGRAM,
+        target: Target::RawTracePoint("x86_fpu_regs_deactivated"),
+        loses: "the RandomX work fingerprint (saved MXCSR per thread)",
+        needs: "x86-64, raw tracepoint x86_fpu_regs_deactivated, struct fpu in BTF",
+    },
+    Hook {
+        program: "hugetlb_sysctl_handler",
+        target: Target::FEntry("hugetlb_sysctl_handler"),
+        loses: "the hint: writes to /proc/sys/vm/nr_hugepages",
+        needs: "fentry (BTF trampolines) + CONFIG_HUGETLBFS",
+    },
+    Hook {
+        program: "hugetlb_mempolicy_sysctl",
+        target: Target::FEntry("hugetlb_mempolicy_sysctl_handler"),
+        loses: "the hint: writes to /proc/sys/vm/nr_hugepages_mempolicy",
+        needs: "fentry (BTF trampolines) + CONFIG_HUGETLBFS + CONFIG_NUMA",
+    },
+    Hook {
+        program: "nr_hugepages_store",
+        target: Target::FEntry("nr_hugepages_store"),
+        loses: "the hint: writes to sysfs hugepages-*/nr_hugepages",
+        needs: "fentry (BTF trampolines) + CONFIG_HUGETLBFS",
+    },
+    Hook {
+        program: "hugetlb_file_setup",
+        target: Target::FEntry("hugetlb_file_setup"),
+        loses: "the hint: large MAP_HUGETLB mappings (RandomX cache and dataset)",
+        needs: "fentry (BTF trampolines) + CONFIG_HUGETLBFS",
+    },
+    Hook {
+        program: "chrdev_open",
+        target: Target::FEntry("chrdev_open"),
+        loses: "the hint: opens of /dev/cpu/*/msr",
+        needs: "fentry (BTF trampolines)",
+    },
 ];
+
+/// The program that reads saved MXCSR values (detect::fingerprint).
+pub const FPU_PROGRAM: &str = "x86_fpu_regs_deactivated";
 
 /// What happened to one hook at start.
 #[derive(Clone, Debug)]
@@ -143,14 +185,16 @@ fn verifier_error(program: &'static str, e: ProgramError) -> SensorError {
 impl Sensor {
     pub fn load(cfg: &SensorConfig) -> Result<Sensor, SensorError> {
         probe::check_privileges()?;
-        probe::check_kernel()?;
+        let release = probe::check_kernel()?;
         probe::check_btf()?;
         probe::ensure_tracefs()?;
         if EBPF_OBJECT.is_empty() {
             return Err(SensorError::NoObject);
         }
         let started = std::time::Instant::now();
-        let offsets = Btf::from_file(BTF_PATH)?.kernel_offsets()?;
+        let btf = Btf::from_file(BTF_PATH)?;
+        let (offsets, fpu_error) = btf.with_fpu(btf.kernel_offsets()?, &release);
+        drop(btf);
         log::debug!("BTF offsets read in {:?}: {offsets:?}", started.elapsed());
 
         let wakeup_bytes = u64::from(cfg.ring_buffer_bytes / 8);
@@ -180,8 +224,19 @@ impl Sensor {
             .map(PathBuf::from)
             .or_else(probe::find_cgroup2);
         let mut hooks = Vec::new();
+        let mut kernel_btf = None;
         for hook in HOOKS {
-            let status = attach(&mut ebpf, hook, cgroup_path.as_deref())?;
+            let unusable = match (hook.program, &fpu_error) {
+                (FPU_PROGRAM, Some(e)) => Some(e.to_string()),
+                _ => None,
+            };
+            let status = attach(
+                &mut ebpf,
+                hook,
+                cgroup_path.as_deref(),
+                &mut kernel_btf,
+                unusable,
+            )?;
             hooks.push(status);
         }
         let failed: Vec<String> = hooks
@@ -324,10 +379,15 @@ fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     });
 }
 
+/// The kernel's BTF as aya reads it (fentry targets), loaded on first use.
+type KernelBtf = Option<Result<aya::Btf, String>>;
+
 fn attach(
     ebpf: &mut Ebpf,
     hook: &Hook,
     cgroup: Option<&std::path::Path>,
+    kernel_btf: &mut KernelBtf,
+    unusable: Option<String>,
 ) -> Result<HookStatus, SensorError> {
     let prog = ebpf
         .program_mut(hook.program)
@@ -345,6 +405,10 @@ fn attach(
             hook.needs, hook.loses
         ));
     };
+    if let Some(why) = unusable {
+        degrade(&mut status, why);
+        return Ok(status);
+    }
     let cgroup_file = || -> Result<File, String> {
         let path =
             cgroup.ok_or_else(|| "no cgroup v2 mount found; set sensor.cgroup_path".to_string())?;
@@ -379,6 +443,24 @@ fn attach(
                     .map(|_| ())
                     .map_err(|e| format!("attach to cgroup: {e}"))
             })
+        }
+        Target::FEntry(function) => {
+            let p: &mut FEntry = prog
+                .try_into()
+                .map_err(|_| SensorError::MissingProgram(hook.program))?;
+            let btf = kernel_btf
+                .get_or_insert_with(|| aya::Btf::from_sys_fs().map_err(|e| e.to_string()));
+            match btf {
+                Ok(btf) => p
+                    .load(function, btf)
+                    .map_err(|e| format!("loading fentry on {function}: {e}"))
+                    .and_then(|()| {
+                        p.attach()
+                            .map(|_| ())
+                            .map_err(|e| format!("attach fentry to {function}: {e}"))
+                    }),
+                Err(e) => Err(format!("reading kernel BTF for fentry: {e}")),
+            }
         }
         Target::CgroupSkbEgress => {
             let p: &mut CgroupSkb = prog

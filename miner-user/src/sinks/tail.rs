@@ -100,6 +100,10 @@ pub enum TailKind {
     Payload,
     Cpu,
     Provenance,
+    /// A thread's MXCSR set grew (the RandomX fingerprint's input).
+    Fpu,
+    /// A kernel hint of mining set-up (huge pages, MSR).
+    Hint,
     Alert,
     Action,
     /// Messages this client missed because it fell behind.
@@ -111,7 +115,7 @@ pub enum TailKind {
 }
 
 impl TailKind {
-    pub const ALL: [TailKind; 12] = [
+    pub const ALL: [TailKind; 14] = [
         TailKind::Exec,
         TailKind::Fork,
         TailKind::Exit,
@@ -119,6 +123,8 @@ impl TailKind {
         TailKind::Payload,
         TailKind::Cpu,
         TailKind::Provenance,
+        TailKind::Fpu,
+        TailKind::Hint,
         TailKind::Alert,
         TailKind::Action,
         TailKind::Skipped,
@@ -135,6 +141,8 @@ impl TailKind {
             TailKind::Payload => "payload",
             TailKind::Cpu => "cpu",
             TailKind::Provenance => "provenance",
+            TailKind::Fpu => "fpu",
+            TailKind::Hint => "hint",
             TailKind::Alert => "alert",
             TailKind::Action => "action",
             TailKind::Skipped => "skipped",
@@ -358,6 +366,21 @@ impl TailMessage {
                     ..base(TailKind::Provenance)
                 }
             }
+            Event::Fpu(f) => TailMessage {
+                pid: Some(f.pid),
+                tgid: Some(f.tgid),
+                comm: Some(f.comm.clone()),
+                detail: crate::detect::fingerprint::describe_fpu(f),
+                ..base(TailKind::Fpu)
+            },
+            Event::Hint(h) => TailMessage {
+                pid: Some(h.pid),
+                tgid: Some(h.tgid),
+                comm: Some(h.comm.clone()),
+                uid: Some(h.uid),
+                detail: crate::detect::fingerprint::describe_hint(h),
+                ..base(TailKind::Hint)
+            },
             Event::Lost(l) => TailMessage {
                 count: Some(l.count),
                 detail: format!("lost {} events ({})", l.count, l.site),
