@@ -29,8 +29,6 @@ pub struct KernelOffsets {
     pub inode_i_sb: u32,
     pub inode_i_nlink: u32,
     pub sb_s_dev: u32,
-    /// `inode.i_rdev` (device number of a device node; MSR open hint).
-    pub inode_i_rdev: u32,
     /// How to reach the saved MXCSR from a `struct fpu *`: one of
     /// `FPU_LAYOUT_*`. Kept apart from `valid`: a kernel whose FPU layout we
     /// do not know still gets every other sensor.
@@ -42,7 +40,7 @@ pub struct KernelOffsets {
     /// `state.xsave.i387.mxcsr`.
     pub fpu_mxcsr: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 92);
 
 /// The FPU layout is unknown: the fpu program does nothing.
 pub const FPU_LAYOUT_UNKNOWN: u32 = 0;
@@ -74,7 +72,6 @@ impl KernelOffsets {
             inode_i_sb: 0,
             inode_i_nlink: 0,
             sb_s_dev: 0,
-            inode_i_rdev: 0,
             fpu_layout: FPU_LAYOUT_UNKNOWN,
             fpu_fpstate: 0,
             fpu_mxcsr: 0,

@@ -250,16 +250,17 @@ const _: () = assert!(core::mem::size_of::<FpuRecord>() == 48);
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HintKind {
-    /// A write to `/proc/sys/vm/nr_hugepages` (or `_mempolicy`).
+    /// An open for writing of `/proc/sys/vm/nr_hugepages` (or
+    /// `nr_hugepages_mempolicy`): `sysctl -w vm.nr_hugepages=…`.
     HugepagesSysctl = 1,
-    /// A write to a sysfs `hugepages-*/nr_hugepages` (global or per node).
+    /// An open for writing of a sysfs `hugepages-*/nr_hugepages`, global or
+    /// per NUMA node (what XMRig itself does as root).
     HugepagesSysfs = 2,
-    /// A hugetlb mapping of at least `HUGETLB_HINT_MIN_BYTES` (`mmap`
-    /// with `MAP_HUGETLB`, `memfd_create(MFD_HUGETLB)`, SysV `SHM_HUGETLB`);
-    /// `value` is its length. Reported at the attempt, before it can fail.
+    /// `mmap` with `MAP_HUGETLB` of at least `HUGETLB_HINT_MIN_BYTES`;
+    /// `value` is the length. Reported at the attempt, before it can fail.
     HugetlbMap = 3,
-    /// An open of an MSR character device (major 202, `/dev/cpu/N/msr`);
-    /// `value` is the minor (the CPU). Reported at the attempt.
+    /// An open for writing of `/dev/cpu/N/msr` (XMRig's prefetcher tweak).
+    /// Reported at the attempt, whether or not the device exists.
     MsrOpen = 4,
 }
 
@@ -288,13 +289,15 @@ impl TryFrom<u16> for HintKind {
 /// Smallest hugetlb mapping reported: below RandomX's 256 MiB cache, above
 /// the 2 MiB scratchpads and JIT buffers miners also map with huge pages.
 pub const HUGETLB_HINT_MIN_BYTES: u64 = 128 << 20;
-/// MSR character devices (`/dev/cpu/N/msr`, `arch/x86/kernel/msr.c`).
-pub const MSR_MAJOR: u32 = 202;
-/// A power of two, so the kernel side can clamp a copy length with a mask.
-pub const HINT_DATA_LEN: usize = 16;
+/// `MAP_HUGETLB` (uapi asm-generic/mman.h; the same on x86).
+pub const MAP_HUGETLB: u64 = 0x40000;
+/// Path bytes an open hint carries: the tail of the path, which names the
+/// file and its huge-page size (`…/hugepages-2048kB/nr_hugepages`). A power
+/// of two, so the kernel side can clamp a copy length with a mask.
+pub const HINT_DATA_LEN: usize = 64;
 
-/// A cheap kernel hint of mining set-up, once per process and kind (size
-/// class for mappings).
+/// A cheap kernel hint of mining set-up, once per process image and kind
+/// (and size class for mappings).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HintRecord {
@@ -306,13 +309,13 @@ pub struct HintRecord {
     pub kind: u16,
     /// Bytes of `data` filled.
     pub data_len: u16,
-    /// Mapping length, device minor; 0 where the kind has none.
+    /// Mapping length for `HugetlbMap`; 0 otherwise.
     pub value: u64,
     pub comm: [u8; COMM_LEN],
-    /// The first bytes written, for sysctl and sysfs writes (`"1280\n"`).
+    /// The last `HINT_DATA_LEN` bytes of the opened path (open hints).
     pub data: [u8; HINT_DATA_LEN],
 }
-const _: () = assert!(core::mem::size_of::<HintRecord>() == 72);
+const _: () = assert!(core::mem::size_of::<HintRecord>() == 120);
 
 pub const RECORD_MAX_SIZE: usize = core::mem::size_of::<ExecRecord>();
 
@@ -351,7 +354,7 @@ mod tests {
             (336, 8)
         );
         assert_eq!((size_of::<FpuRecord>(), align_of::<FpuRecord>()), (48, 8));
-        assert_eq!((size_of::<HintRecord>(), align_of::<HintRecord>()), (72, 8));
+        assert_eq!((size_of::<HintRecord>(), align_of::<HintRecord>()), (120, 8));
     }
 
     #[test]
@@ -423,7 +426,7 @@ mod tests {
         assert_eq!(size_of::<crate::PendingConnect>(), 32);
         assert_eq!(size_of::<crate::FlowState>(), 8);
         assert_eq!(size_of::<crate::DestKey>(), 24);
-        assert_eq!(size_of::<crate::KernelOffsets>(), 96);
+        assert_eq!(size_of::<crate::KernelOffsets>(), 92);
         assert_eq!(size_of::<crate::FpuSeen>(), 16);
         assert_eq!(size_of::<crate::HintSeen>(), 16);
     }

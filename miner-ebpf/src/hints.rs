@@ -1,38 +1,37 @@
-//! fentry hooks for the cheap hints of mining set-up: huge-page reservation
-//! (sysctl or sysfs writes), large hugetlb mappings (RandomX's 256 MiB cache
-//! and 2 GiB dataset), opens of the MSR device (XMRig's prefetcher tweak).
+//! Syscall-entry tracepoints for the cheap hints of mining set-up: huge-page
+//! reservation (opening `nr_hugepages` for writing, under /proc/sys or
+//! sysfs), large hugetlb mappings (RandomX's 256 MiB cache and 2 GiB
+//! dataset) and opening `/dev/cpu/N/msr` for writing (XMRig's prefetcher
+//! tweak).
 //!
-//! Each hooks a kernel function that runs only for the operation itself,
-//! never for every syscall, and is filtered here: a sysctl read, a small
-//! mapping, a tty open cost one compare. A process reports each hint kind
-//! (each size class for mappings) once per image (`HINT_SEEN`).
+//! fentry on the kernel functions that implement these (hugetlb sysctl and
+//! sysfs handlers, `hugetlb_file_setup`, `chrdev_open`) would run only for
+//! the operation itself, but BPF_PROG_TYPE_TRACING loads are refused with
+//! EPERM on the machines we run on; syscall tracepoints work everywhere
+//! minerwatch does. They run on every open and mmap, so the filter comes
+//! first and reads only the tracepoint record: a read-only open (nearly all
+//! of them) or an mmap without MAP_HUGETLB returns after one load and a
+//! compare. Only writable opens read the path. A process reports each hint
+//! kind (each size class for mappings) once per image (`HINT_SEEN`).
 //!
-//! match-proto (fentry reads arguments by position):
-//! - `int hugetlb_sysctl_handler(const struct ctl_table *, int write,
-//!   void *buffer, size_t *lenp, loff_t *ppos)`, and
-//!   `hugetlb_mempolicy_sysctl_handler` (same): `buffer` is the kernel copy
-//!   of what was written (5.8+).
-//! - `ssize_t nr_hugepages_store(struct kobject *, struct kobj_attribute *,
-//!   const char *buf, size_t len)`: global and per-node sysfs files.
-//! - `struct file *hugetlb_file_setup(const char *name, size_t size,
-//!   vm_flags_t, int creat_flags, int page_size_log)`: `mmap(MAP_HUGETLB)`,
-//!   `memfd_create(MFD_HUGETLB)`, `shmget(SHM_HUGETLB)`, before the
-//!   reservation that fails when no huge pages are free.
-//! - `int chrdev_open(struct inode *, struct file *)`: every character
-//!   device open, before the driver lookup (so an open of a stray MSR node
-//!   without the driver still counts as the attempt it is).
+//! match-proto: sys_enter_openat(dfd @16, filename @24, flags @32),
+//! sys_enter_open(filename @16, flags @24), sys_enter_mmap(addr @16,
+//! len @24, prot @32, flags @40): the syscall tracepoints' fields are the
+//! syscall's arguments, 8 bytes each after `__syscall_nr`, on every kernel.
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes,
     },
-    macros::fentry,
-    programs::FEntryContext,
+    macros::tracepoint,
+    programs::TracePointContext,
 };
 use miner_ebpf_common::{
     DropSite, HINT_DATA_LEN, HUGETLB_HINT_MIN_BYTES, Header, HintKind, HintRecord, HintSeen,
-    MSR_MAJOR, RecordKind,
+    MAP_HUGETLB, RecordKind,
 };
 
 use crate::{
@@ -40,64 +39,127 @@ use crate::{
     task,
 };
 
-#[fentry(function = "hugetlb_sysctl_handler")]
-pub fn hugetlb_sysctl_handler(ctx: FEntryContext) -> i32 {
-    on_sysctl(&ctx);
+const O_ACCMODE: u64 = 3;
+/// Path bytes scanned: the per-node sysfs path is ~75 bytes.
+const PATH_SCAN: usize = 256;
+
+/// A tracepoint field: a direct load from the record (no helper).
+#[inline(always)]
+fn field(ctx: &TracePointContext, off: usize) -> u64 {
+    unsafe { *((ctx.as_ptr() as *const u8).add(off) as *const u64) }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    on_open(field(&ctx, 24), field(&ctx, 32));
     0
 }
 
-#[fentry(function = "hugetlb_mempolicy_sysctl_handler")]
-pub fn hugetlb_mempolicy_sysctl(ctx: FEntryContext) -> i32 {
-    on_sysctl(&ctx);
+/// `open(2)`: static musl binaries (XMRig's release builds) use it, not
+/// `openat`.
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    on_open(field(&ctx, 16), field(&ctx, 24));
     0
 }
 
 #[inline(always)]
-fn on_sysctl(ctx: &FEntryContext) {
-    let write: i32 = ctx.arg(1);
-    if write == 0 {
-        return; // `sysctl -a`, monitoring agents
+fn on_open(filename: u64, flags: u64) {
+    if flags & O_ACCMODE == 0 {
+        return; // O_RDONLY: every read of /proc, never a hint
     }
-    let buf: u64 = ctx.arg(2);
-    let lenp: u64 = ctx.arg(3);
-    let len = task::read::<u64>(lenp as *const u8, 0).unwrap_or(0);
+    let mut buf = [0u8; PATH_SCAN];
+    let Ok(path) = (unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, &mut buf) })
+    else {
+        return;
+    };
+    let n = path.len();
+    let Some(kind) = classify(&buf, n) else {
+        return;
+    };
     let hint = Hint {
-        kind: HintKind::HugepagesSysctl,
-        bit: HintKind::HugepagesSysctl as u32,
+        kind,
+        bit: kind as u32,
         value: 0,
-        data: buf as *const u8,
-        data_len: len,
+        path: filename as *const u8,
+        path_len: n,
     };
     report(&hint);
 }
 
-#[fentry(function = "nr_hugepages_store")]
-pub fn nr_hugepages_store(ctx: FEntryContext) -> i32 {
-    let buf: u64 = ctx.arg(2);
-    let len: u64 = ctx.arg(3);
-    let hint = Hint {
-        kind: HintKind::HugepagesSysfs,
-        bit: HintKind::HugepagesSysfs as u32,
-        value: 0,
-        data: buf as *const u8,
-        data_len: len,
-    };
-    report(&hint);
-    0
+/// Byte `i` of `buf`, masked so the verifier sees it in bounds.
+#[inline(always)]
+fn at(buf: &[u8; PATH_SCAN], i: usize) -> u8 {
+    buf[i & (PATH_SCAN - 1)]
 }
 
-#[fentry(function = "hugetlb_file_setup")]
-pub fn hugetlb_file_setup(ctx: FEntryContext) -> i32 {
-    let size: u64 = ctx.arg(1);
-    if size < HUGETLB_HINT_MIN_BYTES {
+#[inline(always)]
+fn ends_with<const L: usize>(buf: &[u8; PATH_SCAN], n: usize, suffix: &[u8; L]) -> bool {
+    if n < L {
+        return false;
+    }
+    let mut i = 0;
+    while i < L {
+        if at(buf, n - L + i) != suffix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn starts_with<const L: usize>(buf: &[u8; PATH_SCAN], n: usize, prefix: &[u8; L]) -> bool {
+    if n < L {
+        return false;
+    }
+    let mut i = 0;
+    while i < L {
+        if buf[i] != prefix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `name` is the whole path or follows a `/`.
+#[inline(always)]
+fn is_file<const L: usize>(buf: &[u8; PATH_SCAN], n: usize, name: &[u8; L]) -> bool {
+    ends_with(buf, n, name) && (n == L || at(buf, n - L - 1) == b'/')
+}
+
+#[inline(always)]
+fn classify(buf: &[u8; PATH_SCAN], n: usize) -> Option<HintKind> {
+    if is_file(buf, n, b"nr_hugepages") || is_file(buf, n, b"nr_hugepages_mempolicy") {
+        return Some(if starts_with(buf, n, b"/proc/") {
+            HintKind::HugepagesSysctl
+        } else {
+            HintKind::HugepagesSysfs
+        });
+    }
+    if starts_with(buf, n, b"/dev/cpu/") && ends_with(buf, n, b"/msr") {
+        return Some(HintKind::MsrOpen);
+    }
+    None
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    let flags = field(&ctx, 40);
+    if flags & MAP_HUGETLB == 0 {
+        return 0;
+    }
+    let len = field(&ctx, 24);
+    if len < HUGETLB_HINT_MIN_BYTES {
         return 0;
     }
     let hint = Hint {
         kind: HintKind::HugetlbMap,
-        bit: 8 + size_class(size),
-        value: size,
-        data: core::ptr::null(),
-        data_len: 0,
+        bit: 8 + size_class(len),
+        value: len,
+        path: core::ptr::null(),
+        path_len: 0,
     };
     report(&hint);
     0
@@ -119,39 +181,14 @@ fn size_class(size: u64) -> u32 {
     }
 }
 
-#[fentry(function = "chrdev_open")]
-pub fn chrdev_open(ctx: FEntryContext) -> i32 {
-    let inode: u64 = ctx.arg(0);
-    let o = offsets();
-    if o.valid == 0 {
-        return 0;
-    }
-    let Ok(rdev) = task::read::<u32>(inode as *const u8, o.inode_i_rdev) else {
-        return 0;
-    };
-    // Kernel dev_t: major in the top 12 bits, minor in the low 20.
-    if rdev >> 20 != MSR_MAJOR {
-        return 0;
-    }
-    let hint = Hint {
-        kind: HintKind::MsrOpen,
-        bit: HintKind::MsrOpen as u32,
-        value: u64::from(rdev & 0xf_ffff),
-        data: core::ptr::null(),
-        data_len: 0,
-    };
-    report(&hint);
-    0
-}
-
 struct Hint {
     kind: HintKind,
     /// Bit in `HintSeen.bits`.
     bit: u32,
     value: u64,
-    /// Kernel bytes to copy into the record (written text), or null.
-    data: *const u8,
-    data_len: u64,
+    /// The opened path (user memory) whose tail goes in the record, or null.
+    path: *const u8,
+    path_len: usize,
 }
 
 #[inline(always)]
@@ -186,16 +223,18 @@ fn try_report(h: &Hint) -> Result<(), DropSite> {
     rec.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     rec.data = [0; HINT_DATA_LEN];
     rec.data_len = 0;
-    if !h.data.is_null() && h.data_len > 0 {
-        // Mask so the verifier sees 1..=HINT_DATA_LEN (a power of two).
-        let want = if h.data_len > HINT_DATA_LEN as u64 {
-            HINT_DATA_LEN as u64
+    if !h.path.is_null() && h.path_len > 0 {
+        // The tail: it names the file and the huge-page size.
+        let want = if h.path_len > HINT_DATA_LEN {
+            HINT_DATA_LEN
         } else {
-            h.data_len
+            h.path_len
         };
-        let n = (((want - 1) as usize) & (HINT_DATA_LEN - 1)) + 1;
-        if unsafe { bpf_probe_read_kernel_buf(h.data, &mut rec.data[..n]) }.is_ok() {
-            rec.data_len = n as u16;
+        // Mask so the verifier sees 1..=HINT_DATA_LEN (a power of two).
+        let k = ((want - 1) & (HINT_DATA_LEN - 1)) + 1;
+        let src = h.path.wrapping_add(h.path_len - k);
+        if unsafe { bpf_probe_read_user_buf(src, &mut rec.data[..k]) }.is_ok() {
+            rec.data_len = k as u16;
         }
     }
     entry.submit(wake_flags());

@@ -327,18 +327,21 @@ pub struct Fpu {
     pub seen: u16,
 }
 
-/// What a kernel hint says a process did; supporting evidence only.
+/// What a hint says a process did; supporting evidence only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HintKind {
-    /// Wrote `/proc/sys/vm/nr_hugepages` (or `_mempolicy`).
+    /// Opened `/proc/sys/vm/nr_hugepages` (or `_mempolicy`) for writing.
     HugepagesSysctl,
-    /// Wrote a sysfs `hugepages-*/nr_hugepages`.
+    /// Opened a sysfs `hugepages-*/nr_hugepages` for writing.
     HugepagesSysfs,
     /// Asked for a hugetlb mapping of `value` bytes (≥ 128 MiB).
     HugetlbMap,
-    /// Opened an MSR device (`/dev/cpu/N/msr`; `value` is N).
+    /// Opened `/dev/cpu/N/msr` for writing.
     MsrOpen,
+    /// Ran `modprobe msr` (or `insmod msr`): derived by the detector from
+    /// the child's exec, credited to the parent; never from the kernel.
+    MsrModule,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -349,12 +352,12 @@ pub struct Hint {
     pub uid: u32,
     pub comm: String,
     pub hint: HintKind,
-    /// Mapping length in bytes, or the MSR device's CPU; 0 otherwise.
+    /// Mapping length in bytes; 0 otherwise.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub value: u64,
-    /// The start of what was written (sysctl, sysfs), lossily as text.
+    /// The opened path (its last 64 bytes), for open hints.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub written: String,
+    pub path: String,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -177,18 +177,16 @@ fn mapping_size_note(bytes: u64) -> &'static str {
 /// One-line description of a `Hint` event (tail and evidence).
 pub fn describe_hint(h: &Hint) -> String {
     match h.hint {
-        HintKind::HugepagesSysctl => {
-            format!("wrote {:?} to /proc/sys/vm/nr_hugepages", h.written)
-        }
-        HintKind::HugepagesSysfs => {
-            format!("wrote {:?} to a sysfs hugepages nr_hugepages", h.written)
+        HintKind::HugepagesSysctl | HintKind::HugepagesSysfs => {
+            format!("opened {} for writing (reserving huge pages)", h.path)
         }
         HintKind::HugetlbMap => format!(
             "asked for a {} MiB huge-page mapping{}",
             h.value >> 20,
             mapping_size_note(h.value)
         ),
-        HintKind::MsrOpen => format!("opened the MSR device of CPU {}", h.value),
+        HintKind::MsrOpen => format!("opened {} for writing (an MSR tweak)", h.path),
+        HintKind::MsrModule => "ran `modprobe msr` (MSR access)".to_owned(),
     }
 }
 
@@ -302,7 +300,7 @@ mod tests {
 
     #[test]
     fn hints_describe_randomx_sizes_and_dedup() {
-        let h = |hint, value, written: &str| Hint {
+        let h = |hint, value, path: &str| Hint {
             time: Mono(1),
             tgid: 1,
             pid: 1,
@@ -310,19 +308,22 @@ mod tests {
             comm: "x".into(),
             hint,
             value,
-            written: written.into(),
+            path: path.into(),
         };
         assert!(describe_hint(&h(HintKind::HugetlbMap, 256 << 20, "")).contains("RandomX cache"));
         assert!(
             describe_hint(&h(HintKind::HugetlbMap, 2_181_038_080, "")).contains("RandomX dataset")
         );
         assert!(!describe_hint(&h(HintKind::HugetlbMap, 1 << 30, "")).contains("RandomX"));
-        assert!(describe_hint(&h(HintKind::HugepagesSysctl, 0, "1280")).contains("\"1280\""));
+        assert!(
+            describe_hint(&h(HintKind::HugepagesSysctl, 0, "/proc/sys/vm/nr_hugepages"))
+                .contains("/proc/sys/vm/nr_hugepages")
+        );
         let mut hints = Hints::default();
         for _ in 0..3 {
-            hints.observe(&h(HintKind::MsrOpen, 0, ""));
+            hints.observe(&h(HintKind::MsrOpen, 0, "/dev/cpu/0/msr"));
         }
-        hints.observe(&h(HintKind::MsrOpen, 1, ""));
+        hints.observe(&h(HintKind::MsrOpen, 0, "/dev/cpu/1/msr"));
         assert_eq!(hints.seen.len(), 2);
         for i in 0..20 {
             hints.observe(&h(HintKind::HugetlbMap, (300 + i) << 20, ""));

@@ -306,7 +306,6 @@ impl Btf {
                 .offset("inode", "__i_nlink")
                 .or_else(|_| self.offset("inode", "i_nlink"))?,
             sb_s_dev: self.offset("super_block", "s_dev")?,
-            inode_i_rdev: self.offset("inode", "i_rdev")?,
             // Filled by `with_fpu` (optional: a kernel without a known FPU
             // layout keeps every other sensor).
             ..KernelOffsets::zeroed()
@@ -415,7 +414,6 @@ mod tests {
         assert_eq!(o.valid, 1);
         assert_eq!(o.qstr_name, 8, "qstr.name follows the 8-byte hash_len");
         assert!(o.task_mm > 0 && o.task_real_parent > 0 && o.mm_exe_file > 0);
-        assert!(o.inode_i_rdev > 0);
         let (o, err) = btf.with_fpu(o, "running");
         assert!(err.is_none(), "{err:?}");
         // The FXSAVE image keeps MXCSR at byte 24, on every kernel.

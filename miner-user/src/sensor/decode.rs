@@ -229,7 +229,7 @@ fn hint(r: &HintRecord) -> Result<Hint, DecodeError> {
         comm: cstr(&r.comm, None),
         hint: kind,
         value: r.value,
-        written: cstr(&r.data, Some(n)).trim_end().to_owned(),
+        path: cstr(&r.data, Some(n)),
     })
 }
 

@@ -9,7 +9,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, FEntry, ProgramError,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
         RawTracePoint, TracePoint,
     },
 };
@@ -27,9 +27,6 @@ enum Target {
     RawTracePoint(&'static str),
     CgroupSockAddr,
     CgroupSkbEgress,
-    /// fentry on a kernel function (BTF trampoline, Linux 5.5+). Optional:
-    /// a missing function degrades like a missing tracepoint.
-    FEntry(&'static str),
 }
 
 struct Hook {
@@ -103,34 +100,22 @@ const HOOKS: &[Hook] = &[
         needs: "x86-64, raw tracepoint x86_fpu_regs_deactivated, struct fpu in BTF",
     },
     Hook {
-        program: "hugetlb_sysctl_handler",
-        target: Target::FEntry("hugetlb_sysctl_handler"),
-        loses: "the hint: writes to /proc/sys/vm/nr_hugepages",
-        needs: "fentry (BTF trampolines) + CONFIG_HUGETLBFS",
+        program: "sys_enter_openat",
+        target: Target::TracePoint("syscalls", "sys_enter_openat"),
+        loses: "the hints: huge-page reservation (nr_hugepages) and MSR device opens",
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
     },
     Hook {
-        program: "hugetlb_mempolicy_sysctl",
-        target: Target::FEntry("hugetlb_mempolicy_sysctl_handler"),
-        loses: "the hint: writes to /proc/sys/vm/nr_hugepages_mempolicy",
-        needs: "fentry (BTF trampolines) + CONFIG_HUGETLBFS + CONFIG_NUMA",
+        program: "sys_enter_open",
+        target: Target::TracePoint("syscalls", "sys_enter_open"),
+        loses: "the hints through open(2) (static musl binaries)",
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS), x86-64",
     },
     Hook {
-        program: "nr_hugepages_store",
-        target: Target::FEntry("nr_hugepages_store"),
-        loses: "the hint: writes to sysfs hugepages-*/nr_hugepages",
-        needs: "fentry (BTF trampolines) + CONFIG_HUGETLBFS",
-    },
-    Hook {
-        program: "hugetlb_file_setup",
-        target: Target::FEntry("hugetlb_file_setup"),
+        program: "sys_enter_mmap",
+        target: Target::TracePoint("syscalls", "sys_enter_mmap"),
         loses: "the hint: large MAP_HUGETLB mappings (RandomX cache and dataset)",
-        needs: "fentry (BTF trampolines) + CONFIG_HUGETLBFS",
-    },
-    Hook {
-        program: "chrdev_open",
-        target: Target::FEntry("chrdev_open"),
-        loses: "the hint: opens of /dev/cpu/*/msr",
-        needs: "fentry (BTF trampolines)",
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
     },
 ];
 
@@ -157,6 +142,8 @@ pub struct Sensor {
     pub offsets: KernelOffsets,
     pub cgroup_path: Option<PathBuf>,
     kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Runs while the fpu program is attached (and `fpu_nudge_ms` > 0).
+    pub nudger: Option<super::nudge::Nudger>,
 }
 
 fn verifier_error(program: &'static str, e: ProgramError) -> SensorError {
@@ -224,7 +211,6 @@ impl Sensor {
             .map(PathBuf::from)
             .or_else(probe::find_cgroup2);
         let mut hooks = Vec::new();
-        let mut kernel_btf = None;
         for hook in HOOKS {
             let unusable = match (hook.program, &fpu_error) {
                 (FPU_PROGRAM, Some(e)) => Some(e.to_string()),
@@ -234,7 +220,6 @@ impl Sensor {
                 &mut ebpf,
                 hook,
                 cgroup_path.as_deref(),
-                &mut kernel_btf,
                 unusable,
             )?;
             hooks.push(status);
@@ -277,12 +262,35 @@ impl Sensor {
         if !hooks.iter().any(|h| h.attached) {
             return Err(SensorError::RequiredHooks("no hook attached".into()));
         }
+        let fpu = hooks.iter().any(|h| h.program == FPU_PROGRAM && h.attached);
+        let nudger = if fpu && cfg.fpu_nudge_ms > 0 {
+            match super::nudge::Nudger::start(std::time::Duration::from_millis(cfg.fpu_nudge_ms)) {
+                Ok(n) => {
+                    log::debug!(
+                        "fpu nudges every {} ms on {} CPUs (real-time: {})",
+                        cfg.fpu_nudge_ms,
+                        n.cpus.len(),
+                        n.realtime
+                    );
+                    Some(n)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "fpu nudges unavailable ({e}): threads that never leave their CPU show no fingerprint"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Sensor {
             ebpf,
             hooks,
             offsets,
             cgroup_path,
             kernel_log,
+            nudger,
         })
     }
 
@@ -339,6 +347,15 @@ impl Sensor {
         ))
     }
 
+    /// The kernel's MXCSR set for a thread, if it ever left the default
+    /// (tests and diagnostics; the detector learns from `Fpu` events).
+    pub fn fpu_seen(&self, pid: u32) -> Option<miner_ebpf_common::FpuSeen> {
+        let map = self.ebpf.map("FPU_SEEN")?;
+        let seen: BpfHashMap<&MapData, u32, miner_ebpf_common::FpuSeen> =
+            BpfHashMap::try_from(map).ok()?;
+        seen.get(&pid, 0).ok()
+    }
+
     /// Kernel program ids, for `bpf_stats` run-time accounting in benchmarks.
     pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
         self.hooks
@@ -379,14 +396,10 @@ fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     });
 }
 
-/// The kernel's BTF as aya reads it (fentry targets), loaded on first use.
-type KernelBtf = Option<Result<aya::Btf, String>>;
-
 fn attach(
     ebpf: &mut Ebpf,
     hook: &Hook,
     cgroup: Option<&std::path::Path>,
-    kernel_btf: &mut KernelBtf,
     unusable: Option<String>,
 ) -> Result<HookStatus, SensorError> {
     let prog = ebpf
@@ -443,24 +456,6 @@ fn attach(
                     .map(|_| ())
                     .map_err(|e| format!("attach to cgroup: {e}"))
             })
-        }
-        Target::FEntry(function) => {
-            let p: &mut FEntry = prog
-                .try_into()
-                .map_err(|_| SensorError::MissingProgram(hook.program))?;
-            let btf = kernel_btf
-                .get_or_insert_with(|| aya::Btf::from_sys_fs().map_err(|e| e.to_string()));
-            match btf {
-                Ok(btf) => p
-                    .load(function, btf)
-                    .map_err(|e| format!("loading fentry on {function}: {e}"))
-                    .and_then(|()| {
-                        p.attach()
-                            .map(|_| ())
-                            .map_err(|e| format!("attach fentry to {function}: {e}"))
-                    }),
-                Err(e) => Err(format!("reading kernel BTF for fentry: {e}")),
-            }
         }
         Target::CgroupSkbEgress => {
             let p: &mut CgroupSkb = prog

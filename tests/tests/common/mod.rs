@@ -107,6 +107,10 @@ impl Harness {
         self.poller.lock().expect("lock").poll_cpu(Mono::now())
     }
 
+    pub fn sensor(&self) -> &Sensor {
+        &self._sensor
+    }
+
     pub fn poll_drops(&self) -> Vec<minerwatch::event::Lost> {
         self.poller.lock().expect("lock").poll_drops(Mono::now())
     }
