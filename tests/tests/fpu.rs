@@ -195,7 +195,7 @@ fn real_xmrig_shows_the_randomx_shape_soon_after_exec() {
         };
         let dropped = common::xmrig::drop_into(&src, &dir, "xmrig", &spec).expect("drop");
         let t0 = minerwatch::time::Mono::now();
-        let mut child = dropped.command().stdout(Stdio::null()).spawn().expect("xmrig");
+        let child = dropped.command().stdout(Stdio::null()).spawn().expect("xmrig");
         let tgid = child.id();
         let got = h.wait_for(Duration::from_secs(20), |e| {
             matches!(e, Event::Fpu(f) if f.tgid == tgid && is_randomx_shape(f.seen))
@@ -237,4 +237,82 @@ fn real_xmrig_shows_the_randomx_shape_soon_after_exec() {
     let _ = pool.kill();
     let _ = pool.wait();
     assert!(s[s.len() / 2] < 5_000, "median {} ms", s[s.len() / 2]);
+}
+
+// ---- The cheap hints (same object, syscall-entry tracepoints) ----
+
+fn hints_of(h: &Harness, tgid: u32) -> Vec<minerwatch::event::Hint> {
+    h.matching(|e| matches!(e, Event::Hint(x) if x.tgid == tgid))
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Hint(x) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs `hint_syscalls STEPS`, waits for it, returns its pid and output.
+fn hint_syscalls(steps: &[&str]) -> (u32, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_hint_syscalls"))
+        .args(steps)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("hint_syscalls");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    (pid, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn huge_page_msr_and_hugetlb_attempts_are_hints_once_per_kind() {
+    use minerwatch::event::HintKind;
+    let h = Harness::start();
+    let (pid, out) = hint_syscalls(&[
+        "repeat",
+        "sysctl-open",
+        "sysfs",
+        "sysfs-node",
+        "hugetlb-256m",
+        "hugetlb-2g",
+        "msr",
+    ]);
+    eprintln!("{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    let got = hints_of(&h, pid);
+    let kinds: Vec<HintKind> = got.iter().map(|x| x.hint).collect();
+    // One sysctl hint for 101 opens (openat ×100 and open(2)), one sysfs
+    // hint for two files, one per mapping size class, one MSR hint.
+    assert_eq!(
+        kinds,
+        vec![
+            HintKind::HugepagesSysctl,
+            HintKind::HugepagesSysfs,
+            HintKind::HugetlbMap,
+            HintKind::HugetlbMap,
+            HintKind::MsrOpen,
+        ],
+        "{got:#?}"
+    );
+    assert_eq!(got[0].path, "/proc/sys/vm/nr_hugepages");
+    assert!(got[1].path.ends_with("hugepages-2048kB/nr_hugepages"), "{}", got[1].path);
+    assert_eq!(got[2].value, 256 << 20);
+    assert_eq!(got[3].value, 2080 << 20);
+    assert_eq!(got[4].path, "/dev/cpu/0/msr");
+    assert!(out.contains("hugetlb-256m: mmap"), "{out}");
+
+    // open(2) alone (a static musl binary) is seen too.
+    let (pid, _) = hint_syscalls(&["sysctl-open"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let got = hints_of(&h, pid);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].hint, HintKind::HugepagesSysctl);
+}
+
+#[test]
+fn reads_small_hugetlb_and_plain_mappings_are_not_hints() {
+    let h = Harness::start();
+    let (pid, out) = hint_syscalls(&["sysctl-read", "hugetlb-2m", "plain-256m"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = hints_of(&h, pid);
+    assert!(got.is_empty(), "{out}\n{got:#?}");
 }
