@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::cmdline::miner_cmdline;
 use super::config::Cidr;
 use super::cpu::{CpuHistory, CpuPoint, CpuPolicy, MIN_SPAN_NS};
-use super::fingerprint::{FpuTrack, Hints};
+use super::fingerprint::{FpuTrack, Hints, msr_module_hint};
 use super::stratum::{Protocol, classify, tls_sni};
 use super::{DetectorConfig, Rule, Severity, Verdict};
 use crate::event::{
@@ -376,6 +376,9 @@ impl Detector {
     }
 
     fn on_exec(&mut self, e: Exec, now: Mono, out: &mut Vec<Verdict>) {
+        if let Some(h) = msr_module_hint(&e) {
+            self.on_hint(h);
+        }
         let tgid = e.tgid;
         let same = self.table.live(tgid).is_some_and(|p| {
             p.start_boottime_ns == e.start_boottime_ns

@@ -25,7 +25,7 @@ use std::fmt::Write as _;
 
 use miner_ebpf_common::{MXCSR_DAZ, MXCSR_DEFAULT, MXCSR_FTZ, MXCSR_RC_SHIFT, mxcsr_class};
 
-use crate::event::{Fpu, Hint, HintKind};
+use crate::event::{Exec, Fpu, Hint, HintKind, Source};
 use crate::time::Mono;
 
 /// Classes (FTZ, DAZ, rounding mode; see `mxcsr_class`) with FTZ and DAZ
@@ -190,6 +190,33 @@ pub fn describe_hint(h: &Hint) -> String {
     }
 }
 
+/// `modprobe msr` / `insmod …/msr.ko` run by a process: XMRig does this
+/// before its MSR writes. The hint goes to the parent that ran it (the
+/// module loader itself is a packaged tool doing its job).
+pub fn msr_module_hint(e: &Exec) -> Option<Hint> {
+    if e.source != Source::Kernel || e.ppid <= 1 {
+        return None;
+    }
+    let tool = e.argv.first()?.rsplit('/').next()?;
+    if !matches!(tool, "modprobe" | "insmod") {
+        return None;
+    }
+    let msr = e.argv[1..].iter().any(|a| {
+        let file = a.rsplit('/').next().unwrap_or(a);
+        file == "msr" || file.starts_with("msr.ko")
+    });
+    msr.then(|| Hint {
+        time: e.time,
+        tgid: e.ppid,
+        pid: e.ppid,
+        uid: e.uid,
+        comm: String::new(),
+        hint: HintKind::MsrModule,
+        value: 0,
+        path: String::new(),
+    })
+}
+
 /// A hint kept as evidence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HintEvidence {
@@ -296,6 +323,36 @@ mod tests {
             t.observe(&fpu(1, pid, 0x3F80, &[0x3F80]));
         }
         assert_eq!(t.threads.len(), MAX_THREADS);
+    }
+
+    #[test]
+    fn modprobe_msr_is_a_hint_for_the_parent() {
+        let exec = |argv: &[&str], ppid| Exec {
+            time: Mono(5),
+            tgid: 50,
+            pid: 50,
+            ppid,
+            uid: 0,
+            gid: 0,
+            cgroup_id: 1,
+            start_boottime_ns: 1,
+            comm: "modprobe".into(),
+            filename: "/usr/sbin/modprobe".into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            argv_truncated: false,
+            exe: Default::default(),
+            exe_path: None,
+            cgroup: None,
+            source: Source::Kernel,
+        };
+        let h = msr_module_hint(&exec(&["/sbin/modprobe", "msr"], 40)).unwrap();
+        assert_eq!((h.tgid, h.hint), (40, HintKind::MsrModule));
+        assert!(msr_module_hint(&exec(&["insmod", "/lib/modules/x/msr.ko.xz"], 40)).is_some());
+        assert!(msr_module_hint(&exec(&["modprobe", "-a", "msr"], 40)).is_some());
+        // Look-alikes: other modules, other tools, boot-time loads by init.
+        assert!(msr_module_hint(&exec(&["modprobe", "nf_tables"], 40)).is_none());
+        assert!(msr_module_hint(&exec(&["cat", "msr"], 40)).is_none());
+        assert!(msr_module_hint(&exec(&["modprobe", "msr"], 1)).is_none());
     }
 
     #[test]

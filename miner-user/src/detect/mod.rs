@@ -21,6 +21,8 @@ pub mod verdict;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fingerprint;
 
 pub use config::DetectorConfig;
 pub use detector::{Detector, DetectorStats, Input};

@@ -377,14 +377,15 @@ mod tests {
         h.header = header(RecordKind::Hint);
         h.tgid = 9;
         h.kind = miner_ebpf_common::HintKind::HugepagesSysctl as u16;
-        h.data[..5].copy_from_slice(b"1280\n");
-        h.data_len = 5;
+        let p = b"/proc/sys/vm/nr_hugepages";
+        h.data[..p.len()].copy_from_slice(p);
+        h.data_len = p.len() as u16;
         let Event::Hint(e) = decode(&bytes_of(&h)).unwrap() else {
             panic!("not hint")
         };
         assert_eq!(
-            (e.hint, e.written.as_str()),
-            (HintKind::HugepagesSysctl, "1280")
+            (e.hint, e.path.as_str()),
+            (HintKind::HugepagesSysctl, "/proc/sys/vm/nr_hugepages")
         );
         h.data_len = 200; // clamped, not a panic
         assert!(decode(&bytes_of(&h)).is_ok());
