@@ -152,6 +152,8 @@ impl SpawnQuiet for std::process::Command {
 
 pub mod xmrig;
 
+pub mod cprog;
+
 /// Environment variable naming the file where skips are recorded; `cargo
 /// xtask test` sets it, counts the lines and reports them as skipped (not
 /// passed).
