@@ -354,7 +354,10 @@ mod tests {
             (336, 8)
         );
         assert_eq!((size_of::<FpuRecord>(), align_of::<FpuRecord>()), (48, 8));
-        assert_eq!((size_of::<HintRecord>(), align_of::<HintRecord>()), (120, 8));
+        assert_eq!(
+            (size_of::<HintRecord>(), align_of::<HintRecord>()),
+            (120, 8)
+        );
     }
 
     #[test]

@@ -51,7 +51,14 @@ impl TlsPool {
         for attempt in 0..20 {
             let log = dir.join(format!("pool-{attempt}.log"));
             let mut child = Command::new(POOL)
-                .args(["--addr", "127.0.0.1:0", "--seconds", "300", "--tls", "--log"])
+                .args([
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--seconds",
+                    "300",
+                    "--tls",
+                    "--log",
+                ])
                 .arg(&log)
                 .stdout(Stdio::piped())
                 .spawn()
@@ -147,8 +154,7 @@ fn real_xmrig_renamed_config_only_tls_to_a_non_pool_port_is_caught_by_its_work()
             socks5: None,
             algo: None,
         };
-        let dropped =
-            xmrig::drop_into(&src, &dir, "systemd-resolved", &spec).expect("drop XMRig");
+        let dropped = xmrig::drop_into(&src, &dir, "systemd-resolved", &spec).expect("drop XMRig");
         let t0 = Instant::now();
         let mut child = dropped.command().quiet();
         let tgid = child.id();
@@ -188,7 +194,10 @@ fn real_xmrig_renamed_config_only_tls_to_a_non_pool_port_is_caught_by_its_work()
             .and_then(|e| e["detail"].as_str())
             .unwrap_or("")
             .to_owned();
-        assert!(detail.contains("0x"), "the evidence names the values: {detail}");
+        assert!(
+            detail.contains("0x"),
+            "the evidence names the values: {detail}"
+        );
         // Nothing else gives it away: no pool port, no protocol, no argv.
         for a in &all {
             assert_eq!(a["rule"], "randomx_fingerprint", "only the work: {a:#}");
@@ -206,7 +215,9 @@ fn real_xmrig_renamed_config_only_tls_to_a_non_pool_port_is_caught_by_its_work()
     for r in &rows {
         eprintln!("  {r}");
     }
-    eprintln!("  randomx_fingerprint latency from exec: median {med} ms, max {max} ms over {runs} runs\n");
+    eprintln!(
+        "  randomx_fingerprint latency from exec: median {med} ms, max {max} ms over {runs} runs\n"
+    );
     assert!(
         pool.methods().iter().any(|m| m == "login"),
         "XMRig logged in to the TLS pool: {:?}",
@@ -314,9 +325,19 @@ fn numeric_look_alikes_stay_silent_and_show_no_fingerprint() {
     let tag = common::unique("fpb");
     let dir = std::env::temp_dir().join(format!("mw-{tag}"));
     let bin = dir.join("bin");
-    let interval = match common::cprog::compile("interval", &["-O2", "-frounding-math"], &bin, "interval-solver") {
+    let interval = match common::cprog::compile(
+        "interval",
+        &["-O2", "-frounding-math"],
+        &bin,
+        "interval-solver",
+    ) {
         Ok(p) => p,
-        Err(why) => return common::skip("numeric_look_alikes_stay_silent_and_show_no_fingerprint", &why),
+        Err(why) => {
+            return common::skip(
+                "numeric_look_alikes_stay_silent_and_show_no_fingerprint",
+                &why,
+            );
+        }
     };
     let fastmath = common::cprog::compile("fastmath", &["-O2", "-ffast-math"], &bin, "dsp-engine")
         .expect("fastmath builds where interval did");
@@ -333,7 +354,12 @@ fn numeric_look_alikes_stay_silent_and_show_no_fingerprint() {
     let secs = BENIGN_MAX.as_secs().to_string();
     let port = holder.port.to_string();
     let hello_arg = hello.to_string_lossy().into_owned();
-    let c_args = ["127.0.0.1", port.as_str(), hello_arg.as_str(), secs.as_str()];
+    let c_args = [
+        "127.0.0.1",
+        port.as_str(),
+        hello_arg.as_str(),
+        secs.as_str(),
+    ];
     let mut phase1 = vec![
         Benign {
             name: "interval arithmetic (fesetround down/up, no FTZ/DAZ), unverified, TLS",
@@ -431,7 +457,10 @@ fn numeric_look_alikes_stay_silent_and_show_no_fingerprint() {
         phase2.push(Benign {
             name: "node busy loop (packaged interpreter)",
             child: timeout("/usr/bin/node")
-                .args(["-e", "for(;;){let s=0;for(let i=0;i<1e6;i++)s+=Math.sqrt(i)}"])
+                .args([
+                    "-e",
+                    "for(;;){let s=0;for(let i=0;i<1e6;i++)s+=Math.sqrt(i)}",
+                ])
                 .quiet(),
             must_be_busy: false,
         });
@@ -472,10 +501,16 @@ fn numeric_look_alikes_stay_silent_and_show_no_fingerprint() {
         let mine: Vec<&serde_json::Value> = alerts
             .iter()
             .filter(|a| {
-                a["tgid"].as_u64().is_some_and(|t| family.contains(&(t as u32)))
+                a["tgid"]
+                    .as_u64()
+                    .is_some_and(|t| family.contains(&(t as u32)))
             })
             .collect();
-        let busy = family.iter().map(|&t| busy_samples(&rec, t)).max().unwrap_or(0);
+        let busy = family
+            .iter()
+            .map(|&t| busy_samples(&rec, t))
+            .max()
+            .unwrap_or(0);
         let values: std::collections::BTreeSet<String> =
             reports.iter().map(|r| format!("{:#06x}", r.1)).collect();
         let cpu = cpu_seconds(&rec, &family);
@@ -519,4 +554,236 @@ fn numeric_look_alikes_stay_silent_and_show_no_fingerprint() {
         "the interval solver's rounding modes reach user space: {interval_reports:?}"
     );
     assert!(fast_reports.is_empty(), "{fast_reports:?}");
+}
+
+// ---- Debian's monerod, a packaged miner ----
+
+/// A regtest address is a mainnet-format address (the fake chain uses
+/// mainnet's prefixes).
+const WALLET: &str = "44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A";
+
+/// The packaged monerod, or why there is none.
+fn monerod() -> Result<PathBuf, String> {
+    let path = std::env::var_os("MINERWATCH_MONEROD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/monerod"));
+    let owned = Command::new("dpkg")
+        .arg("-S")
+        .arg(&path)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if path.is_file() && owned {
+        Ok(path)
+    } else {
+        Err(format!(
+            "Debian's monero package is not installed ({} not owned by dpkg; `cargo xtask test` installs it)",
+            path.display()
+        ))
+    }
+}
+
+/// One HTTP/1.1 request to monerod's RPC on loopback; the response body.
+fn rpc(port: u16, path: &str, body: Option<&str>) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let (method, body) = match body {
+        Some(b) => ("POST", b),
+        None => ("GET", ""),
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+fn json_field(body: &str, key: &str) -> Option<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .map(|v| v[key].clone())
+}
+
+struct MoneroRun {
+    /// (rule, severity, ms from the start_mining RPC, ms from the first
+    /// reported hashrate). monerod reports its hashrate late (it averages
+    /// over seconds), so the second can be negative; the first bounds the
+    /// latency from the first hash from above.
+    alerts: Vec<(String, String, u128, i64)>,
+    /// ms from the start_mining RPC to a non-zero reported hashrate.
+    start_to_hash: u128,
+}
+
+/// Starts monerod on regtest (offline, fixed difficulty 100), starts mining
+/// through its RPC and waits for `rules` to alert on it; checks it is
+/// still alive afterwards (enforce mode must not kill a packaged miner).
+fn monerod_mines(d: &Daemon, bin: &Path, extra: &[&str], rules: &[&str]) -> MoneroRun {
+    use std::os::unix::process::CommandExt as _;
+    let data = std::env::temp_dir().join(common::unique("mw-monerod"));
+    let rpc_port = common::daemon::free_port();
+    let p2p_port = common::daemon::free_port();
+    let mut cmd = Command::new(bin);
+    cmd.args(["--regtest", "--offline", "--fixed-difficulty", "100"])
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--rpc-bind-ip",
+            "127.0.0.1",
+            "--rpc-bind-port",
+            &rpc_port.to_string(),
+        ])
+        .args([
+            "--p2p-bind-ip",
+            "127.0.0.1",
+            "--p2p-bind-port",
+            &p2p_port.to_string(),
+        ])
+        .args(["--no-zmq", "--non-interactive", "--log-level", "0"])
+        .args(extra);
+    // Safety: RandomX light mode. A 3 GiB address-space limit makes the
+    // 2 GiB dataset allocation fail, so monerod mines from the 256 MiB
+    // cache (and its first hashes come in seconds, not minutes).
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 3 << 30,
+                rlim_max: 3 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.quiet();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rpc(rpc_port, "/get_info", None).is_none() {
+        assert!(Instant::now() < deadline, "monerod RPC did not come up");
+        assert!(matches!(child.try_wait(), Ok(None)), "monerod exited");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let body = format!(
+        r#"{{"miner_address":"{WALLET}","threads_count":1,"do_background_mining":false,"ignore_battery":true}}"#
+    );
+    let started = Instant::now();
+    let status = rpc(rpc_port, "/start_mining", Some(&body)).unwrap_or_default();
+    assert_eq!(
+        json_field(&status, "status").and_then(|s| s.as_str().map(str::to_owned)),
+        Some("OK".into()),
+        "start_mining: {status}"
+    );
+    let mut first_hash = None;
+    let mut seen: Vec<(String, String, Instant)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && (seen.len() < rules.len() || first_hash.is_none()) {
+        if first_hash.is_none() {
+            let st = rpc(rpc_port, "/mining_status", None).unwrap_or_default();
+            let speed = json_field(&st, "speed")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            let algo = json_field(&st, "pow_algorithm");
+            if speed > 0 {
+                assert_eq!(algo, Some("RandomX".into()), "{st}");
+                first_hash = Some(Instant::now());
+            }
+        }
+        for a in alerts_for(d, pid) {
+            let rule = a["rule"].as_str().unwrap_or("").to_owned();
+            if rules.contains(&rule.as_str()) && !seen.iter().any(|(r, _, _)| *r == rule) {
+                let sev = a["severity"].as_str().unwrap_or("").to_owned();
+                seen.push((rule, sev, Instant::now()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Give enforcement its chance, then check the node lives.
+    std::thread::sleep(Duration::from_secs(3));
+    let alive = matches!(child.try_wait(), Ok(None));
+    let kills: Vec<serde_json::Value> = d
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r["kind"] == "action"
+                && r["action"] == "kill"
+                && r["target"].as_u64() == Some(u64::from(pid))
+        })
+        .collect();
+    let all = alerts_for(d, pid);
+    stop(&mut child);
+    let _ = std::fs::remove_dir_all(&data);
+    let first_hash = first_hash.expect("monerod reported no hashes within 60 s");
+    assert!(alive, "enforce mode killed the packaged monerod: {all:#?}");
+    assert!(
+        kills.iter().all(|k| k["result"] != "ok"),
+        "a kill went through: {kills:#?}"
+    );
+    for r in rules {
+        assert!(
+            seen.iter().any(|(s, _, _)| s == r),
+            "no {r} for the packaged monerod: {all:#?}\ndaemon log:\n{}",
+            d.log()
+        );
+    }
+    for a in &all {
+        assert_eq!(a["provenance"]["verdict"], "verified", "{a:#}");
+    }
+    MoneroRun {
+        alerts: seen
+            .into_iter()
+            .map(|(r, s, at)| {
+                let from_hash = if at >= first_hash {
+                    at.duration_since(first_hash).as_millis() as i64
+                } else {
+                    -(first_hash.duration_since(at).as_millis() as i64)
+                };
+                (r, s, at.duration_since(started).as_millis(), from_hash)
+            })
+            .collect(),
+        start_to_hash: first_hash.duration_since(started).as_millis(),
+    }
+}
+
+#[test]
+fn packaged_monerod_mining_on_regtest_is_alerted_but_not_killed() {
+    let test = "packaged_monerod_mining_on_regtest_is_alerted_but_not_killed";
+    let bin = match monerod() {
+        Ok(p) => p,
+        Err(why) => return common::skip(test, &why),
+    };
+    let d = Daemon::start("", &["--enforce"]);
+    // Mining through the RPC only: the work is the only sign.
+    let a = monerod_mines(&d, &bin, &[], &["randomx_fingerprint"]);
+    // Told to mine on its command line as well (offline it waits for the
+    // RPC): a packaged miner program's command line counts too.
+    let b = monerod_mines(
+        &d,
+        &bin,
+        &["--start-mining", WALLET, "--mining-threads", "1"],
+        &["randomx_fingerprint", "miner_command_line"],
+    );
+    eprintln!("\npackaged monerod (regtest, light mode, enforce mode):");
+    for (name, run) in [("RPC only", &a), ("--start-mining + RPC", &b)] {
+        eprintln!(
+            "  {name}: hashrate reported {} ms after start_mining; alerts (rule, severity, ms after start_mining, ms after the reported hashrate): {:?}",
+            run.start_to_hash, run.alerts
+        );
+    }
+    let _ = d.stop();
+    for run in [&a, &b] {
+        for (rule, severity, from_start, _) in &run.alerts {
+            assert_eq!(severity, "high", "{rule}: packaged, no network: high");
+            // From start_mining: includes the light-mode cache set-up
+            // before the first hash, so it bounds "from the first hashes".
+            assert!(
+                *from_start <= u128::from(BUDGET_MEDIAN_MS),
+                "{rule} {from_start} ms after start_mining (budget {BUDGET_MEDIAN_MS} ms from the first hashes)"
+            );
+        }
+    }
 }

@@ -16,8 +16,8 @@ use std::{
 };
 
 use common::Harness;
-use minerwatch::{detect::fingerprint::is_randomx_shape, event::Event};
 use miner_ebpf_common::mxcsr_class;
+use minerwatch::{detect::fingerprint::is_randomx_shape, event::Event};
 
 /// Starts `mxcsr MODE` and returns it with its worker tids.
 fn spawn_mxcsr(mode: &str, threads: u32, extra: &[&str]) -> (Child, Vec<u32>) {
@@ -62,9 +62,10 @@ fn randomx_states_are_reported_for_the_switched_out_thread() {
     let h = Harness::start();
     let (child, tids) = spawn_mxcsr("randomx", 2, &["--sleep-ms", "1"]);
     let tgid = child.id();
-    let shaped = h.wait_for(Duration::from_secs(10), |e| {
-        matches!(e, Event::Fpu(f) if f.tgid == tgid && f.seen.count_ones() == 4)
-    });
+    let shaped = h.wait_for(
+        Duration::from_secs(10),
+        |e| matches!(e, Event::Fpu(f) if f.tgid == tgid && f.seen.count_ones() == 4),
+    );
     stop(child);
     let reports = fpu_of(&h, tgid);
     assert!(shaped.is_some(), "no full set within 10 s: {reports:#?}");
@@ -72,7 +73,11 @@ fn randomx_states_are_reported_for_the_switched_out_thread() {
     for f in &reports {
         // The record names the thread whose registers were saved: the
         // tracepoint runs in the outgoing task.
-        assert!(all.contains(&f.pid), "pid {} is not a worker {tids:?}", f.pid);
+        assert!(
+            all.contains(&f.pid),
+            "pid {} is not a worker {tids:?}",
+            f.pid
+        );
         assert!(
             [0x9FC0, 0xBFC0, 0xDFC0, 0xFFC0].contains(&f.mxcsr),
             "{:#x}",
@@ -89,7 +94,9 @@ fn randomx_states_are_reported_for_the_switched_out_thread() {
     for (pid, seens) in &per_thread {
         assert!(seens.len() <= 4, "thread {pid}: {seens:x?}");
         assert!(
-            seens.windows(2).all(|w| w[1] & w[0] == w[0] && w[1] != w[0]),
+            seens
+                .windows(2)
+                .all(|w| w[1] & w[0] == w[0] && w[1] != w[0]),
             "thread {pid}: each report grows the set: {seens:x?}"
         );
     }
@@ -111,7 +118,11 @@ fn default_and_fast_math_threads_cost_no_record() {
     let seen = seen.expect("the fast-math thread has an FPU_SEEN entry");
     assert_eq!(seen.seen, 1 << 12, "only FTZ + DAZ at nearest: {seen:?}");
     // …but sent nothing, and nothing for the default thread either.
-    assert!(fpu_of(&h, fast_tgid).is_empty(), "{:?}", fpu_of(&h, fast_tgid));
+    assert!(
+        fpu_of(&h, fast_tgid).is_empty(),
+        "{:?}",
+        fpu_of(&h, fast_tgid)
+    );
     assert!(fpu_of(&h, plain_tgid).is_empty());
 }
 
@@ -120,9 +131,10 @@ fn fesetround_threads_are_reported_without_the_randomx_shape() {
     let h = Harness::start();
     let (child, _) = spawn_mxcsr("fesetround", 1, &["--sleep-ms", "1"]);
     let tgid = child.id();
-    let got = h.wait_for(Duration::from_secs(10), |e| {
-        matches!(e, Event::Fpu(f) if f.tgid == tgid && f.seen.count_ones() >= 3)
-    });
+    let got = h.wait_for(
+        Duration::from_secs(10),
+        |e| matches!(e, Event::Fpu(f) if f.tgid == tgid && f.seen.count_ones() >= 3),
+    );
     stop(child);
     let reports = fpu_of(&h, tgid);
     assert!(got.is_some(), "{reports:#?}");
@@ -141,9 +153,10 @@ fn a_busy_thread_that_never_sleeps_is_still_seen() {
     let t0 = Instant::now();
     let (child, _) = spawn_mxcsr("randomx", 1, &[]);
     let tgid = child.id();
-    let shaped = h.wait_for(Duration::from_secs(10), |e| {
-        matches!(e, Event::Fpu(f) if f.tgid == tgid && is_randomx_shape(f.seen))
-    });
+    let shaped = h.wait_for(
+        Duration::from_secs(10),
+        |e| matches!(e, Event::Fpu(f) if f.tgid == tgid && is_randomx_shape(f.seen)),
+    );
     let elapsed = t0.elapsed();
     let status = std::fs::read_to_string(format!("/proc/{tgid}/task/{}/status", tgid + 1))
         .unwrap_or_default();
@@ -195,11 +208,16 @@ fn real_xmrig_shows_the_randomx_shape_soon_after_exec() {
         };
         let dropped = common::xmrig::drop_into(&src, &dir, "xmrig", &spec).expect("drop");
         let t0 = minerwatch::time::Mono::now();
-        let child = dropped.command().stdout(Stdio::null()).spawn().expect("xmrig");
+        let child = dropped
+            .command()
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("xmrig");
         let tgid = child.id();
-        let got = h.wait_for(Duration::from_secs(20), |e| {
-            matches!(e, Event::Fpu(f) if f.tgid == tgid && is_randomx_shape(f.seen))
-        });
+        let got = h.wait_for(
+            Duration::from_secs(20),
+            |e| matches!(e, Event::Fpu(f) if f.tgid == tgid && is_randomx_shape(f.seen)),
+        );
         stop(child);
         let _ = std::fs::remove_dir_all(&dir);
         let reports = fpu_of(&h, tgid);
@@ -294,7 +312,11 @@ fn huge_page_msr_and_hugetlb_attempts_are_hints_once_per_kind() {
         "{got:#?}"
     );
     assert_eq!(got[0].path, "/proc/sys/vm/nr_hugepages");
-    assert!(got[1].path.ends_with("hugepages-2048kB/nr_hugepages"), "{}", got[1].path);
+    assert!(
+        got[1].path.ends_with("hugepages-2048kB/nr_hugepages"),
+        "{}",
+        got[1].path
+    );
     assert_eq!(got[2].value, 256 << 20);
     assert_eq!(got[3].value, 2080 << 20);
     assert_eq!(got[4].path, "/dev/cpu/0/msr");

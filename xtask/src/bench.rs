@@ -96,6 +96,30 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// (`run_time_ns`, `run_cnt`) of one of the daemon's programs, by id.
+fn bpf_prog_stats(pid: u32, prog_id: u32) -> (u64, u64) {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return (0, 0);
+    };
+    for fd in fds.flatten() {
+        let Ok(info) = fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        let field = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if field("prog_id:") == Some(u64::from(prog_id)) {
+            return (
+                field("run_time_ns:").unwrap_or(0),
+                field("run_cnt:").unwrap_or(0),
+            );
+        }
+    }
+    (0, 0)
+}
+
 /// Sum of `run_time_ns` over the daemon's eBPF program fds.
 fn bpf_run_ns(pid: u32) -> u64 {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
@@ -123,11 +147,17 @@ struct Daemon {
     metrics: String,
     alerts: PathBuf,
     socket: PathBuf,
+    log: PathBuf,
     _dir: PathBuf,
 }
 
 impl Daemon {
     fn start(bin: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
+        Self::start_with(bin, None, extra)
+    }
+
+    /// With a config file of `config` (TOML text), if given.
+    fn start_with(bin: &Path, config: Option<&str>, extra: &[&str]) -> anyhow::Result<Daemon> {
         let dir = std::env::temp_dir().join(format!(
             "mw-bench-{}-{}",
             std::process::id(),
@@ -138,21 +168,29 @@ impl Daemon {
         let metrics = format!("127.0.0.1:{port}");
         let alerts = dir.join("alerts.jsonl");
         let socket = dir.join("tail.sock");
+        let log = dir.join("daemon.log");
         let mut cmd = Command::new(bin);
         cmd.args(["run", "--metrics-addr", &metrics, "--socket"])
             .arg(&socket)
             .arg("--alerts-file")
             .arg(&alerts)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // The attach lines name each program's id (per-program cost).
+            .env("RUST_LOG", "warn,minerwatch::daemon=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(fs::File::create(&log)?);
+        if let Some(text) = config {
+            let path = dir.join("minerwatch.toml");
+            fs::write(&path, text)?;
+            cmd.arg("--config").arg(path);
+        }
         let child = cmd.spawn().context("starting minerwatch")?;
         let d = Daemon {
             child,
             metrics,
             alerts,
             socket,
+            log,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -167,6 +205,20 @@ impl Daemon {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The kernel id of an attached program (from the daemon's log).
+    fn prog_id(&self, program: &str) -> Option<u32> {
+        let log = fs::read_to_string(&self.log).ok()?;
+        let prefix = format!("attached {program} (");
+        log.lines().find_map(|l| {
+            let rest = &l[l.find(&prefix)? + prefix.len()..];
+            rest.split("prog id ")
+                .nth(1)?
+                .trim_end_matches(')')
+                .parse()
+                .ok()
+        })
     }
 
     /// A counter family summed over labels matching `label`.
@@ -306,22 +358,45 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     ));
     d.stop();
 
-    // Context switches: interleaved pairs.
+    // Context switches: interleaved triples (no agent, the agent, the
+    // agent without its fpu program), with the fpu program's own run time
+    // per call from bpf_stats.
     let rounds = if quick { "100000" } else { "300000" };
+    let no_fpu = "[sensor]\nfpu_fingerprint = false\n";
     let mut on = Vec::new();
     let mut off = Vec::new();
     let mut cost = Vec::new();
+    let mut cost_no_fpu = Vec::new();
+    let mut fpu_ns = Vec::new();
+    let mut fpu_calls = 0u64;
+    let mut fpu_share = Vec::new();
     for i in 0..pairs {
-        eprintln!("bench: pipe ping-pong pair {}/{pairs}", i + 1);
+        eprintln!("bench: pipe ping-pong round {}/{pairs}", i + 1);
         let (r_off, _) = workload(&bins.get("pingpong"), &[rounds])?;
         let d = Daemon::start(mw, &[])?;
+        let fpu_id = d
+            .prog_id("x86_fpu_regs_deactivated")
+            .context("the fpu program did not attach (see the daemon log)")?;
         let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
+        let (f0, n0) = bpf_prog_stats(d.pid(), fpu_id);
         let (r_on, wcpu) = workload(&bins.get("pingpong"), &[rounds])?;
+        let (f1, n1) = bpf_prog_stats(d.pid(), fpu_id);
         let agent = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
+        d.stop();
+        let d = Daemon::start_with(mw, Some(no_fpu), &[])?;
+        let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
+        let (_, wcpu2) = workload(&bins.get("pingpong"), &[rounds])?;
+        let agent2 = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
         d.stop();
         off.push(r_off);
         on.push(r_on);
         cost.push(agent / wcpu * 100.0);
+        cost_no_fpu.push(agent2 / wcpu2 * 100.0);
+        if n1 > n0 {
+            fpu_ns.push((f1 - f0) as f64 / (n1 - n0) as f64);
+            fpu_calls += n1 - n0;
+            fpu_share.push((f1 - f0) as f64 / 1e9 / wcpu * 100.0);
+        }
     }
     let slow: Vec<f64> = on
         .iter()
@@ -339,6 +414,22 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             max(&slow)
         ),
         "≤ 2%".into(),
+    ));
+    let (mut c3, mut n3, mut f3) = (cost_no_fpu.clone(), fpu_ns.clone(), fpu_share.clone());
+    rows.push(Row(
+        "fpu hook (x86_fpu_regs_deactivated, RandomX fingerprint) on the context-switch load".into(),
+        if fpu_ns.is_empty() {
+            "no calls counted".into()
+        } else {
+            format!(
+                "{:.0} ns per call (median of {pairs}, {fpu_calls} calls), {:.2}% of the workload's CPU; agent CPU / workload CPU {:.2}% with it, {:.2}% without (sensor.fpu_fingerprint = false)",
+                median(&mut n3),
+                median(&mut f3),
+                median(&mut cost.clone()),
+                median(&mut c3)
+            )
+        },
+        "part of the 2%".into(),
     ));
 
     // Storms.

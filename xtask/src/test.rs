@@ -96,5 +96,8 @@ fn fixtures() -> anyhow::Result<()> {
     if let Err(e) = crate::fixtures::ensure_xmrig() {
         eprintln!("\n!!! XMRig unavailable, its tests will SKIP: {e:#} !!!\n");
     }
+    if let Err(e) = crate::fixtures::ensure_monerod() {
+        eprintln!("\n!!! monerod unavailable, its tests will SKIP: {e:#} !!!\n");
+    }
     Ok(())
 }

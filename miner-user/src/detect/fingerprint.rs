@@ -373,8 +373,12 @@ mod tests {
         );
         assert!(!describe_hint(&h(HintKind::HugetlbMap, 1 << 30, "")).contains("RandomX"));
         assert!(
-            describe_hint(&h(HintKind::HugepagesSysctl, 0, "/proc/sys/vm/nr_hugepages"))
-                .contains("/proc/sys/vm/nr_hugepages")
+            describe_hint(&h(
+                HintKind::HugepagesSysctl,
+                0,
+                "/proc/sys/vm/nr_hugepages"
+            ))
+            .contains("/proc/sys/vm/nr_hugepages")
         );
         let mut hints = Hints::default();
         for _ in 0..3 {

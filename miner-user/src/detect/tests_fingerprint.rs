@@ -103,12 +103,26 @@ fn scenario(tgid: u32, path: &str, prov: Prov, net: Net, cores: f64) -> Vec<Even
         Net::None => {}
         Net::TlsOtherPort => {
             ev.push(connect(T0 + 100, tgid, POOL, 41_234, cookie));
-            ev.push(payload(T0 + 110, Some(tgid), cookie, POOL, 41_234, &tls_hello()));
+            ev.push(payload(
+                T0 + 110,
+                Some(tgid),
+                cookie,
+                POOL,
+                41_234,
+                &tls_hello(),
+            ));
         }
         Net::PoolPort => ev.push(connect(T0 + 100, tgid, POOL, 3333, cookie)),
         Net::PoolProtocol => {
             ev.push(connect(T0 + 100, tgid, POOL, 443, cookie));
-            ev.push(payload(T0 + 110, Some(tgid), cookie, POOL, 443, &xmrig_login()));
+            ev.push(payload(
+                T0 + 110,
+                Some(tgid),
+                cookie,
+                POOL,
+                443,
+                &xmrig_login(),
+            ));
         }
     }
     ev.extend(randomx_thread(T0 + 1_500, tgid));
@@ -265,7 +279,12 @@ fn the_shape_without_sustained_cpu_is_silent() {
         provenance(T0 + 50, 60, path, true),
     ];
     ev.extend(randomx_thread(T0 + 500, 60));
-    ev.extend(cpu_series(T0, 30, &[60], |k| if k == 2 { 0.9 } else { 0.02 }));
+    ev.extend(cpu_series(
+        T0,
+        30,
+        &[60],
+        |k| if k == 2 { 0.9 } else { 0.02 },
+    ));
     assert!(run(ev, T0 + 32_000).is_empty());
 }
 
@@ -283,7 +302,13 @@ fn allowlisted_paths_and_hashes_silence_only_the_fingerprint() {
 
     // By hash: the binary's provenance carries it.
     let hash = "ab".repeat(32);
-    let mut ev = scenario(80, "/opt/node/monerod", Prov::Unverified, Net::PoolPort, 1.0);
+    let mut ev = scenario(
+        80,
+        "/opt/node/monerod",
+        Prov::Unverified,
+        Net::PoolPort,
+        1.0,
+    );
     for e in &mut ev {
         if let Event::Provenance(p) = e {
             p.provenance.sha256 = Some(hash.clone());
@@ -316,17 +341,25 @@ fn the_fingerprint_waits_for_provenance_so_an_allowed_hash_never_fires() {
     };
     p.provenance.sha256 = Some(hash.clone());
     ev.push(Event::Provenance(p));
-    let mut cfg = DetectorConfig::default();
-    cfg.provenance_wait_ms = 10_000;
+    let mut cfg = DetectorConfig {
+        provenance_wait_ms: 10_000,
+        ..DetectorConfig::default()
+    };
     cfg.fingerprint_allow.sha256 = vec![hash];
     let (v, _) = run_with(cfg.clone(), ev.clone(), T0 + 20_000);
     assert!(v.is_empty(), "{v:#?}");
     // Not allowed: it fires when the verdict lands, critical at once.
     cfg.fingerprint_allow.sha256.clear();
     let (v, _) = run_with(cfg, ev, T0 + 20_000);
-    let fp: Vec<&Verdict> = v.iter().filter(|v| v.rule == Rule::RandomxFingerprint).collect();
+    let fp: Vec<&Verdict> = v
+        .iter()
+        .filter(|v| v.rule == Rule::RandomxFingerprint)
+        .collect();
     assert_eq!(fp.len(), 1, "{v:#?}");
-    assert_eq!((fp[0].time, fp[0].severity), (ms(T0 + 6_000), Severity::Critical));
+    assert_eq!(
+        (fp[0].time, fp[0].severity),
+        (ms(T0 + 6_000), Severity::Critical)
+    );
 }
 
 #[test]
@@ -351,8 +384,13 @@ fn hints_are_listed_in_the_verdict_of_their_process() {
     let mut ev = scenario(110, path, Prov::Unverified, Net::None, 1.0);
     ev.push(hint(T0 + 300, 110, HintKind::HugetlbMap, 256 << 20, ""));
     // `modprobe msr` run by the miner: a hint for the miner, not modprobe.
-    let Event::Exec(mut m) = exec(T0 + 400, 115, 110, "/usr/sbin/modprobe", &["modprobe", "msr"])
-    else {
+    let Event::Exec(mut m) = exec(
+        T0 + 400,
+        115,
+        110,
+        "/usr/sbin/modprobe",
+        &["modprobe", "msr"],
+    ) else {
         unreachable!()
     };
     m.source = Source::Kernel;
@@ -369,8 +407,14 @@ fn hints_are_listed_in_the_verdict_of_their_process() {
         .map(|e| e.detail.as_str())
         .collect();
     assert_eq!(hints.len(), 2, "{:#?}", fp.evidence);
-    assert!(hints.iter().any(|h| h.contains("RandomX cache")), "{hints:?}");
-    assert!(hints.iter().any(|h| h.contains("modprobe msr")), "{hints:?}");
+    assert!(
+        hints.iter().any(|h| h.contains("RandomX cache")),
+        "{hints:?}"
+    );
+    assert!(
+        hints.iter().any(|h| h.contains("modprobe msr")),
+        "{hints:?}"
+    );
     assert!(v.iter().all(|v| v.tgid != 115), "modprobe is not the miner");
 }
 
@@ -453,7 +497,10 @@ fn packaged_miner_program_told_to_mine_is_a_miner_command_line() {
     ];
     ev.extend(cpu_series(T0, 30, &[150], |_| 0.9));
     let (v, _) = run_with(cfg, ev, T0 + 32_000);
-    assert_eq!(highest(&v, Rule::MinerCommandLine, 150), Some(Severity::High));
+    assert_eq!(
+        highest(&v, Rule::MinerCommandLine, 150),
+        Some(Severity::High)
+    );
 }
 
 #[test]
@@ -465,7 +512,10 @@ fn packaged_binary_fingerprint_is_not_killed_by_default() {
         scenario(160, "/usr/bin/monerod", Prov::Verified, Net::None, 1.0),
         T0 + 30_000,
     );
-    let fp = v.iter().find(|v| v.rule == Rule::RandomxFingerprint).unwrap();
+    let fp = v
+        .iter()
+        .find(|v| v.rule == Rule::RandomxFingerprint)
+        .unwrap();
     assert_eq!(fp.severity, Severity::High);
     assert_eq!(
         ResponseConfig::default().actions_for(fp.rule, fp.severity),
@@ -477,7 +527,10 @@ fn packaged_binary_fingerprint_is_not_killed_by_default() {
         scenario(170, "/usr/bin/monerod", Prov::Verified, Net::PoolPort, 1.0),
         T0 + 30_000,
     );
-    let fp = v.iter().find(|v| v.rule == Rule::RandomxFingerprint).unwrap();
+    let fp = v
+        .iter()
+        .find(|v| v.rule == Rule::RandomxFingerprint)
+        .unwrap();
     assert_eq!(fp.severity, Severity::Critical);
     let why = r.refusal(fp, fp.tgid, ActionKind::Kill).expect("refused");
     assert!(why.contains("packaged"), "{why}");
@@ -486,7 +539,10 @@ fn packaged_binary_fingerprint_is_not_killed_by_default() {
         scenario(180, "/tmp/.x/kworker", Prov::Unverified, Net::None, 1.0),
         T0 + 30_000,
     );
-    let fp = v.iter().find(|v| v.rule == Rule::RandomxFingerprint).unwrap();
+    let fp = v
+        .iter()
+        .find(|v| v.rule == Rule::RandomxFingerprint)
+        .unwrap();
     assert_eq!(r.refusal(fp, fp.tgid, ActionKind::Kill), None);
 }
 

@@ -18,6 +18,10 @@ pub struct SensorConfig {
     pub cgroup_path: Option<String>,
     /// Fail at start if any hook cannot attach (default: warn and degrade).
     pub require_all: bool,
+    /// Attach the fpu program (saved MXCSR per thread: the RandomX
+    /// fingerprint) and its nudges. Off: no `randomx_fingerprint` verdicts,
+    /// and no program runs at context switches beyond CPU accounting.
+    pub fpu_fingerprint: bool,
     /// Every this many ms each CPU is briefly preempted, so a thread that
     /// never leaves its core on its own is switched out and its saved
     /// MXCSR seen (the RandomX fingerprint). 0 turns it off.
@@ -32,6 +36,7 @@ impl Default for SensorConfig {
             cpu_poll_interval_ms: 1000,
             cgroup_path: None,
             require_all: false,
+            fpu_fingerprint: true,
             fpu_nudge_ms: 250,
         }
     }

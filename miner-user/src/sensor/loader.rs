@@ -213,15 +213,13 @@ impl Sensor {
         let mut hooks = Vec::new();
         for hook in HOOKS {
             let unusable = match (hook.program, &fpu_error) {
+                (FPU_PROGRAM, _) if !cfg.fpu_fingerprint => {
+                    Some("turned off (sensor.fpu_fingerprint = false)".to_owned())
+                }
                 (FPU_PROGRAM, Some(e)) => Some(e.to_string()),
                 _ => None,
             };
-            let status = attach(
-                &mut ebpf,
-                hook,
-                cgroup_path.as_deref(),
-                unusable,
-            )?;
+            let status = attach(&mut ebpf, hook, cgroup_path.as_deref(), unusable)?;
             hooks.push(status);
         }
         let failed: Vec<String> = hooks

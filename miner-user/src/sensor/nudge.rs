@@ -31,7 +31,8 @@ pub struct Nudger {
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if ok != 0 {
         return Vec::new();
     }
@@ -116,6 +117,9 @@ mod tests {
         assert_eq!(n.threads.len(), n.cpus.len());
         let t0 = std::time::Instant::now();
         drop(n);
-        assert!(t0.elapsed() < Duration::from_secs(5), "stop wakes the sleepers");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "stop wakes the sleepers"
+        );
     }
 }

@@ -66,7 +66,9 @@ fn main() {
             .and_then(|v| v.parse::<u64>().ok())
     };
     let Some(vals) = args.get(1).and_then(|m| values(m)) else {
-        eprintln!("usage: mxcsr randomx|fast-math|fesetround|default [--threads N] [--seconds S] [--sleep-ms MS]");
+        eprintln!(
+            "usage: mxcsr randomx|fast-math|fesetround|default [--threads N] [--seconds S] [--sleep-ms MS]"
+        );
         std::process::exit(2);
     };
     let threads = get("--threads").unwrap_or(1).clamp(1, 64);
