@@ -1,5 +1,6 @@
-//! `raw_tracepoint/x86_fpu_regs_deactivated`: the SSE control register a
-//! thread is switched out with, the CPU's own record of the work it does.
+//! `tp_btf/x86_fpu_regs_deactivated` (raw tracepoint as a fallback): the
+//! SSE control register a thread is switched out with, the CPU's own record
+//! of the work it does.
 //!
 //! match-proto: trace_x86_fpu_regs_deactivated(struct fpu *fpu), fired in
 //! `switch_fpu()` from `__switch_to()` after the outgoing task's registers
@@ -20,8 +21,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
     },
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use miner_ebpf_common::{
     DropSite, FPU_LAYOUT_EMBEDDED, FPU_LAYOUT_FPSTATE, FPU_REPORT_CLASSES, FPU_REPORT_INTERVAL_NS,
@@ -33,24 +34,59 @@ use crate::{
     task,
 };
 
-#[raw_tracepoint(tracepoint = "x86_fpu_regs_deactivated")]
-pub fn x86_fpu_regs_deactivated(ctx: RawTracePointContext) -> i32 {
-    if let Err(site) = try_x86_fpu_regs_deactivated(&ctx) {
+/// BTF-typed (`tp_btf`, Linux 5.5+): `fpu` is a typed kernel pointer, so
+/// the two reads are plain loads the verifier checks against BTF (the
+/// offsets are constants to it: they sit in the frozen .rodata), no helper
+/// call. The fast path is the cost of nearly every context switch.
+#[btf_tracepoint(function = "x86_fpu_regs_deactivated")]
+pub fn x86_fpu_regs_deactivated_btf(ctx: BtfTracePointContext) -> i32 {
+    let fpu: *const u8 = ctx.arg(0);
+    let Some(mxcsr) = loaded_mxcsr(fpu) else {
+        return 0;
+    };
+    if mxcsr & MXCSR_STATE_MASK != MXCSR_DEFAULT
+        && let Err(site) = observe(mxcsr)
+    {
         count_drop(site);
     }
     0
 }
 
-#[inline(always)]
-fn try_x86_fpu_regs_deactivated(ctx: &RawTracePointContext) -> Result<(), DropSite> {
+/// The same through a raw tracepoint and `bpf_probe_read_kernel`, for
+/// kernels where the BTF-typed program does not load.
+#[raw_tracepoint(tracepoint = "x86_fpu_regs_deactivated")]
+pub fn x86_fpu_regs_deactivated(ctx: RawTracePointContext) -> i32 {
     let fpu: u64 = ctx.arg(0);
     let Some(mxcsr) = saved_mxcsr(fpu as *const u8) else {
-        return Ok(());
+        return 0;
     };
-    if mxcsr & MXCSR_STATE_MASK == MXCSR_DEFAULT {
-        return Ok(());
+    if mxcsr & MXCSR_STATE_MASK != MXCSR_DEFAULT
+        && let Err(site) = observe(mxcsr)
+    {
+        count_drop(site);
     }
-    observe(mxcsr)
+    0
+}
+
+/// The MXCSR saved in `fpu` by direct (BTF-checked) loads.
+#[inline(always)]
+fn loaded_mxcsr(fpu: *const u8) -> Option<u32> {
+    let (layout, fpstate_off, mxcsr_off) = fpu_offsets();
+    if fpu.is_null() {
+        return None;
+    }
+    let base = if layout == FPU_LAYOUT_FPSTATE {
+        let p = unsafe { *(fpu.wrapping_add(fpstate_off as usize) as *const *const u8) };
+        if p.is_null() {
+            return None;
+        }
+        p
+    } else if layout == FPU_LAYOUT_EMBEDDED {
+        fpu
+    } else {
+        return None;
+    };
+    Some(unsafe { *(base.wrapping_add(mxcsr_off as usize) as *const u32) })
 }
 
 /// The MXCSR saved in `fpu`, through the layout the loader found in BTF.

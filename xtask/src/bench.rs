@@ -375,7 +375,8 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         let (r_off, _) = workload(&bins.get("pingpong"), &[rounds])?;
         let d = Daemon::start(mw, &[])?;
         let fpu_id = d
-            .prog_id("x86_fpu_regs_deactivated")
+            .prog_id("x86_fpu_regs_deactivated_btf")
+            .or_else(|| d.prog_id("x86_fpu_regs_deactivated"))
             .context("the fpu program did not attach (see the daemon log)")?;
         let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
         let (f0, n0) = bpf_prog_stats(d.pid(), fpu_id);

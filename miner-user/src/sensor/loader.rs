@@ -27,6 +27,9 @@ enum Target {
     RawTracePoint(&'static str),
     CgroupSockAddr,
     CgroupSkbEgress,
+    /// A BTF-typed tracepoint (`FPU_BTF_PROGRAM`), falling back to the
+    /// hook's raw tracepoint program where it does not load or attach.
+    BtfTracePoint(&'static str),
 }
 
 struct Hook {
@@ -95,7 +98,7 @@ const HOOKS: &[Hook] = &[
     },
     Hook {
         program: FPU_PROGRAM,
-        target: Target::RawTracePoint("x86_fpu_regs_deactivated"),
+        target: Target::BtfTracePoint("x86_fpu_regs_deactivated"),
         loses: "the RandomX work fingerprint (saved MXCSR per thread)",
         needs: "x86-64, raw tracepoint x86_fpu_regs_deactivated, struct fpu in BTF",
     },
@@ -119,8 +122,15 @@ const HOOKS: &[Hook] = &[
     },
 ];
 
-/// The program that reads saved MXCSR values (detect::fingerprint).
+/// The program that reads saved MXCSR values (detect::fingerprint): the
+/// raw-tracepoint fallback, and the BTF-typed program tried first (direct
+/// loads instead of `bpf_probe_read_kernel`: cheaper at every switch).
 pub const FPU_PROGRAM: &str = "x86_fpu_regs_deactivated";
+pub const FPU_BTF_PROGRAM: &str = "x86_fpu_regs_deactivated_btf";
+
+fn is_fpu(h: &HookStatus) -> bool {
+    h.program == FPU_PROGRAM || h.program == FPU_BTF_PROGRAM
+}
 
 /// What happened to one hook at start.
 #[derive(Clone, Debug)]
@@ -260,7 +270,7 @@ impl Sensor {
         if !hooks.iter().any(|h| h.attached) {
             return Err(SensorError::RequiredHooks("no hook attached".into()));
         }
-        let fpu = hooks.iter().any(|h| h.program == FPU_PROGRAM && h.attached);
+        let fpu = hooks.iter().any(|h| is_fpu(h) && h.attached);
         let nudger = if fpu && cfg.fpu_nudge_ms > 0 {
             match super::nudge::Nudger::start(std::time::Duration::from_millis(cfg.fpu_nudge_ms)) {
                 Ok(n) => {
@@ -400,6 +410,17 @@ fn attach(
     cgroup: Option<&std::path::Path>,
     unusable: Option<String>,
 ) -> Result<HookStatus, SensorError> {
+    if unusable.is_none()
+        && let Target::BtfTracePoint(tracepoint) = hook.target
+    {
+        match attach_btf(ebpf, tracepoint) {
+            Ok(status) => return Ok(status),
+            Err(e) => log::debug!(
+                "{FPU_BTF_PROGRAM} unavailable ({e}); using {}",
+                hook.program
+            ),
+        }
+    }
     let prog = ebpf
         .program_mut(hook.program)
         .ok_or(SensorError::MissingProgram(hook.program))?;
@@ -435,7 +456,7 @@ fn attach(
                 .map(|_| ())
                 .map_err(|e| format!("attach to {category}/{name}: {e}"))
         }
-        Target::RawTracePoint(name) => {
+        Target::RawTracePoint(name) | Target::BtfTracePoint(name) => {
             let p: &mut RawTracePoint = prog
                 .try_into()
                 .map_err(|_| SensorError::MissingProgram(hook.program))?;
@@ -476,6 +497,28 @@ fn attach(
         status.prog_id = Some(info.id());
     }
     Ok(status)
+}
+
+/// Loads and attaches `FPU_BTF_PROGRAM` to `tracepoint`; an error leaves
+/// the caller to the raw-tracepoint fallback.
+fn attach_btf(ebpf: &mut Ebpf, tracepoint: &str) -> Result<HookStatus, String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+    let prog = ebpf
+        .program_mut(FPU_BTF_PROGRAM)
+        .ok_or_else(|| format!("{FPU_BTF_PROGRAM} missing from the object"))?;
+    let p: &mut aya::programs::BtfTracePoint = prog
+        .try_into()
+        .map_err(|e| format!("{FPU_BTF_PROGRAM}: {e}"))?;
+    p.load(tracepoint, &btf).map_err(|e| format!("load: {e}"))?;
+    p.attach().map_err(|e| format!("attach: {e}"))?;
+    let info = prog.info().ok();
+    Ok(HookStatus {
+        program: FPU_BTF_PROGRAM,
+        attached: true,
+        error: None,
+        verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
+        prog_id: info.as_ref().map(|i| i.id()),
+    })
 }
 
 /// (pid, runtime) byte offsets in the `sched_stat_runtime` record, from
