@@ -103,6 +103,39 @@ fn randomx_states_are_reported_for_the_switched_out_thread() {
     assert!(reports.iter().any(|f| is_randomx_shape(f.seen)));
 }
 
+/// Two processes with different states switching on the same CPUs: each
+/// record carries its own thread's state, never the other's (the tracepoint
+/// runs before `current` changes, in the task whose registers it saved).
+#[test]
+fn records_never_mix_the_state_of_two_interleaved_processes() {
+    let h = Harness::start();
+    let (rx, _) = spawn_mxcsr("randomx", 2, &["--sleep-ms", "1"]);
+    let (fe, _) = spawn_mxcsr("fesetround", 2, &["--sleep-ms", "1"]);
+    let (rx_tgid, fe_tgid) = (rx.id(), fe.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut both = None;
+    while Instant::now() < deadline {
+        if fpu_of(&h, rx_tgid).len() >= 2 && fpu_of(&h, fe_tgid).len() >= 2 {
+            both = Some(());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop(rx);
+    stop(fe);
+    let (rx_reports, fe_reports) = (fpu_of(&h, rx_tgid), fpu_of(&h, fe_tgid));
+    assert!(both.is_some(), "{rx_reports:#?} {fe_reports:#?}");
+    for f in &rx_reports {
+        assert!([0x9FC0, 0xBFC0, 0xDFC0, 0xFFC0].contains(&f.mxcsr), "{f:?}");
+        assert_eq!(f.seen & 0x0FFF, 0, "{f:?}");
+    }
+    for f in &fe_reports {
+        assert!([0x3F80, 0x5F80, 0x7F80].contains(&f.mxcsr), "{f:?}");
+        assert_eq!(f.seen & 0xF000, 0, "{f:?}");
+    }
+}
+
 #[test]
 fn default_and_fast_math_threads_cost_no_record() {
     let h = Harness::start();
@@ -151,14 +184,14 @@ fn fesetround_threads_are_reported_without_the_randomx_shape() {
 fn a_busy_thread_that_never_sleeps_is_still_seen() {
     let h = Harness::start();
     let t0 = Instant::now();
-    let (child, _) = spawn_mxcsr("randomx", 1, &[]);
+    let (child, tids) = spawn_mxcsr("randomx", 1, &[]);
     let tgid = child.id();
     let shaped = h.wait_for(
         Duration::from_secs(10),
         |e| matches!(e, Event::Fpu(f) if f.tgid == tgid && is_randomx_shape(f.seen)),
     );
     let elapsed = t0.elapsed();
-    let status = std::fs::read_to_string(format!("/proc/{tgid}/task/{}/status", tgid + 1))
+    let status = std::fs::read_to_string(format!("/proc/{tgid}/task/{}/status", tids[0]))
         .unwrap_or_default();
     stop(child);
     let switches: Vec<&str> = status

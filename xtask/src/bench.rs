@@ -298,7 +298,7 @@ fn workload(bin: &Path, args: &[&str]) -> anyhow::Result<(f64, f64)> {
 
 struct Row(String, String, String);
 
-pub fn bench(quick: bool) -> anyhow::Result<()> {
+pub fn bench(quick: bool, switch_only: bool) -> anyhow::Result<()> {
     if !util::is_root() {
         bail!("cargo xtask bench loads eBPF programs: run it as root");
     }
@@ -318,7 +318,11 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     let stats_before =
         fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_else(|_| "0".into());
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
-    let result = run_all(&bins, &mw, quick);
+    let result = if switch_only {
+        context_switch_rows(&bins, &mw, if quick { 3 } else { 5 }, quick)
+    } else {
+        run_all(&bins, &mw, quick)
+    };
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
     let rows = result?;
     println!("\n| measurement | result | budget |\n|---|---|---|");
@@ -358,80 +362,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     ));
     d.stop();
 
-    // Context switches: interleaved triples (no agent, the agent, the
-    // agent without its fpu program), with the fpu program's own run time
-    // per call from bpf_stats.
-    let rounds = if quick { "100000" } else { "300000" };
-    let no_fpu = "[sensor]\nfpu_fingerprint = false\n";
-    let mut on = Vec::new();
-    let mut off = Vec::new();
-    let mut cost = Vec::new();
-    let mut cost_no_fpu = Vec::new();
-    let mut fpu_ns = Vec::new();
-    let mut fpu_calls = 0u64;
-    let mut fpu_share = Vec::new();
-    for i in 0..pairs {
-        eprintln!("bench: pipe ping-pong round {}/{pairs}", i + 1);
-        let (r_off, _) = workload(&bins.get("pingpong"), &[rounds])?;
-        let d = Daemon::start(mw, &[])?;
-        let fpu_id = d
-            .prog_id("x86_fpu_regs_deactivated_btf")
-            .or_else(|| d.prog_id("x86_fpu_regs_deactivated"))
-            .context("the fpu program did not attach (see the daemon log)")?;
-        let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
-        let (f0, n0) = bpf_prog_stats(d.pid(), fpu_id);
-        let (r_on, wcpu) = workload(&bins.get("pingpong"), &[rounds])?;
-        let (f1, n1) = bpf_prog_stats(d.pid(), fpu_id);
-        let agent = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
-        d.stop();
-        let d = Daemon::start_with(mw, Some(no_fpu), &[])?;
-        let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
-        let (_, wcpu2) = workload(&bins.get("pingpong"), &[rounds])?;
-        let agent2 = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
-        d.stop();
-        off.push(r_off);
-        on.push(r_on);
-        cost.push(agent / wcpu * 100.0);
-        cost_no_fpu.push(agent2 / wcpu2 * 100.0);
-        if n1 > n0 {
-            fpu_ns.push((f1 - f0) as f64 / (n1 - n0) as f64);
-            fpu_calls += n1 - n0;
-            fpu_share.push((f1 - f0) as f64 / 1e9 / wcpu * 100.0);
-        }
-    }
-    let slow: Vec<f64> = on
-        .iter()
-        .zip(&off)
-        .map(|(a, b)| (1.0 - a / b) * 100.0)
-        .collect();
-    let (mut s2, mut c2) = (slow.clone(), cost.clone());
-    rows.push(Row(
-        "context-switch load (pipe ping-pong), agent CPU / workload CPU".into(),
-        format!(
-            "{:.2}% (median of {pairs}); wall-clock slowdown median {:.1}% (spread {:.1}…{:.1}%)",
-            median(&mut c2),
-            median(&mut s2),
-            min(&slow),
-            max(&slow)
-        ),
-        "≤ 2%".into(),
-    ));
-    let (mut c3, mut n3, mut f3) = (cost_no_fpu.clone(), fpu_ns.clone(), fpu_share.clone());
-    rows.push(Row(
-        "fpu hook (x86_fpu_regs_deactivated, RandomX fingerprint) on the context-switch load".into(),
-        if fpu_ns.is_empty() {
-            "no calls counted".into()
-        } else {
-            format!(
-                "{:.0} ns per call (median of {pairs}, {fpu_calls} calls), {:.2}% of the workload's CPU; agent CPU / workload CPU {:.2}% with it, {:.2}% without (sensor.fpu_fingerprint = false)",
-                median(&mut n3),
-                median(&mut f3),
-                median(&mut cost.clone()),
-                median(&mut c3)
-            )
-        },
-        "part of the 2%".into(),
-    ));
+    rows.extend(context_switch_rows(bins, mw, pairs, quick)?);
 
     // Storms.
     let n = if quick { 10_000 } else { 20_000 };
@@ -669,6 +600,91 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
 }
 
 /// `n` processes that exec and stay alive, each with a connection.
+/// Context switches: interleaved triples (no agent, the agent, the agent
+/// without its fpu program), with the fpu program's own run time per call
+/// from bpf_stats.
+fn context_switch_rows(
+    bins: &Bins,
+    mw: &Path,
+    pairs: usize,
+    quick: bool,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let rounds = if quick { "100000" } else { "300000" };
+    let no_fpu = "[sensor]\nfpu_fingerprint = false\n";
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    let mut cost = Vec::new();
+    let mut cost_no_fpu = Vec::new();
+    let mut fpu_ns = Vec::new();
+    let mut fpu_calls = 0u64;
+    let mut fpu_share = Vec::new();
+    for i in 0..pairs {
+        eprintln!("bench: pipe ping-pong round {}/{pairs}", i + 1);
+        let (r_off, _) = workload(&bins.get("pingpong"), &[rounds])?;
+        let d = Daemon::start(mw, &[])?;
+        let fpu_id = d
+            .prog_id("x86_fpu_regs_deactivated_btf")
+            .or_else(|| d.prog_id("x86_fpu_regs_deactivated"))
+            .context("the fpu program did not attach (see the daemon log)")?;
+        let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
+        let (f0, n0) = bpf_prog_stats(d.pid(), fpu_id);
+        let (r_on, wcpu) = workload(&bins.get("pingpong"), &[rounds])?;
+        let (f1, n1) = bpf_prog_stats(d.pid(), fpu_id);
+        let agent = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
+        d.stop();
+        let d = Daemon::start_with(mw, Some(no_fpu), &[])?;
+        let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
+        let (_, wcpu2) = workload(&bins.get("pingpong"), &[rounds])?;
+        let agent2 = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
+        d.stop();
+        off.push(r_off);
+        on.push(r_on);
+        cost.push(agent / wcpu * 100.0);
+        cost_no_fpu.push(agent2 / wcpu2 * 100.0);
+        if n1 > n0 {
+            fpu_ns.push((f1 - f0) as f64 / (n1 - n0) as f64);
+            fpu_calls += n1 - n0;
+            fpu_share.push((f1 - f0) as f64 / 1e9 / wcpu * 100.0);
+        }
+    }
+    let slow: Vec<f64> = on
+        .iter()
+        .zip(&off)
+        .map(|(a, b)| (1.0 - a / b) * 100.0)
+        .collect();
+    let (mut s2, mut c2) = (slow.clone(), cost.clone());
+    rows.push(Row(
+        "context-switch load (pipe ping-pong), agent CPU / workload CPU".into(),
+        format!(
+            "{:.2}% (median of {pairs}); wall-clock slowdown median {:.1}% (spread {:.1}…{:.1}%)",
+            median(&mut c2),
+            median(&mut s2),
+            min(&slow),
+            max(&slow)
+        ),
+        "≤ 2%".into(),
+    ));
+    let (mut c3, mut n3, mut f3) = (cost_no_fpu.clone(), fpu_ns.clone(), fpu_share.clone());
+    rows.push(Row(
+        "fpu hook (x86_fpu_regs_deactivated, RandomX fingerprint) on the context-switch load".into(),
+        if fpu_ns.is_empty() {
+            "no calls counted".into()
+        } else {
+            format!(
+                "{:.0} ns per call (median of {pairs}, {fpu_calls} calls), {:.2}% of the workload's CPU; agent CPU / workload CPU {:.2}% with it, {:.2}% without (sensor.fpu_fingerprint = false)",
+                median(&mut n3),
+                median(&mut f3),
+                median(&mut cost.clone()),
+                median(&mut c3)
+            )
+        },
+        "part of the 2%".into(),
+    ));
+
+    Ok(rows)
+}
+
 fn live_processes_recording(path: &Path, n: usize) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(fs::File::create(path)?);
     let mut t: u64 = 1_000_000_000_000;

@@ -48,6 +48,9 @@ enum Cmd {
         /// Shorter runs (for a quick look; the README quotes full runs).
         #[arg(long)]
         quick: bool,
+        /// Only the context-switch rows (agent and fpu hook cost).
+        #[arg(long)]
+        switch_only: bool,
     },
 }
 
@@ -72,9 +75,9 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             test::e2e()
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, switch_only } => {
             setup::setup()?;
-            bench::bench(quick)
+            bench::bench(quick, switch_only)
         }
     }
 }
