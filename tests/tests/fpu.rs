@@ -1,7 +1,9 @@
 //! The fpu sensor in the running kernel: saved MXCSR values reach user
 //! space for the thread that was switched out, only when its set of states
 //! grows, never for threads at the default or at a constant fast-math
-//! state; and the real XMRig shows the RandomX shape.
+//! state; and the real XMRig shows the RandomX shape. Also the hint
+//! programs (same object): each hint from a program of ours that makes the
+//! syscalls, once per kind, and none from their look-alikes.
 //!
 //! Run as root, under the kernel lock:
 //! `flock /tmp/minerwatch-kernel.lock cargo test -p minerwatch-tests --test fpu -- --test-threads=1`
