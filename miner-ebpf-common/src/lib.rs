@@ -12,7 +12,9 @@ pub mod offsets;
 pub mod records;
 
 pub use maps::*;
-pub use offsets::{KernelOffsets, SockOffsets};
+pub use offsets::{
+    FPU_LAYOUT_EMBEDDED, FPU_LAYOUT_FPSTATE, FPU_LAYOUT_UNKNOWN, KernelOffsets, SockOffsets,
+};
 pub use records::*;
 
 /// Bumped on every change of a record or map layout. The eBPF object exports

@@ -18,6 +18,16 @@ pub const SEEN_FLOWS_MAX: u32 = 16_384;
 pub const BLOCKED_TGIDS_MAX: u32 = 4_096;
 pub const BLOCKED_DESTS_MAX: u32 = 4_096;
 
+/// Threads whose saved MXCSR was ever non-default (fast-math code, RandomX,
+/// `fesetround` users). LRU: dead threads age out; exit also removes them.
+pub const FPU_THREADS_MAX: u32 = 16_384;
+/// Processes that produced a kernel hint (hint kinds already reported).
+pub const HINT_PROCS_MAX: u32 = 4_096;
+/// A thread's seen set is reported at most once per this interval; a
+/// growth inside it is reported at the thread's next non-default switch
+/// after it. Bounds records per thread to 10/s (and 15 in its life).
+pub const FPU_REPORT_INTERVAL_NS: u64 = 100_000_000;
+
 /// Payload-bearing packets peeked per new flow. Most pool protocols open with
 /// their login in the first packet; a second and third catch a client that
 /// splits its first message.
@@ -59,17 +69,19 @@ pub enum DropSite {
     ExecRead = 5,
     CpuMapFull = 6,
     FlowMapFull = 7,
-    // 8..=10 are reserved for the CPU-fingerprint records (another branch).
+    FpuRingFull = 8,
+    /// The per-thread MXCSR set could not be stored (LRU insert failed).
+    FpuMapFull = 9,
+    HintRingFull = 10,
     ListenRingFull = 11,
     FlowStatsRingFull = 12,
 }
 
-/// Slots of `DROPS`: the highest site + 1 (numbers are stable, so a gap
-/// left by a site this build does not have is simply never counted).
+/// Slots of `DROPS`: the highest site + 1.
 pub const DROP_SITES: u32 = 13;
 
 impl DropSite {
-    pub const ALL: [DropSite; 10] = [
+    pub const ALL: [DropSite; DROP_SITES as usize] = [
         DropSite::ExecRingFull,
         DropSite::ForkRingFull,
         DropSite::ExitRingFull,
@@ -78,6 +90,9 @@ impl DropSite {
         DropSite::ExecRead,
         DropSite::CpuMapFull,
         DropSite::FlowMapFull,
+        DropSite::FpuRingFull,
+        DropSite::FpuMapFull,
+        DropSite::HintRingFull,
         DropSite::ListenRingFull,
         DropSite::FlowStatsRingFull,
     ];
@@ -93,6 +108,9 @@ impl DropSite {
             DropSite::ExecRead => "exec_read",
             DropSite::CpuMapFull => "cpu_map_full",
             DropSite::FlowMapFull => "flow_map_full",
+            DropSite::FpuRingFull => "fpu_ring_full",
+            DropSite::FpuMapFull => "fpu_map_full",
+            DropSite::HintRingFull => "hint_ring_full",
             DropSite::ListenRingFull => "listen_ring_full",
             DropSite::FlowStatsRingFull => "flow_stats_ring_full",
         }
@@ -106,9 +124,14 @@ impl DropSite {
             DropSite::ExitRingFull => Some(crate::RecordKind::Exit),
             DropSite::ConnectRingFull => Some(crate::RecordKind::Connect),
             DropSite::PayloadRingFull => Some(crate::RecordKind::Payload),
+            DropSite::FpuRingFull => Some(crate::RecordKind::Fpu),
+            DropSite::HintRingFull => Some(crate::RecordKind::Hint),
             DropSite::ListenRingFull => Some(crate::RecordKind::Listen),
             DropSite::FlowStatsRingFull => Some(crate::RecordKind::FlowStats),
-            DropSite::ExecRead | DropSite::CpuMapFull | DropSite::FlowMapFull => None,
+            DropSite::ExecRead
+            | DropSite::CpuMapFull
+            | DropSite::FlowMapFull
+            | DropSite::FpuMapFull => None,
         }
     }
 }
@@ -190,8 +213,35 @@ pub struct DestKey {
 }
 const _: () = assert!(core::mem::size_of::<DestKey>() == 24);
 
+/// Value of `FPU_SEEN`: a thread's MXCSR classes and what was reported.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FpuSeen {
+    /// Classes (`mxcsr_class`) seen at its switches.
+    pub seen: u16,
+    /// The seen set as last reported.
+    pub reported: u16,
+    pub _pad: u32,
+    pub last_report_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<FpuSeen>() == 16);
+
+/// Value of `HINT_SEEN`: hint bits already reported for a process image
+/// (identified by its start time, so a reused tgid starts afresh).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HintSeen {
+    pub start_boottime_ns: u64,
+    /// Bit `kind` per [`crate::HintKind`]; mappings use bits 8.. by size class.
+    pub bits: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<HintSeen>() == 16);
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::FpuSeen {}
+    unsafe impl aya::Pod for super::HintSeen {}
     unsafe impl aya::Pod for super::PendingConnect {}
     unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::DestKey {}

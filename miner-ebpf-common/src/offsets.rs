@@ -29,8 +29,25 @@ pub struct KernelOffsets {
     pub inode_i_sb: u32,
     pub inode_i_nlink: u32,
     pub sb_s_dev: u32,
+    /// How to reach the saved MXCSR from a `struct fpu *`: one of
+    /// `FPU_LAYOUT_*`. Kept apart from `valid`: a kernel whose FPU layout we
+    /// do not know still gets every other sensor.
+    pub fpu_layout: u32,
+    /// `fpu.fpstate` (a pointer) for `FPU_LAYOUT_FPSTATE`; unused otherwise.
+    pub fpu_fpstate: u32,
+    /// Offset of the saved MXCSR from the `struct fpstate` (FPSTATE) or from
+    /// the `struct fpu` (EMBEDDED): `regs.xsave.i387.mxcsr` /
+    /// `state.xsave.i387.mxcsr`.
+    pub fpu_mxcsr: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 92);
+
+/// The FPU layout is unknown: the fpu program does nothing.
+pub const FPU_LAYOUT_UNKNOWN: u32 = 0;
+/// Linux 5.16+: `struct fpu` points to a `struct fpstate` holding `regs`.
+pub const FPU_LAYOUT_FPSTATE: u32 = 1;
+/// Before 5.16: `struct fpu` embeds `union fpregs_state state`.
+pub const FPU_LAYOUT_EMBEDDED: u32 = 2;
 
 impl KernelOffsets {
     pub const fn zeroed() -> Self {
@@ -55,6 +72,9 @@ impl KernelOffsets {
             inode_i_sb: 0,
             inode_i_nlink: 0,
             sb_s_dev: 0,
+            fpu_layout: FPU_LAYOUT_UNKNOWN,
+            fpu_fpstate: 0,
+            fpu_mxcsr: 0,
         }
     }
 }

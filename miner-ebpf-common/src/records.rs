@@ -28,18 +28,21 @@ pub enum RecordKind {
     Exit = 3,
     Connect = 4,
     Payload = 5,
-    // 6 and 7 are reserved for the CPU-fingerprint records (another branch).
+    Fpu = 6,
+    Hint = 7,
     Listen = 8,
     FlowStats = 9,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 7] = [
+    pub const ALL: [RecordKind; 9] = [
         RecordKind::Exec,
         RecordKind::Fork,
         RecordKind::Exit,
         RecordKind::Connect,
         RecordKind::Payload,
+        RecordKind::Fpu,
+        RecordKind::Hint,
         RecordKind::Listen,
         RecordKind::FlowStats,
     ];
@@ -51,6 +54,8 @@ impl RecordKind {
             RecordKind::Exit => "exit",
             RecordKind::Connect => "connect",
             RecordKind::Payload => "payload",
+            RecordKind::Fpu => "fpu",
+            RecordKind::Hint => "hint",
             RecordKind::Listen => "listen",
             RecordKind::FlowStats => "flow_stats",
         }
@@ -66,6 +71,8 @@ impl TryFrom<u16> for RecordKind {
             3 => Ok(RecordKind::Exit),
             4 => Ok(RecordKind::Connect),
             5 => Ok(RecordKind::Payload),
+            6 => Ok(RecordKind::Fpu),
+            7 => Ok(RecordKind::Hint),
             8 => Ok(RecordKind::Listen),
             9 => Ok(RecordKind::FlowStats),
             other => Err(other),
@@ -256,6 +263,121 @@ pub struct FlowStatsRecord {
 }
 const _: () = assert!(core::mem::size_of::<FlowStatsRecord>() == 56);
 
+/// The SSE control/status register as a process leaves it: bits 0-5 are
+/// sticky exception flags (ignored), 6 is DAZ, 7-12 the exception masks,
+/// 13-14 the rounding mode, 15 FTZ. Almost every program keeps the default
+/// for life; RandomX's JIT cycles all four rounding modes with FTZ and DAZ
+/// set (0x9FC0, 0xBFC0, 0xDFC0, 0xFFC0).
+pub const MXCSR_DEFAULT: u32 = 0x1F80;
+/// Everything but the sticky exception flags.
+pub const MXCSR_STATE_MASK: u32 = 0xFFC0;
+pub const MXCSR_DAZ: u32 = 1 << 6;
+pub const MXCSR_FTZ: u32 = 1 << 15;
+pub const MXCSR_RC_SHIFT: u32 = 13;
+
+/// A 4-bit class of an MXCSR value: bit 3 FTZ, bit 2 DAZ, bits 0-1 the
+/// rounding mode (0 nearest, 1 down, 2 up, 3 toward zero). A thread's seen
+/// set is a 16-bit mask over these classes.
+#[inline(always)]
+pub const fn mxcsr_class(mxcsr: u32) -> u32 {
+    (((mxcsr >> 15) & 1) << 3) | (((mxcsr >> 6) & 1) << 2) | ((mxcsr >> MXCSR_RC_SHIFT) & 3)
+}
+
+/// Classes with a rounding mode other than nearest. A thread is reported
+/// only once its seen set holds one of these: a constant fast-math thread
+/// (FTZ/DAZ at default rounding, class 12) costs no record, whatever
+/// number of threads it spawns.
+pub const FPU_REPORT_CLASSES: u16 = 0xEEEE;
+
+/// `x86_fpu/x86_fpu_regs_deactivated`: a thread was switched out with a
+/// non-default MXCSR and its seen set grew (rate-limited per thread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FpuRecord {
+    pub header: Header,
+    pub tgid: u32,
+    /// The thread.
+    pub pid: u32,
+    /// The saved MXCSR at this switch (low 16 bits meaningful).
+    pub mxcsr: u32,
+    /// Every class (`mxcsr_class`) the thread has shown, this one included.
+    pub seen: u16,
+    pub _pad: u16,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<FpuRecord>() == 48);
+
+/// What a [`HintRecord`] reports. Each is supporting evidence only.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HintKind {
+    /// An open for writing of `/proc/sys/vm/nr_hugepages` (or
+    /// `nr_hugepages_mempolicy`): `sysctl -w vm.nr_hugepages=…`.
+    HugepagesSysctl = 1,
+    /// An open for writing of a sysfs `hugepages-*/nr_hugepages`, global or
+    /// per NUMA node (what XMRig itself does as root).
+    HugepagesSysfs = 2,
+    /// `mmap` with `MAP_HUGETLB` of at least `HUGETLB_HINT_MIN_BYTES`;
+    /// `value` is the length. Reported at the attempt, before it can fail.
+    HugetlbMap = 3,
+    /// An open for writing of `/dev/cpu/N/msr` (XMRig's prefetcher tweak).
+    /// Reported at the attempt, whether or not the device exists.
+    MsrOpen = 4,
+}
+
+impl HintKind {
+    pub const ALL: [HintKind; 4] = [
+        HintKind::HugepagesSysctl,
+        HintKind::HugepagesSysfs,
+        HintKind::HugetlbMap,
+        HintKind::MsrOpen,
+    ];
+}
+
+impl TryFrom<u16> for HintKind {
+    type Error = u16;
+    fn try_from(v: u16) -> Result<Self, u16> {
+        match v {
+            1 => Ok(HintKind::HugepagesSysctl),
+            2 => Ok(HintKind::HugepagesSysfs),
+            3 => Ok(HintKind::HugetlbMap),
+            4 => Ok(HintKind::MsrOpen),
+            other => Err(other),
+        }
+    }
+}
+
+/// Smallest hugetlb mapping reported: below RandomX's 256 MiB cache, above
+/// the 2 MiB scratchpads and JIT buffers miners also map with huge pages.
+pub const HUGETLB_HINT_MIN_BYTES: u64 = 128 << 20;
+/// `MAP_HUGETLB` (uapi asm-generic/mman.h; the same on x86).
+pub const MAP_HUGETLB: u64 = 0x40000;
+/// Path bytes an open hint carries: the tail of the path, which names the
+/// file and its huge-page size (`…/hugepages-2048kB/nr_hugepages`). A power
+/// of two, so the kernel side can clamp a copy length with a mask.
+pub const HINT_DATA_LEN: usize = 64;
+
+/// A cheap kernel hint of mining set-up, once per process image and kind
+/// (and size class for mappings).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HintRecord {
+    pub header: Header,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    /// A [`HintKind`] as `u16`.
+    pub kind: u16,
+    /// Bytes of `data` filled.
+    pub data_len: u16,
+    /// Mapping length for `HugetlbMap`; 0 otherwise.
+    pub value: u64,
+    pub comm: [u8; COMM_LEN],
+    /// The last `HINT_DATA_LEN` bytes of the opened path (open hints).
+    pub data: [u8; HINT_DATA_LEN],
+}
+const _: () = assert!(core::mem::size_of::<HintRecord>() == 120);
+
 pub const RECORD_MAX_SIZE: usize = core::mem::size_of::<ExecRecord>();
 
 #[cfg(feature = "user")]
@@ -268,6 +390,8 @@ mod pod {
     unsafe impl aya::Pod for super::PayloadRecord {}
     unsafe impl aya::Pod for super::ListenRecord {}
     unsafe impl aya::Pod for super::FlowStatsRecord {}
+    unsafe impl aya::Pod for super::FpuRecord {}
+    unsafe impl aya::Pod for super::HintRecord {}
 }
 
 #[cfg(test)]
@@ -300,6 +424,11 @@ mod tests {
             (size_of::<FlowStatsRecord>(), align_of::<FlowStatsRecord>()),
             (56, 8)
         );
+        assert_eq!((size_of::<FpuRecord>(), align_of::<FpuRecord>()), (48, 8));
+        assert_eq!(
+            (size_of::<HintRecord>(), align_of::<HintRecord>()),
+            (120, 8)
+        );
     }
 
     #[test]
@@ -329,6 +458,38 @@ mod tests {
         assert_eq!(offset_of!(ListenRecord, addr), 32);
         assert_eq!(offset_of!(ListenRecord, flags), 48);
         assert_eq!(offset_of!(ListenRecord, comm), 56);
+        assert_eq!(offset_of!(FpuRecord, mxcsr), 24);
+        assert_eq!(offset_of!(FpuRecord, seen), 28);
+        assert_eq!(offset_of!(FpuRecord, comm), 32);
+        assert_eq!(offset_of!(HintRecord, kind), 28);
+        assert_eq!(offset_of!(HintRecord, value), 32);
+        assert_eq!(offset_of!(HintRecord, comm), 40);
+        assert_eq!(offset_of!(HintRecord, data), 56);
+    }
+
+    #[test]
+    fn mxcsr_classes_separate_randomx_from_fast_math_and_fesetround() {
+        // RandomX's four states: FTZ + DAZ, each rounding mode.
+        let rx: [u32; 4] = [0x9FC0, 0xBFC0, 0xDFC0, 0xFFC0];
+        let classes: [u32; 4] = rx.map(mxcsr_class);
+        assert_eq!(classes, [12, 13, 14, 15]);
+        assert_eq!(mxcsr_class(MXCSR_DEFAULT), 0);
+        // fesetround(FE_DOWNWARD / FE_UPWARD / FE_TOWARDZERO) without FTZ.
+        assert_eq!(mxcsr_class(0x3F80), 1);
+        assert_eq!(mxcsr_class(0x5F80), 2);
+        assert_eq!(mxcsr_class(0x7F80), 3);
+        // Sticky exception flags do not change the class.
+        assert_eq!(mxcsr_class(0x9FC0 | 0x3F), 12);
+        // Fast math (FTZ + DAZ, nearest) is not reported on its own.
+        assert_eq!(FPU_REPORT_CLASSES & (1 << 12), 0);
+        assert_eq!(FPU_REPORT_CLASSES & 1, 0);
+        for c in [1, 2, 3, 13, 14, 15] {
+            assert_ne!(FPU_REPORT_CLASSES & (1 << c), 0, "class {c}");
+        }
+        for k in HintKind::ALL {
+            assert_eq!(HintKind::try_from(k as u16), Ok(k));
+        }
+        assert_eq!(HintKind::try_from(0), Err(0));
     }
 
     #[test]
@@ -350,7 +511,8 @@ mod tests {
         assert_eq!(size_of::<crate::FlowState>(), 40);
         assert_eq!(core::mem::offset_of!(crate::FlowState, bytes), 16);
         assert_eq!(size_of::<crate::DestKey>(), 24);
-        assert_eq!(size_of::<crate::KernelOffsets>(), 80);
         assert_eq!(size_of::<crate::SockOffsets>(), 20);
+        assert_eq!(size_of::<crate::FpuSeen>(), 16);
+        assert_eq!(size_of::<crate::HintSeen>(), 16);
     }
 }

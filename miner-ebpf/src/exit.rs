@@ -2,6 +2,8 @@
 //! slice, and when the last thread of the process exits, report the exit
 //! with the process's total CPU time and drop its `CPU_NS` entry.
 //!
+//! Every exiting thread also leaves `FPU_SEEN`.
+//!
 //! Runs in the exiting task. Group death is read from `signal->live` (already
 //! decremented here) rather than the tracepoint's `group_dead` field, which
 //! kernels before 6.x lack.
@@ -16,7 +18,7 @@ use aya_ebpf::{
 use miner_ebpf_common::{DropSite, ExitRecord, Header, RecordKind};
 
 use crate::{
-    maps::{CPU_NS, EVENTS, count_drop, offsets, wake_flags},
+    maps::{CPU_NS, EVENTS, FPU_SEEN, count_drop, offsets, wake_flags},
     sched_switch::account_current,
     task,
 };
@@ -31,7 +33,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<(), DropSite> {
     let now = unsafe { bpf_ktime_get_ns() };
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // Every exiting thread: a reused tid must not inherit its MXCSR set.
+    let _ = FPU_SEEN.remove(pid_tgid as u32);
     if !crate::maps::runtime_mode() {
         account_current(tgid, now);
     }

@@ -10,6 +10,8 @@ mod connect;
 mod exec;
 mod exit;
 mod fork;
+mod fpu;
+mod hints;
 mod listen;
 mod maps;
 mod sched_switch;

@@ -8,7 +8,8 @@ use aya_ebpf::{
 use miner_ebpf_common::{
     ABI_VERSION, BLOCKED_DESTS_MAX, BLOCKED_TGIDS_MAX, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP,
     BPF_RB_NO_WAKEUP, CPU_NS_MAX, DROP_SITES, DestKey, DropSite, EVENTS_BYTES_DEFAULT, FLOWS_MAX,
-    FlowState, KernelOffsets, PENDING_CONNECT_MAX, PendingConnect, SEEN_FLOWS_MAX, SockOffsets,
+    FPU_THREADS_MAX, FlowState, FpuSeen, HINT_PROCS_MAX, HintSeen, KernelOffsets,
+    PENDING_CONNECT_MAX, PendingConnect, SEEN_FLOWS_MAX, SockOffsets,
 };
 
 /// All records to user space. The loader resizes it (`ring_buffer_bytes`).
@@ -47,6 +48,15 @@ pub static BLOCKED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(BLOCKED_T
 /// Response: pool endpoints every process is refused (port 0 = any port).
 #[map]
 pub static BLOCKED_DESTS: HashMap<DestKey, u8> = HashMap::with_max_entries(BLOCKED_DESTS_MAX, 0);
+
+/// Thread (pid) -> the MXCSR classes it was switched out with, for threads
+/// that ever left the default. Threads at the default never get an entry.
+#[map]
+pub static FPU_SEEN: LruHashMap<u32, FpuSeen> = LruHashMap::with_max_entries(FPU_THREADS_MAX, 0);
+
+/// tgid -> hint kinds already reported for its current image.
+#[map]
+pub static HINT_SEEN: LruHashMap<u32, HintSeen> = LruHashMap::with_max_entries(HINT_PROCS_MAX, 0);
 
 /// Slot 0: where CPU time is charged. 0: at `sched_switch` (fallback);
 /// 1: at `sched_stat_runtime` (every tick and switch, so a thread that is
@@ -108,6 +118,20 @@ static MINERWATCH_ABI: u32 = ABI_VERSION;
 pub fn offsets() -> KernelOffsets {
     // Volatile: the loader rewrites .rodata; without it LLVM folds the zeros.
     unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+/// The three FPU fields of `OFFSETS`, read one by one: the fpu program runs
+/// at every context switch and copying the whole struct costs loads.
+#[inline(always)]
+pub fn fpu_offsets() -> (u32, u32, u32) {
+    // Volatile for the same reason as `offsets`.
+    unsafe {
+        (
+            core::ptr::read_volatile(&OFFSETS.fpu_layout),
+            core::ptr::read_volatile(&OFFSETS.fpu_fpstate),
+            core::ptr::read_volatile(&OFFSETS.fpu_mxcsr),
+        )
+    }
 }
 
 #[inline(always)]

@@ -531,6 +531,14 @@ mod tests {
                 "key `sensor.ring_buffer_bytes`: 5000 is not a power of two ≥ 4096; use e.g. 8388608 (8 MiB)",
             ),
             (
+                "[sensor]\nfpu_nudge_ms = 5\n",
+                "key `sensor.fpu_nudge_ms`: 5 is out of range; use 0 (off) or 10..=10000 (default 250)",
+            ),
+            (
+                "[detector.fingerprint_allow]\npaths = [\"monerod\"]\n",
+                "key `detector.fingerprint_allow.paths[0]`: \"monerod\" is not an absolute path; use e.g. \"/usr/bin/monerod\" or a directory ending in /",
+            ),
+            (
                 "[tail]\nclient_queue = 0\n",
                 "key `tail.client_queue`: 0 is out of range; use 1..=1000000 (default 4096)",
             ),

@@ -24,6 +24,8 @@ pub enum Event {
     Provenance(ProvenanceEvent),
     Lost(Lost),
     Listen(Listen),
+    Fpu(Fpu),
+    Hint(Hint),
 }
 
 impl Event {
@@ -39,6 +41,8 @@ impl Event {
             Event::Provenance(e) => e.time,
             Event::Lost(e) => e.time,
             Event::Listen(e) => e.time,
+            Event::Fpu(e) => e.time,
+            Event::Hint(e) => e.time,
         }
     }
 
@@ -55,6 +59,8 @@ impl Event {
             Event::Provenance(_) => "provenance",
             Event::Lost(_) => "lost",
             Event::Listen(_) => "listen",
+            Event::Fpu(_) => "fpu",
+            Event::Hint(_) => "hint",
         }
     }
 
@@ -69,6 +75,8 @@ impl Event {
             Event::FlowStats(e) => e.tgid,
             Event::Provenance(e) => Some(e.tgid),
             Event::Listen(e) => Some(e.tgid),
+            Event::Fpu(e) => Some(e.tgid),
+            Event::Hint(e) => Some(e.tgid),
             Event::CpuSample(_) | Event::Lost(_) => None,
         }
     }
@@ -383,6 +391,61 @@ pub struct VouchedBy {
     pub source: VouchSource,
     /// `dpkg`, `rpm`, or the allowlist's path.
     pub database: String,
+}
+
+/// A thread was switched out with a non-default SSE control register
+/// (MXCSR) and the set of states it has shown grew. The kernel sends one
+/// per growth, rate-limited per thread; nothing for threads that never
+/// leave the default or only sit at a constant fast-math state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fpu {
+    pub time: Mono,
+    pub tgid: u32,
+    /// The thread.
+    pub pid: u32,
+    pub comm: String,
+    /// The saved MXCSR at this switch, exception flags masked off.
+    pub mxcsr: u16,
+    /// Every state class the thread has shown (bit
+    /// `miner_ebpf_common::mxcsr_class`: FTZ, DAZ, rounding mode).
+    pub seen: u16,
+}
+
+/// What a hint says a process did; supporting evidence only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HintKind {
+    /// Opened `/proc/sys/vm/nr_hugepages` (or `_mempolicy`) for writing.
+    HugepagesSysctl,
+    /// Opened a sysfs `hugepages-*/nr_hugepages` for writing.
+    HugepagesSysfs,
+    /// Asked for a hugetlb mapping of `value` bytes (≥ 128 MiB).
+    HugetlbMap,
+    /// Opened `/dev/cpu/N/msr` for writing.
+    MsrOpen,
+    /// Ran `modprobe msr` (or `insmod msr`): derived by the detector from
+    /// the child's exec, credited to the parent; never from the kernel.
+    MsrModule,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hint {
+    pub time: Mono,
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub hint: HintKind,
+    /// Mapping length in bytes; 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub value: u64,
+    /// The opened path (its last 64 bytes), for open hints.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Events the kernel could not deliver since the previous report.

@@ -133,7 +133,8 @@ fn metrics_parse_and_count_real_events_and_tail_streams_them() {
             "family {family} present"
         );
     }
-    assert_eq!(value(&before, "minerwatch_programs_attached", None), 10.0);
+    // 9 base hooks + the listen hook + the fpu program + 3 hint tracepoints.
+    assert_eq!(value(&before, "minerwatch_programs_attached", None), 14.0);
 
     // A tail client, then real execs.
     let mut tail = Command::new(minerwatch_bin())

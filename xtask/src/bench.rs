@@ -96,6 +96,30 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// (`run_time_ns`, `run_cnt`) of one of the daemon's programs, by id.
+fn bpf_prog_stats(pid: u32, prog_id: u32) -> (u64, u64) {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return (0, 0);
+    };
+    for fd in fds.flatten() {
+        let Ok(info) = fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        let field = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if field("prog_id:") == Some(u64::from(prog_id)) {
+            return (
+                field("run_time_ns:").unwrap_or(0),
+                field("run_cnt:").unwrap_or(0),
+            );
+        }
+    }
+    (0, 0)
+}
+
 /// Sum of `run_time_ns` over the daemon's eBPF program fds.
 fn bpf_run_ns(pid: u32) -> u64 {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
@@ -121,15 +145,36 @@ fn bpf_run_ns(pid: u32) -> u64 {
 /// The daemon for a measurement: the shared harness (`tests/harness`),
 /// logging only warnings, stderr discarded.
 fn start_daemon(bin: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
+    start_daemon_with(bin, None, extra)
+}
+
+/// With a config file of `config` (TOML text), if given. The log keeps the
+/// attach lines, which name each program's id (per-program cost).
+fn start_daemon_with(bin: &Path, config: Option<&str>, extra: &[&str]) -> anyhow::Result<Daemon> {
     Daemon::start(&Options {
         tag: "mw-bench",
+        config,
         extra,
-        log_level: "warn",
-        keep_log: false,
+        log_level: "warn,minerwatch::daemon=info",
+        keep_log: true,
         ready_timeout: Duration::from_secs(20),
         ..Options::new(bin)
     })
     .map_err(|e| anyhow::anyhow!("minerwatch did not become ready: {e}"))
+}
+
+/// The kernel id of an attached program (from the daemon's log).
+fn prog_id(d: &Daemon, program: &str) -> Option<u32> {
+    let log = d.log();
+    let prefix = format!("attached {program} (");
+    log.lines().find_map(|l| {
+        let rest = &l[l.find(&prefix)? + prefix.len()..];
+        rest.split("prog id ")
+            .nth(1)?
+            .trim_end_matches(')')
+            .parse()
+            .ok()
+    })
 }
 
 /// A counter family of the daemon's /metrics summed over labels matching
@@ -165,7 +210,7 @@ fn workload(bin: &Path, args: &[&str]) -> anyhow::Result<(f64, f64)> {
 
 struct Row(String, String, String);
 
-pub fn bench(quick: bool) -> anyhow::Result<()> {
+pub fn bench(quick: bool, switch_only: bool) -> anyhow::Result<()> {
     if !util::is_root() {
         bail!("cargo xtask bench loads eBPF programs: run it as root");
     }
@@ -185,7 +230,11 @@ pub fn bench(quick: bool) -> anyhow::Result<()> {
     let stats_before =
         fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_else(|_| "0".into());
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
-    let result = run_all(&bins, &mw, quick);
+    let result = if switch_only {
+        context_switch_rows(&bins, &mw, if quick { 3 } else { 5 }, quick)
+    } else {
+        run_all(&bins, &mw, quick)
+    };
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
     let rows = result?;
     println!("\n| measurement | result | budget |\n|---|---|---|");
@@ -225,40 +274,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     ));
     d.stop();
 
-    // Context switches: interleaved pairs.
-    let rounds = if quick { "100000" } else { "300000" };
-    let mut on = Vec::new();
-    let mut off = Vec::new();
-    let mut cost = Vec::new();
-    for i in 0..pairs {
-        eprintln!("bench: pipe ping-pong pair {}/{pairs}", i + 1);
-        let (r_off, _) = workload(&bins.get("pingpong"), &[rounds])?;
-        let d = start_daemon(mw, &[])?;
-        let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
-        let (r_on, wcpu) = workload(&bins.get("pingpong"), &[rounds])?;
-        let agent = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
-        d.stop();
-        off.push(r_off);
-        on.push(r_on);
-        cost.push(agent / wcpu * 100.0);
-    }
-    let slow: Vec<f64> = on
-        .iter()
-        .zip(&off)
-        .map(|(a, b)| (1.0 - a / b) * 100.0)
-        .collect();
-    let (mut s2, mut c2) = (slow.clone(), cost.clone());
-    rows.push(Row(
-        "context-switch load (pipe ping-pong), agent CPU / workload CPU".into(),
-        format!(
-            "{:.2}% (median of {pairs}); wall-clock slowdown median {:.1}% (spread {:.1}…{:.1}%)",
-            median(&mut c2),
-            median(&mut s2),
-            min(&slow),
-            max(&slow)
-        ),
-        "≤ 2%".into(),
-    ));
+    rows.extend(context_switch_rows(bins, mw, pairs, quick)?);
 
     // Storms.
     let n = if quick { 10_000 } else { 20_000 };
@@ -500,6 +516,90 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             },
         ));
     }
+    Ok(rows)
+}
+
+/// Context switches: interleaved triples (no agent, the agent, the agent
+/// without its fpu program), with the fpu program's own run time per call
+/// from bpf_stats.
+fn context_switch_rows(
+    bins: &Bins,
+    mw: &Path,
+    pairs: usize,
+    quick: bool,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let rounds = if quick { "100000" } else { "300000" };
+    let no_fpu = "[sensor]\nfpu_fingerprint = false\n";
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    let mut cost = Vec::new();
+    let mut cost_no_fpu = Vec::new();
+    let mut fpu_ns = Vec::new();
+    let mut fpu_calls = 0u64;
+    let mut fpu_share = Vec::new();
+    for i in 0..pairs {
+        eprintln!("bench: pipe ping-pong round {}/{pairs}", i + 1);
+        let (r_off, _) = workload(&bins.get("pingpong"), &[rounds])?;
+        let d = start_daemon(mw, &[])?;
+        let fpu_id = prog_id(&d, "x86_fpu_regs_deactivated_btf")
+            .or_else(|| prog_id(&d, "x86_fpu_regs_deactivated"))
+            .context("the fpu program did not attach (see the daemon log)")?;
+        let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
+        let (f0, n0) = bpf_prog_stats(d.pid(), fpu_id);
+        let (r_on, wcpu) = workload(&bins.get("pingpong"), &[rounds])?;
+        let (f1, n1) = bpf_prog_stats(d.pid(), fpu_id);
+        let agent = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
+        d.stop();
+        let d = start_daemon_with(mw, Some(no_fpu), &[])?;
+        let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
+        let (_, wcpu2) = workload(&bins.get("pingpong"), &[rounds])?;
+        let agent2 = (proc_cpu_s(d.pid()) - c0) + (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
+        d.stop();
+        off.push(r_off);
+        on.push(r_on);
+        cost.push(agent / wcpu * 100.0);
+        cost_no_fpu.push(agent2 / wcpu2 * 100.0);
+        if n1 > n0 {
+            fpu_ns.push((f1 - f0) as f64 / (n1 - n0) as f64);
+            fpu_calls += n1 - n0;
+            fpu_share.push((f1 - f0) as f64 / 1e9 / wcpu * 100.0);
+        }
+    }
+    let slow: Vec<f64> = on
+        .iter()
+        .zip(&off)
+        .map(|(a, b)| (1.0 - a / b) * 100.0)
+        .collect();
+    let (mut s2, mut c2) = (slow.clone(), cost.clone());
+    rows.push(Row(
+        "context-switch load (pipe ping-pong), agent CPU / workload CPU".into(),
+        format!(
+            "{:.2}% (median of {pairs}); wall-clock slowdown median {:.1}% (spread {:.1}…{:.1}%)",
+            median(&mut c2),
+            median(&mut s2),
+            min(&slow),
+            max(&slow)
+        ),
+        "≤ 2%".into(),
+    ));
+    let (mut c3, mut n3, mut f3) = (cost_no_fpu.clone(), fpu_ns.clone(), fpu_share.clone());
+    rows.push(Row(
+        "fpu hook (x86_fpu_regs_deactivated, RandomX fingerprint) on the context-switch load".into(),
+        if fpu_ns.is_empty() {
+            "no calls counted".into()
+        } else {
+            format!(
+                "{:.0} ns per call (median of {pairs}, {fpu_calls} calls), {:.2}% of the workload's CPU; agent CPU / workload CPU {:.2}% with it, {:.2}% without (sensor.fpu_fingerprint = false)",
+                median(&mut n3),
+                median(&mut f3),
+                median(&mut cost.clone()),
+                median(&mut c3)
+            )
+        },
+        "part of the 2%".into(),
+    ));
+
     Ok(rows)
 }
 

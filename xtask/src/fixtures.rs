@@ -14,6 +14,10 @@
 //! - Node.js from the Debian package `nodejs` (`/usr/bin/node`): the
 //!   packaged runtime that runs the tests' WebSocket miner script.
 //!
+//! - `monerod` from Debian's `monero` package, installed with apt when
+//!   missing: the tests need it *packaged* (dpkg owns it, hashes match),
+//!   since what they check is that a verified miner is still alerted.
+//!
 //! Each `ensure_*` returns the path and exports it to the tests through an
 //! environment variable, so `cargo test` run by hand after one `cargo xtask
 //! test` finds the same files.
@@ -130,6 +134,41 @@ pub fn ensure_node() -> anyhow::Result<PathBuf> {
         bail!("nodejs installed but /usr/bin/node is missing");
     }
     Ok(node)
+}
+
+pub const MONEROD: &str = "/usr/bin/monerod";
+/// What the tests read to find it.
+pub const MONEROD_ENV: &str = "MINERWATCH_MONEROD";
+
+/// The packaged `monerod`; `apt-get install monero` on first use
+/// (idempotent: a no-op when dpkg already owns /usr/bin/monerod).
+pub fn ensure_monerod() -> anyhow::Result<PathBuf> {
+    let packaged = || {
+        Command::new("dpkg")
+            .args(["-S", MONEROD])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !packaged() {
+        eprintln!("xtask: installing Debian's monero package (monerod) with apt");
+        let install = || {
+            run(Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "--no-install-recommends", "monero"]))
+        };
+        if install().is_err() {
+            // A fresh machine may have no package lists yet.
+            run(Command::new("apt-get").arg("update"))
+                .context("`apt-get update` failed: the tests need the Debian mirror once")?;
+            install().context("`apt-get install monero` failed")?;
+        }
+        if !packaged() {
+            bail!("apt installed monero but dpkg does not own {MONEROD}");
+        }
+    }
+    // SAFETY: xtask is single-threaded; the tests are its children.
+    unsafe { std::env::set_var(MONEROD_ENV, MONEROD) };
+    Ok(PathBuf::from(MONEROD))
 }
 
 fn tempdir(parent: &Path) -> anyhow::Result<PathBuf> {

@@ -58,6 +58,9 @@ enum Cmd {
         /// Shorter runs (for a quick look; the README quotes full runs).
         #[arg(long)]
         quick: bool,
+        /// Only the context-switch rows (agent and fpu hook cost).
+        #[arg(long)]
+        switch_only: bool,
     },
     /// Build the agent image with podman from deploy/Dockerfile, offline
     /// (installs podman when missing; base image from a local debootstrap).
@@ -98,9 +101,9 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             test::e2e()
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, switch_only } => {
             setup::setup()?;
-            bench::bench(quick)
+            bench::bench(quick, switch_only)
         }
         Cmd::Image => {
             setup::setup()?;

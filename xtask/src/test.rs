@@ -264,6 +264,9 @@ fn fixtures() {
     if let Err(e) = crate::fixtures::ensure_node() {
         eprintln!("\n!!! Node.js unavailable, its tests will SKIP: {e:#} !!!\n");
     }
+    if let Err(e) = crate::fixtures::ensure_monerod() {
+        eprintln!("\n!!! monerod unavailable, its tests will SKIP: {e:#} !!!\n");
+    }
 }
 
 fn deploy_fixtures() {

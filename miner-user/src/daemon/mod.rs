@@ -89,9 +89,10 @@ pub async fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     for h in &sensor.hooks {
         match (&h.error, h.verified_insns) {
             (None, insns) => log::info!(
-                "attached {} ({} instructions verified)",
+                "attached {} ({} instructions verified, prog id {})",
                 h.program,
-                insns.unwrap_or(0)
+                insns.unwrap_or(0),
+                h.prog_id.unwrap_or(0)
             ),
             (Some(e), _) => log::warn!("not attached {}: {e}", h.program),
         }

@@ -21,6 +21,10 @@ const MINER_OPTIONS: &[&str] = &[
     "--nicehash",
     "--rig-id",
     "--coin",
+    // monerod (and its forks) mining in the node itself.
+    "--start-mining",
+    "--mining-threads",
+    "--bg-mining-enable",
 ];
 
 /// Algorithm names as miners spell them (`-a`, `--algo`, `--algorithm`).
@@ -258,6 +262,23 @@ mod tests {
             ("algo glued", argv(&["cpuminer", "-ayespowerr16"]), true),
             ("coin", argv(&["m", "--coin", "monero"]), true),
             (
+                "monerod mining",
+                vec![
+                    "monerod".into(),
+                    "--regtest".into(),
+                    "--start-mining".into(),
+                    WALLET.into(),
+                    "--mining-threads".into(),
+                    "1".into(),
+                ],
+                true,
+            ),
+            (
+                "monerod mining, glued",
+                vec!["monerod".into(), format!("--start-mining={w}")],
+                true,
+            ),
+            (
                 "wallet user",
                 vec![
                     "m".into(),
@@ -314,6 +335,17 @@ mod tests {
             ),
             ("sort --algo-ish", argv(&["sort", "-u", "file"]), false),
             ("xz", argv(&["xz", "-9", "-T0", "big.tar"]), false),
+            (
+                "monerod node, not mining",
+                argv(&[
+                    "monerod",
+                    "--data-dir",
+                    "/var/lib/monero",
+                    "--rpc-bind-port",
+                    "18081",
+                ]),
+                false,
+            ),
             ("ls -a", argv(&["ls", "-a", "/tmp"]), false),
             ("ls -agr", argv(&["ls", "-agr"]), false),
             (

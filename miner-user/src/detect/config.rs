@@ -51,6 +51,60 @@ pub const DEFAULT_POOL_DOMAINS: &[&str] = &[
     "p2pool.io",
 ];
 
+/// Programs that mine when their command line says so: Debian's `monero`
+/// (`monerod --start-mining`), XMRig and its forks, cpuminer and
+/// cpuminer-opt, the classic Bitcoin/Litecoin CPU and ASIC miners, and
+/// Ethereum-era GPU miners. Matched against the owning package and the
+/// executable's file name.
+pub const DEFAULT_MINER_NAMES: &[&str] = &[
+    "monero",
+    "monerod",
+    "xmrig",
+    "xmrig-mo",
+    "xmrig-notls",
+    "xmr-stak",
+    "xmr-stak-rx",
+    "cpuminer",
+    "cpuminer-opt",
+    "cpuminer-multi",
+    "minerd",
+    "bfgminer",
+    "cgminer",
+    "ethminer",
+    "ccminer",
+    "srbminer-multi",
+    "lolminer",
+    "t-rex",
+    "nbminer",
+    "wownerod",
+];
+
+/// `[detector.fingerprint_allow]`: programs whose RandomX work is expected
+/// (an operator's own Monero node mining to its own wallet, a RandomX
+/// benchmark box). Only `randomx_fingerprint` is silenced; the network and
+/// command-line rules still apply.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FingerprintAllow {
+    /// Executable paths (exact), or directory prefixes ending in `/`.
+    pub paths: Vec<String>,
+    /// SHA-256 of executables (64 hex digits, any case).
+    pub sha256: Vec<String>,
+}
+
+impl FingerprintAllow {
+    /// Is this executable (path, hash) allowed to show the fingerprint?
+    pub fn allows(&self, path: Option<&str>, sha256: Option<&str>) -> bool {
+        let by_path = path.is_some_and(|exe| {
+            self.paths
+                .iter()
+                .any(|p| exe == p || (p.ends_with('/') && exe.starts_with(p.as_str())))
+        });
+        let by_hash = sha256.is_some_and(|h| self.sha256.iter().any(|x| x.eq_ignore_ascii_case(h)));
+        by_path || by_hash
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorConfig {
@@ -126,6 +180,15 @@ pub struct DetectorConfig {
     /// start (`sysconf(_SC_NPROCESSORS_ONLN)`).
     #[serde(skip, default = "online_cpus")]
     pub online_cpus: u32,
+    /// Miner programs, by package or executable file name: a verified
+    /// (packaged) binary on this list whose command line says it mines
+    /// (`monerod --start-mining`, pool URL and wallet options) and that
+    /// burns CPU is flagged by `miner_command_line` like an unverified one.
+    /// Other packaged binaries never are (`grep stratum+tcp://` is not a
+    /// miner).
+    pub miner_names: Vec<String>,
+    /// Executables allowed to show the RandomX fingerprint.
+    pub fingerprint_allow: FingerprintAllow,
 }
 
 /// The online CPUs of this machine (1 if the call fails).
@@ -154,6 +217,8 @@ impl Default for DetectorConfig {
             tls_idle_open_secs: 20,
             tls_idle_max_record_bytes: 400,
             online_cpus: online_cpus(),
+            miner_names: DEFAULT_MINER_NAMES.iter().map(|s| s.to_string()).collect(),
+            fingerprint_allow: FingerprintAllow::default(),
         }
     }
 }
@@ -297,6 +362,34 @@ impl DetectorConfig {
                 ),
             ));
         }
+        for n in &self.miner_names {
+            if n.is_empty() || n.contains('/') || n.chars().any(char::is_whitespace) {
+                return Err(Invalid::new(
+                    key("miner_names"),
+                    format!(
+                        "{n:?} is not a package or file name; use e.g. \"monerod\" (no path, no spaces)"
+                    ),
+                ));
+            }
+        }
+        for (i, p) in self.fingerprint_allow.paths.iter().enumerate() {
+            if !p.starts_with('/') {
+                return Err(Invalid::new(
+                    format!("{}.fingerprint_allow.paths[{i}]", Self::SECTION),
+                    format!(
+                        "{p:?} is not an absolute path; use e.g. \"/usr/bin/monerod\" or a directory ending in /"
+                    ),
+                ));
+            }
+        }
+        for (i, h) in self.fingerprint_allow.sha256.iter().enumerate() {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Invalid::new(
+                    format!("{}.fingerprint_allow.sha256[{i}]", Self::SECTION),
+                    format!("{h:?} is not a SHA-256; use 64 hex digits"),
+                ));
+            }
+        }
         if self.max_flows < 64 {
             return Err(Invalid::new(
                 key("max_flows"),
@@ -386,6 +479,18 @@ mod tests {
             ("detector.tls_idle_max_record_bytes", |c| {
                 c.tls_idle_max_record_bytes = 0
             }),
+            ("detector.miner_names", |c| {
+                c.miner_names.push("/usr/bin/x".into())
+            }),
+            ("detector.miner_names", |c| {
+                c.miner_names.push(String::new())
+            }),
+            ("detector.fingerprint_allow.paths[0]", |c| {
+                c.fingerprint_allow.paths.push("monerod".into())
+            }),
+            ("detector.fingerprint_allow.sha256[0]", |c| {
+                c.fingerprint_allow.sha256.push("abc".into())
+            }),
         ];
         for (key, edit) in cases {
             let mut cfg = DetectorConfig::default();
@@ -401,7 +506,31 @@ mod tests {
             "0.0.0.0/0".into(),
         ];
         cfg.cpu_sustained_secs = cfg.cpu_window_secs;
+        cfg.fingerprint_allow.paths = vec!["/usr/bin/monerod".into(), "/opt/node/".into()];
+        cfg.fingerprint_allow.sha256 = vec!["AB".repeat(32)];
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn fingerprint_allow_matches_paths_prefixes_and_hashes() {
+        let allow = FingerprintAllow {
+            paths: vec!["/usr/bin/monerod".into(), "/opt/node/".into()],
+            sha256: vec!["ab".repeat(32)],
+        };
+        let (ab, cd) = ("AB".repeat(32), "cd".repeat(32));
+        let cases: &[(Option<&str>, Option<&str>, bool)] = &[
+            (Some("/usr/bin/monerod"), None, true),
+            (Some("/opt/node/bin/monerod"), None, true),
+            (Some("/usr/bin/monerod2"), None, false),
+            (Some("/opt/nodes/x"), None, false),
+            (Some("/tmp/x"), Some(ab.as_str()), true),
+            (Some("/tmp/x"), Some(cd.as_str()), false),
+            (None, None, false),
+        ];
+        for (path, hash, want) in cases {
+            assert_eq!(allow.allows(*path, *hash), *want, "{path:?} {hash:?}");
+        }
+        assert!(!FingerprintAllow::default().allows(Some("/usr/bin/monerod"), None));
     }
 
     #[test]

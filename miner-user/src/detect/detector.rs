@@ -20,13 +20,14 @@ use serde::Serialize;
 use super::cmdline::miner_cmdline;
 use super::config::Cidr;
 use super::cpu::{CpuHistory, CpuPoint, CpuPolicy, MIN_SPAN_NS};
+use super::fingerprint::{FpuTrack, Hints, msr_module_hint};
 use super::protocol::proxy::Host;
 use super::protocol::stream::Segment;
 use super::protocol::{FlowStream, FlowView, Hop, Protocol, classify, tls_sni};
 use super::{DetectorConfig, Rule, Severity, Verdict};
 use crate::event::{
-    Connect, CpuSample, Event, ExeId, Exec, FlowStats, Fork, Payload, Provenance, ProvenanceEvent,
-    Source,
+    Connect, CpuSample, Event, ExeId, Exec, FlowStats, Fork, Fpu, Hint, Payload, Provenance,
+    ProvenanceEvent, Source,
 };
 use crate::process::table::{EvictionCounts, Origin, Process, ProcessTable, exe_identity_known};
 use crate::time::Mono;
@@ -67,6 +68,12 @@ pub struct DetectorStats {
     pub payloads_by_protocol: BTreeMap<Protocol, u64>,
     /// Payloads that could not be tied to a live process.
     pub payloads_unresolved_total: u64,
+    /// MXCSR reports from the fpu sensor.
+    pub fpu_reports_total: u64,
+    /// Processes that showed the RandomX shape.
+    pub fingerprints_total: u64,
+    /// Kernel hints (huge pages, MSR).
+    pub hints_total: u64,
     /// Remembered connections (socket cookie → process).
     pub flows_remembered: usize,
     pub verdicts_by_rule: BTreeMap<Rule, u64>,
@@ -241,11 +248,18 @@ pub(super) struct Track {
     pub alerted: BTreeMap<Rule, Severity>,
     /// When the current image appeared to the detector (provenance wait).
     pub image_seen: Mono,
+    /// MXCSR states its threads were switched out with (this image only:
+    /// neither inherited on fork nor kept across exec).
+    pub fpu: FpuTrack,
+    /// Kernel hints of mining set-up (supporting evidence).
+    pub hints: Hints,
 }
 
 impl Track {
     pub fn has_evidence(&self) -> bool {
-        self.cmdline.is_some() || self.flows.values().any(Flow::is_evidence)
+        self.cmdline.is_some()
+            || self.fpu.shape.is_some()
+            || self.flows.values().any(Flow::is_evidence)
     }
 
     fn insert_flow(&mut self, key: FlowKey, flow: Flow) {
@@ -407,6 +421,34 @@ impl Detector {
             Event::Provenance(p) => self.on_provenance(p, now, out),
             Event::Lost(l) => self.stats.lost_events_total += l.count,
             Event::Listen(l) => self.on_listen(l),
+            Event::Fpu(f) => self.on_fpu(f, now, out),
+            Event::Hint(h) => self.on_hint(h),
+        }
+    }
+
+    fn on_fpu(&mut self, f: Fpu, now: Mono, out: &mut Vec<Verdict>) {
+        self.stats.fpu_reports_total += 1;
+        if !self.ensure_process(f.tgid, &f.comm, 0, f.time, Source::Kernel) {
+            return;
+        }
+        let Some(t) = self.tracks.get_mut(&f.tgid) else {
+            return;
+        };
+        if t.fpu.observe(&f) {
+            self.stats.fingerprints_total += 1;
+            self.refresh_candidate(f.tgid);
+            self.evaluate(f.tgid, now, out);
+        }
+    }
+
+    /// Hints never make a verdict; they are listed in the process's.
+    fn on_hint(&mut self, h: Hint) {
+        self.stats.hints_total += 1;
+        if !self.ensure_process(h.tgid, &h.comm, h.uid, h.time, Source::Kernel) {
+            return;
+        }
+        if let Some(t) = self.tracks.get_mut(&h.tgid) {
+            t.hints.observe(&h);
         }
     }
 
@@ -449,6 +491,9 @@ impl Detector {
     }
 
     fn on_exec(&mut self, e: Exec, now: Mono, out: &mut Vec<Verdict>) {
+        if let Some(h) = msr_module_hint(&e) {
+            self.on_hint(h);
+        }
         let tgid = e.tgid;
         let same = self.table.live(tgid).is_some_and(|p| {
             p.start_boottime_ns == e.start_boottime_ns
@@ -518,6 +563,8 @@ impl Detector {
                 // Sockets are close-on-exec in practice (libuv, Go, Python
                 // all set it): the old image's flows go with it.
                 t.flows.clear();
+                t.fpu = FpuTrack::default();
+                t.hints = Hints::default();
                 t.image_seen = e.time;
                 t.cmdline = cmdline.map(|detail| CmdlineEvidence {
                     time: e.time,

@@ -5,6 +5,8 @@
 //!   proxies, WebSocket and TLS ([`stratum`] is its application classifier).
 //! - [`cmdline`]: recognises miner command lines.
 //! - [`cpu`]: sliding CPU history and the "sustained" judgement.
+//! - [`fingerprint`]: the RandomX shape in saved MXCSR values, and kernel
+//!   hints of mining set-up.
 //! - [`detector`]: the state machine (process evidence, inheritance).
 //! - [`chain`]: a verdict's ancestors (the infection chain).
 //! - `rules`: which evidence makes which verdict.
@@ -15,6 +17,7 @@ pub mod cmdline;
 pub mod config;
 pub mod cpu;
 pub mod detector;
+pub mod fingerprint;
 pub mod protocol;
 mod rules;
 pub mod verdict;
@@ -25,6 +28,8 @@ pub use protocol::stratum;
 mod protocol_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fingerprint;
 #[cfg(test)]
 mod tests_image;
 

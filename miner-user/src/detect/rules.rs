@@ -6,8 +6,9 @@
 //! | `pool_protocol_unverified` | pool protocol + unverified binary | High at once; Critical once its CPU (or its group's) is sustained |
 //! | `pool_protocol_busy` | pool protocol + binary not unverified + sustained CPU | High |
 //! | `pool_port_busy_unverified` | pool port/address/TLS server name (flow not proven to be another protocol) + unverified (or no provenance after the wait) + sustained CPU | High |
-//! | `miner_command_line` | miner command line + unverified (or no provenance after the wait) + sustained CPU | High |
+//! | `miner_command_line` | miner command line + sustained CPU + unverified (or no provenance after the wait), or verified and on `miner_names` (a packaged miner told to mine) | High |
 //! | `miner_group` | a holder (pool protocol; or pool connection or miner command line from an unverified binary) whose tree or cgroup workers have sustained CPU together | High |
+//! | `randomx_fingerprint` | a thread showed the RandomX MXCSR shape + sustained CPU, any provenance (not on `fingerprint_allow`) | High; Critical when unverified or with pool network evidence |
 //!
 //! A flow's destination is the one asked of a proxy when it went through
 //! one (SOCKS4/5, HTTP CONNECT), and its protocol what its tunnel or its
@@ -19,6 +20,8 @@
 //! the evidence of a verdict that fires anyway; it never makes one.
 //!
 //! Sustained CPU alone, unverified alone, or both together, never alert.
+//! Kernel hints (huge pages, MSR) never alert: they are listed in the
+//! verdicts of the process that produced them.
 //! One verdict per process and rule; a higher severity re-alerts. A verdict
 //! covers the process's live descendants (listed in `members`), which
 //! inherit the "already alerted" state so a fork-heavy miner does not
@@ -262,6 +265,50 @@ impl Detector {
             .then(|| ev("miner_cmdline", c.time, c.detail.clone()))
     }
 
+    /// The RandomX shape, unless the executable is allowed to show it.
+    fn fingerprint_evidence(&self, p: &Process, t: &Track) -> Option<Evidence> {
+        let shape = t.fpu.shape.as_ref()?;
+        let path = p.exe_display();
+        let sha = p.provenance.as_ref().and_then(|pv| pv.sha256.as_deref());
+        if self.cfg.fingerprint_allow.allows(path.as_deref(), sha) {
+            return None;
+        }
+        Some(ev("cpu_fingerprint", shape.time, shape.detail.clone()))
+    }
+
+    /// A packaged binary that is a miner program by package or file name.
+    fn miner_program_evidence(&self, p: &Process, now: Mono) -> Option<Evidence> {
+        let prov = p.provenance.as_ref().filter(|pv| pv.is_verified())?;
+        let path = prov.path.clone().or_else(|| p.exe_display())?;
+        let file = path.rsplit('/').next().unwrap_or(&path);
+        let names = &self.cfg.miner_names;
+        let by_file = names.iter().any(|n| n == file);
+        let by_package = prov
+            .package
+            .as_deref()
+            .is_some_and(|pkg| names.iter().any(|n| n == pkg));
+        if !(by_file || by_package) {
+            return None;
+        }
+        let package = prov
+            .package
+            .as_deref()
+            .map(|pkg| format!(" (package {pkg})"))
+            .unwrap_or_default();
+        Some(ev(
+            "miner_program",
+            p.provenance_time.unwrap_or(now),
+            format!("{path}{package} is a miner program"),
+        ))
+    }
+
+    fn hint_evidence(t: &Track) -> impl Iterator<Item = Evidence> + '_ {
+        t.hints
+            .seen
+            .iter()
+            .map(|h| ev("hint", h.time, h.detail.clone()))
+    }
+
     fn cpu_evidence(&self, signal: &str, j: &CpuJudgement, now: Mono, who: &str) -> Evidence {
         ev(
             signal,
@@ -331,7 +378,9 @@ impl Detector {
         let protocol = self.pool_protocol_evidence(p, t);
         let connection = self.pool_connection_evidence(p, t, now);
         let cmdline = self.cmdline_evidence(p, t);
-        if protocol.is_none() && connection.is_none() && cmdline.is_none() {
+        let fingerprint = self.fingerprint_evidence(p, t);
+        if protocol.is_none() && connection.is_none() && cmdline.is_none() && fingerprint.is_none()
+        {
             return fire;
         }
         let prov = self.provenance_state(p, t, now);
@@ -408,11 +457,41 @@ impl Detector {
                 vec![Some(conn), Some(nv), cpu_ev.as_ref()],
             ));
         }
-        if let (Some(cmd), Some(nv), true) = (&cmdline, not_verified, cpu.sustained) {
+        if let (Some(cmd), true) = (&cmdline, cpu.sustained) {
+            // Unverified, or a packaged miner program told to mine.
+            let whose = not_verified
+                .cloned()
+                .or_else(|| self.miner_program_evidence(p, now));
+            if let Some(whose) = &whose {
+                fire.push(one(
+                    Rule::MinerCommandLine,
+                    Severity::High,
+                    vec![Some(cmd), Some(whose), cpu_ev.as_ref()],
+                ));
+            }
+        }
+        // The work itself: any provenance, once provenance had its chance
+        // (an allowlisted hash must be known before the rule can fire).
+        let prov_settled = !matches!(prov, Prov::Unknown(None));
+        if let (Some(fp), true, true) = (&fingerprint, cpu.sustained, prov_settled) {
+            // An image's own package database cannot lower the work's
+            // verdict: image-vouched counts as unverified here.
+            let unverified = prov.evidence_against_strong();
+            let network = protocol.as_ref().or(connection.as_ref());
+            let severity = if unverified.is_some() || network.is_some() {
+                Severity::Critical
+            } else {
+                Severity::High
+            };
             fire.push(one(
-                Rule::MinerCommandLine,
-                Severity::High,
-                vec![Some(cmd), Some(nv), cpu_ev.as_ref()],
+                Rule::RandomxFingerprint,
+                severity,
+                vec![
+                    Some(fp),
+                    unverified.or(not_verified),
+                    network,
+                    cpu_ev.as_ref(),
+                ],
             ));
         }
         if let Some((group_ev, members)) = group {
@@ -432,6 +511,9 @@ impl Detector {
                 evidence,
                 members,
             });
+        }
+        for f in &mut fire {
+            f.evidence.extend(Self::hint_evidence(t));
         }
         if !fire.is_empty()
             && let Some(weak) = self.tls_idle_evidence(p, t, &cpu, now)

@@ -68,17 +68,22 @@ pub enum Rule {
     /// holds a pool connection.
     MinerGroup,
     /// Miner command line (stratum URL, wallet, miner options) + sustained
-    /// CPU from an unverified binary.
+    /// CPU from an unverified binary, or from a packaged miner program
+    /// (`monerod --start-mining`).
     MinerCommandLine,
+    /// A thread showed the RandomX MXCSR shape + sustained CPU, whatever
+    /// the binary's provenance, name, port or protocol.
+    RandomxFingerprint,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 5] = [
+    pub const ALL: [Rule; 6] = [
         Rule::PoolProtocolUnverified,
         Rule::PoolProtocolBusy,
         Rule::PoolPortBusyUnverified,
         Rule::MinerGroup,
         Rule::MinerCommandLine,
+        Rule::RandomxFingerprint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +93,7 @@ impl Rule {
             Rule::PoolPortBusyUnverified => "pool_port_busy_unverified",
             Rule::MinerGroup => "miner_group",
             Rule::MinerCommandLine => "miner_command_line",
+            Rule::RandomxFingerprint => "randomx_fingerprint",
         }
     }
 }
@@ -96,7 +102,8 @@ impl Rule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// `pool_protocol`, `pool_port`, `tls_pool_port`, `cpu_sustained`,
-    /// `unverified_exec`, `miner_cmdline`, `group_cpu`…
+    /// `unverified_exec`, `miner_cmdline`, `group_cpu`, `cpu_fingerprint`,
+    /// `miner_program`, `hint`…
     pub signal: String,
     pub time: Mono,
     pub detail: String,

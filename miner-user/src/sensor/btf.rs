@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use miner_ebpf_common::{KernelOffsets, SockOffsets};
+use miner_ebpf_common::{FPU_LAYOUT_EMBEDDED, FPU_LAYOUT_FPSTATE, KernelOffsets, SockOffsets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -27,6 +27,10 @@ pub enum BtfError {
     NoStruct(String),
     #[error("BTF struct `{strukt}` has no member `{member}`")]
     NoMember { strukt: String, member: String },
+    #[error(
+        "kernel {release}: `struct fpu` has neither `fpstate` (5.16+) nor `state` (older); the RandomX fingerprint is off on this kernel"
+    )]
+    FpuLayout { release: String },
 }
 
 const MAGIC: u16 = 0xeb9f;
@@ -160,11 +164,14 @@ impl Btf {
             strings,
             structs_by_name: HashMap::new(),
         };
-        for (id, t) in btf.types.iter().enumerate() {
-            if t.kind == KIND_STRUCT && !t.members.is_empty() {
-                let name = btf.str(t.name).to_owned();
-                if !name.is_empty() {
-                    btf.structs_by_name.entry(name).or_insert(id as u32);
+        // Structs first: a union of the same name never shadows a struct.
+        for kind in [KIND_STRUCT, KIND_UNION] {
+            for (id, t) in btf.types.iter().enumerate() {
+                if t.kind == kind && !t.members.is_empty() {
+                    let name = btf.str(t.name).to_owned();
+                    if !name.is_empty() {
+                        btf.structs_by_name.entry(name).or_insert(id as u32);
+                    }
                 }
             }
         }
@@ -195,9 +202,10 @@ impl Btf {
         id
     }
 
-    /// Bit offset of `member` inside type `id`, descending into anonymous
-    /// structs and unions (e.g. `mm_struct.exe_file`, `inode.__i_nlink`).
-    fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
+    /// Bit offset and type of `member` inside type `id`, descending into
+    /// anonymous structs and unions (e.g. `mm_struct.exe_file`,
+    /// `inode.__i_nlink`).
+    fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32)> {
         let t = self.types.get(id as usize)?;
         if depth > 8 {
             return None;
@@ -205,33 +213,72 @@ impl Btf {
         for m in &t.members {
             let name = self.str(m.name);
             if name == member {
-                return Some(m.bit_offset);
+                return Some((m.bit_offset, m.ty));
             }
             if name.is_empty() {
                 let inner = self.resolve(m.ty);
                 let kind = self.types.get(inner as usize).map(|t| t.kind);
                 if matches!(kind, Some(KIND_STRUCT | KIND_UNION))
-                    && let Some(off) = self.find_member(inner, member, depth + 1)
+                    && let Some((off, ty)) = self.find_member(inner, member, depth + 1)
                 {
-                    return Some(m.bit_offset + off);
+                    return Some((m.bit_offset + off, ty));
                 }
             }
         }
         None
     }
 
-    /// Byte offset of `strukt.member`.
-    pub fn offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
-        let id = *self
-            .structs_by_name
+    fn root(&self, strukt: &str) -> Result<u32, BtfError> {
+        self.structs_by_name
             .get(strukt)
-            .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
-        self.find_member(id, member, 0)
-            .map(|bits| bits / 8)
-            .ok_or_else(|| BtfError::NoMember {
-                strukt: strukt.into(),
-                member: member.into(),
-            })
+            .copied()
+            .ok_or_else(|| BtfError::NoStruct(strukt.into()))
+    }
+
+    /// Byte offset of `strukt.member` (a struct or union).
+    pub fn offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
+        self.path_offset(strukt, &[member])
+    }
+
+    /// Byte offset of a chain of embedded members, `regs.xsave.i387.mxcsr`
+    /// from `fpstate`: each step descends into the previous member's type
+    /// (through typedefs and qualifiers, never through a pointer).
+    pub fn path_offset(&self, strukt: &str, path: &[&str]) -> Result<u32, BtfError> {
+        let mut id = self.root(strukt)?;
+        let mut bits = 0;
+        let mut at = strukt.to_owned();
+        for member in path {
+            let (off, ty) = self
+                .find_member(id, member, 0)
+                .ok_or_else(|| BtfError::NoMember {
+                    strukt: at.clone(),
+                    member: (*member).into(),
+                })?;
+            bits += off;
+            id = self.resolve(ty);
+            at = format!("{at}.{member}");
+        }
+        Ok(bits / 8)
+    }
+
+    /// Where the saved MXCSR of a `struct fpu` is: (`FPU_LAYOUT_*`, offset
+    /// of the `fpstate` pointer, offset of MXCSR from its base). Linux 5.16
+    /// moved the register image out of `struct fpu` into a `struct fpstate`
+    /// it points to; before, `fpu.state` embedded it. Either way the XSAVE
+    /// image starts with the legacy FXSAVE area, where MXCSR lives.
+    pub fn fpu_offsets(&self, release: &str) -> Result<(u32, u32, u32), BtfError> {
+        let layout = || BtfError::FpuLayout {
+            release: release.to_owned(),
+        };
+        let in_regs = self
+            .path_offset("fpregs_state", &["xsave", "i387", "mxcsr"])
+            .map_err(|_| layout())?;
+        if let Ok(fpstate) = self.offset("fpu", "fpstate") {
+            let regs = self.offset("fpstate", "regs").map_err(|_| layout())?;
+            return Ok((FPU_LAYOUT_FPSTATE, fpstate, regs + in_regs));
+        }
+        let state = self.offset("fpu", "state").map_err(|_| layout())?;
+        Ok((FPU_LAYOUT_EMBEDDED, 0, state + in_regs))
     }
 
     /// Every offset the programs need.
@@ -259,6 +306,9 @@ impl Btf {
                 .offset("inode", "__i_nlink")
                 .or_else(|_| self.offset("inode", "i_nlink"))?,
             sb_s_dev: self.offset("super_block", "s_dev")?,
+            // Filled by `with_fpu` (optional: a kernel without a known FPU
+            // layout keeps every other sensor).
+            ..KernelOffsets::zeroed()
         })
     }
 
@@ -274,6 +324,24 @@ impl Btf {
             skc_rcv_saddr: common("skc_rcv_saddr")?,
             skc_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
         })
+    }
+
+    /// `o` with the FPU layout filled in, or why it cannot be (the caller
+    /// warns and the fpu program stays idle).
+    pub fn with_fpu(
+        &self,
+        mut o: KernelOffsets,
+        release: &str,
+    ) -> (KernelOffsets, Option<BtfError>) {
+        match self.fpu_offsets(release) {
+            Ok((layout, fpstate, mxcsr)) => {
+                o.fpu_layout = layout;
+                o.fpu_fpstate = fpstate;
+                o.fpu_mxcsr = mxcsr;
+                (o, None)
+            }
+            Err(e) => (o, Some(e)),
+        }
     }
 }
 
@@ -373,5 +441,177 @@ mod tests {
             "{s:?}"
         );
         assert!(s.skc_v6_rcv_saddr >= 24, "{s:?}");
+        let (o, err) = btf.with_fpu(o, "running");
+        assert!(err.is_none(), "{err:?}");
+        // The FXSAVE image keeps MXCSR at byte 24, on every kernel.
+        let regs = btf.offset("fpstate", "regs").unwrap();
+        assert_eq!(
+            (o.fpu_layout, o.fpu_mxcsr),
+            (FPU_LAYOUT_FPSTATE, regs + 24),
+            "Linux 6.18 has fpu->fpstate"
+        );
+    }
+
+    /// Builds BTF type sections for layout tests.
+    #[derive(Default)]
+    struct Builder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next: u32,
+    }
+
+    impl Builder {
+        fn new() -> Self {
+            Builder {
+                strings: vec![0],
+                next: 1,
+                ..Default::default()
+            }
+        }
+        fn name(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            off
+        }
+        fn push(&mut self, words: &[u32]) -> u32 {
+            for w in words {
+                self.types.extend_from_slice(&w.to_le_bytes());
+            }
+            self.next += 1;
+            self.next - 1
+        }
+        fn int(&mut self, name: &str, size: u32) -> u32 {
+            let n = self.name(name);
+            self.push(&[n, KIND_INT << 24, size, size * 8])
+        }
+        fn ptr(&mut self, to: u32) -> u32 {
+            self.push(&[0, 2 << 24, to])
+        }
+        fn agg(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32)]) -> u32 {
+            let n = self.name(name);
+            let mut words = vec![n, (kind << 24) | members.len() as u32, size];
+            for (m, ty, byte) in members {
+                words.extend([self.name(m), *ty, byte * 8]);
+            }
+            self.push(&words)
+        }
+        fn finish(self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&MAGIC.to_le_bytes());
+            out.extend_from_slice(&[1, 0]);
+            for v in [
+                24,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+
+    /// `fxregs_state`, `xregs_state` and `union fpregs_state` as every
+    /// kernel since 4.x has them (the parts the path walks).
+    fn fpregs_state(b: &mut Builder) -> u32 {
+        let u16_ = b.int("u16", 2);
+        let u32_ = b.int("u32", 4);
+        let u64_ = b.int("u64", 8);
+        let fx = b.agg(
+            KIND_STRUCT,
+            "fxregs_state",
+            512,
+            &[
+                ("cwd", u16_, 0),
+                ("swd", u16_, 2),
+                ("twd", u16_, 4),
+                ("fop", u16_, 6),
+                ("", u64_, 8),
+                ("mxcsr", u32_, 24),
+                ("mxcsr_mask", u32_, 28),
+            ],
+        );
+        let xs = b.agg(KIND_STRUCT, "xregs_state", 576, &[("i387", fx, 0)]);
+        b.agg(
+            KIND_UNION,
+            "fpregs_state",
+            4096,
+            &[("fsave", u32_, 0), ("xsave", xs, 0)],
+        )
+    }
+
+    #[test]
+    fn fpu_layouts_before_and_after_5_16() {
+        // Linux 5.10: struct fpu { last_cpu; avx512_timestamp; state }.
+        let mut b = Builder::new();
+        let regs = fpregs_state(&mut b);
+        let u32_ = b.int("unsigned int", 4);
+        b.agg(
+            KIND_STRUCT,
+            "fpu",
+            4160,
+            &[
+                ("last_cpu", u32_, 0),
+                ("avx512_timestamp", u32_, 8),
+                ("state", regs, 64),
+            ],
+        );
+        let old = Btf::parse(&b.finish()).unwrap();
+        assert_eq!(
+            old.fpu_offsets("5.10").unwrap(),
+            (FPU_LAYOUT_EMBEDDED, 0, 88)
+        );
+
+        // Linux 5.16+: struct fpu { …; struct fpstate *fpstate; …;
+        // struct fpstate __fpstate }, struct fpstate { …; regs @64 }.
+        let mut b = Builder::new();
+        let regs = fpregs_state(&mut b);
+        let u32_ = b.int("unsigned int", 4);
+        let fpstate = b.agg(
+            KIND_STRUCT,
+            "fpstate",
+            4160,
+            &[
+                ("size", u32_, 0),
+                ("user_size", u32_, 4),
+                ("regs", regs, 64),
+            ],
+        );
+        let p = b.ptr(fpstate);
+        b.agg(
+            KIND_STRUCT,
+            "fpu",
+            4288,
+            &[
+                ("last_cpu", u32_, 0),
+                ("fpstate", p, 16),
+                ("__task_fpstate", p, 24),
+                ("__fpstate", fpstate, 128),
+            ],
+        );
+        let new = Btf::parse(&b.finish()).unwrap();
+        assert_eq!(
+            new.fpu_offsets("6.1").unwrap(),
+            (FPU_LAYOUT_FPSTATE, 16, 88)
+        );
+
+        // Neither: the fingerprint degrades with the kernel named.
+        let mut b = Builder::new();
+        fpregs_state(&mut b);
+        let u32_ = b.int("unsigned int", 4);
+        b.agg(KIND_STRUCT, "fpu", 8, &[("last_cpu", u32_, 0)]);
+        let none = Btf::parse(&b.finish()).unwrap();
+        let err = none.fpu_offsets("4.19.0-x").unwrap_err().to_string();
+        assert!(err.contains("4.19.0-x"), "{err}");
+        let (o, e) = none.with_fpu(KernelOffsets::zeroed(), "4.19.0-x");
+        assert!(e.is_some());
+        assert_eq!(o.fpu_layout, miner_ebpf_common::FPU_LAYOUT_UNKNOWN);
     }
 }

@@ -18,6 +18,14 @@ pub struct SensorConfig {
     pub cgroup_path: Option<String>,
     /// Fail at start if any hook cannot attach (default: warn and degrade).
     pub require_all: bool,
+    /// Attach the fpu program (saved MXCSR per thread: the RandomX
+    /// fingerprint) and its nudges. Off: no `randomx_fingerprint` verdicts,
+    /// and no program runs at context switches beyond CPU accounting.
+    pub fpu_fingerprint: bool,
+    /// Every this many ms each CPU is briefly preempted, so a thread that
+    /// never leaves its core on its own is switched out and its saved
+    /// MXCSR seen (the RandomX fingerprint). 0 turns it off.
+    pub fpu_nudge_ms: u64,
 }
 
 impl Default for SensorConfig {
@@ -28,6 +36,8 @@ impl Default for SensorConfig {
             cpu_poll_interval_ms: 1000,
             cgroup_path: None,
             require_all: false,
+            fpu_fingerprint: true,
+            fpu_nudge_ms: 250,
         }
     }
 }
@@ -56,6 +66,15 @@ impl SensorConfig {
                 format!(
                     "{} is out of range; use 100..=10000 (default 1000)",
                     self.cpu_poll_interval_ms
+                ),
+            ));
+        }
+        if self.fpu_nudge_ms != 0 && !(10..=10_000).contains(&self.fpu_nudge_ms) {
+            return Err(Invalid::new(
+                "sensor.fpu_nudge_ms",
+                format!(
+                    "{} is out of range; use 0 (off) or 10..=10000 (default 250)",
+                    self.fpu_nudge_ms
                 ),
             ));
         }

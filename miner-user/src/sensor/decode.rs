@@ -5,12 +5,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use miner_ebpf_common::{
     AF_INET, AF_INET6, CONNECT_FLAG_V4_MAPPED, ConnectRecord, EXEC_FLAG_ARGS_TRUNCATED,
     EXEC_FLAG_EXE_UNKNOWN, EXEC_FLAG_MEMFD, ExecRecord, ExitRecord, FlowStatsRecord, ForkRecord,
-    Header, LISTEN_FLAG_ADDR_UNKNOWN, ListenRecord, PAYLOAD_FLAG_CONTINUATION,
-    PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN, PayloadRecord, RecordKind,
+    FpuRecord, Header, HintRecord, LISTEN_FLAG_ADDR_UNKNOWN, ListenRecord, MXCSR_STATE_MASK,
+    PAYLOAD_FLAG_CONTINUATION, PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN, PayloadRecord, RecordKind,
 };
 
 use crate::event::{
-    Connect, ConnectResult, Event, ExeId, Exec, Exit, FlowStats, Fork, Listen, Payload, Source,
+    Connect, ConnectResult, Event, ExeId, Exec, Exit, FlowStats, Fork, Fpu, Hint, HintKind, Listen,
+    Payload, Source,
 };
 use crate::time::Mono;
 
@@ -26,6 +27,8 @@ pub enum DecodeError {
     UnknownKind(u16),
     #[error("unknown address family {0} in a {1} record")]
     BadFamily(u16, &'static str),
+    #[error("unknown hint kind {0}; the eBPF object is newer than this binary")]
+    UnknownHint(u16),
 }
 
 /// Read a `T` from the start of `buf`, or say how short it was.
@@ -60,6 +63,8 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         RecordKind::FlowStats => {
             Event::FlowStats(flow_stats(&read_pod::<FlowStatsRecord>(buf, "flow_stats")?))
         }
+        RecordKind::Fpu => Event::Fpu(fpu(&read_pod::<FpuRecord>(buf, "fpu")?)),
+        RecordKind::Hint => Event::Hint(hint(&read_pod::<HintRecord>(buf, "hint")?)?),
     })
 }
 
@@ -232,6 +237,38 @@ fn flow_stats(r: &FlowStatsRecord) -> FlowStats {
         max_len: r.max_len,
         since: Mono(r.first_ns),
     }
+}
+
+fn fpu(r: &FpuRecord) -> Fpu {
+    Fpu {
+        time: Mono(r.header.ktime_ns),
+        tgid: r.tgid,
+        pid: r.pid,
+        comm: cstr(&r.comm, None),
+        mxcsr: (r.mxcsr & MXCSR_STATE_MASK) as u16,
+        seen: r.seen,
+    }
+}
+
+fn hint(r: &HintRecord) -> Result<Hint, DecodeError> {
+    use miner_ebpf_common::HintKind as K;
+    let kind = match K::try_from(r.kind).map_err(DecodeError::UnknownHint)? {
+        K::HugepagesSysctl => HintKind::HugepagesSysctl,
+        K::HugepagesSysfs => HintKind::HugepagesSysfs,
+        K::HugetlbMap => HintKind::HugetlbMap,
+        K::MsrOpen => HintKind::MsrOpen,
+    };
+    let n = (r.data_len as usize).min(r.data.len());
+    Ok(Hint {
+        time: Mono(r.header.ktime_ns),
+        tgid: r.tgid,
+        pid: r.pid,
+        uid: r.uid,
+        comm: cstr(&r.comm, None),
+        hint: kind,
+        value: r.value,
+        path: cstr(&r.data, Some(n)),
+    })
 }
 
 #[cfg(test)]
@@ -426,6 +463,41 @@ mod tests {
             panic!()
         };
         assert_eq!((e.status, e.signal), (0, 9));
+    }
+
+    #[test]
+    fn decodes_fpu_and_hint_records() {
+        let mut f: FpuRecord = unsafe { std::mem::zeroed() };
+        f.header = header(RecordKind::Fpu);
+        f.tgid = 7;
+        f.pid = 8;
+        f.mxcsr = 0xBFC0 | 0x21; // sticky exception flags are dropped
+        f.seen = (1 << 12) | (1 << 13);
+        f.comm[..4].copy_from_slice(b"rx0\0");
+        let Event::Fpu(e) = decode(&bytes_of(&f)).unwrap() else {
+            panic!("not fpu")
+        };
+        assert_eq!((e.tgid, e.pid, e.mxcsr, e.seen), (7, 8, 0xBFC0, 0x3000));
+        assert_eq!(e.comm, "rx0");
+
+        let mut h: HintRecord = unsafe { std::mem::zeroed() };
+        h.header = header(RecordKind::Hint);
+        h.tgid = 9;
+        h.kind = miner_ebpf_common::HintKind::HugepagesSysctl as u16;
+        let p = b"/proc/sys/vm/nr_hugepages";
+        h.data[..p.len()].copy_from_slice(p);
+        h.data_len = p.len() as u16;
+        let Event::Hint(e) = decode(&bytes_of(&h)).unwrap() else {
+            panic!("not hint")
+        };
+        assert_eq!(
+            (e.hint, e.path.as_str()),
+            (HintKind::HugepagesSysctl, "/proc/sys/vm/nr_hugepages")
+        );
+        h.data_len = 200; // clamped, not a panic
+        assert!(decode(&bytes_of(&h)).is_ok());
+        h.kind = 99;
+        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownHint(99)));
     }
 
     #[test]

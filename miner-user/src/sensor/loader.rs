@@ -27,6 +27,9 @@ enum Target {
     RawTracePoint(&'static str),
     CgroupSockAddr,
     CgroupSkbEgress,
+    /// A BTF-typed tracepoint (`FPU_BTF_PROGRAM`), falling back to the
+    /// hook's raw tracepoint program where it does not load or attach.
+    BtfTracePoint(&'static str),
 }
 
 struct Hook {
@@ -99,7 +102,41 @@ const HOOKS: &[Hook] = &[
         loses: "pool-protocol payload peeks",
         needs: "cgroup v2 + BPF_CGROUP_INET_EGRESS",
     },
+    Hook {
+        program: FPU_PROGRAM,
+        target: Target::BtfTracePoint("x86_fpu_regs_deactivated"),
+        loses: "the RandomX work fingerprint (saved MXCSR per thread)",
+        needs: "x86-64, raw tracepoint x86_fpu_regs_deactivated, struct fpu in BTF",
+    },
+    Hook {
+        program: "sys_enter_openat",
+        target: Target::TracePoint("syscalls", "sys_enter_openat"),
+        loses: "the hints: huge-page reservation (nr_hugepages) and MSR device opens",
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+    },
+    Hook {
+        program: "sys_enter_open",
+        target: Target::TracePoint("syscalls", "sys_enter_open"),
+        loses: "the hints through open(2) (static musl binaries)",
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS), x86-64",
+    },
+    Hook {
+        program: "sys_enter_mmap",
+        target: Target::TracePoint("syscalls", "sys_enter_mmap"),
+        loses: "the hint: large MAP_HUGETLB mappings (RandomX cache and dataset)",
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+    },
 ];
+
+/// The program that reads saved MXCSR values (detect::fingerprint): the
+/// raw-tracepoint fallback, and the BTF-typed program tried first (direct
+/// loads instead of `bpf_probe_read_kernel`: cheaper at every switch).
+pub const FPU_PROGRAM: &str = "x86_fpu_regs_deactivated";
+pub const FPU_BTF_PROGRAM: &str = "x86_fpu_regs_deactivated_btf";
+
+fn is_fpu(h: &HookStatus) -> bool {
+    h.program == FPU_PROGRAM || h.program == FPU_BTF_PROGRAM
+}
 
 /// What happened to one hook at start.
 #[derive(Clone, Debug)]
@@ -121,6 +158,8 @@ pub struct Sensor {
     pub offsets: KernelOffsets,
     pub cgroup_path: Option<PathBuf>,
     kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Runs while the fpu program is attached (and `fpu_nudge_ms` > 0).
+    pub nudger: Option<super::nudge::Nudger>,
 }
 
 fn verifier_error(program: &'static str, e: ProgramError) -> SensorError {
@@ -149,7 +188,7 @@ fn verifier_error(program: &'static str, e: ProgramError) -> SensorError {
 impl Sensor {
     pub fn load(cfg: &SensorConfig) -> Result<Sensor, SensorError> {
         probe::check_privileges()?;
-        probe::check_kernel()?;
+        let release = probe::check_kernel()?;
         probe::check_btf()?;
         probe::ensure_tracefs()?;
         if EBPF_OBJECT.is_empty() {
@@ -157,7 +196,7 @@ impl Sensor {
         }
         let started = std::time::Instant::now();
         let btf = Btf::from_file(BTF_PATH)?;
-        let offsets = btf.kernel_offsets()?;
+        let (offsets, fpu_error) = btf.with_fpu(btf.kernel_offsets()?, &release);
         let sock_offsets = btf.sock_offsets().unwrap_or_else(|e| {
             log::warn!(
                 "degraded: listen events carry no address ({e}; the kernel's BTF lacks sock_common fields)"
@@ -199,7 +238,14 @@ impl Sensor {
             .or_else(probe::find_cgroup2);
         let mut hooks = Vec::new();
         for hook in HOOKS {
-            let status = attach(&mut ebpf, hook, cgroup_path.as_deref())?;
+            let unusable = match (hook.program, &fpu_error) {
+                (FPU_PROGRAM, _) if !cfg.fpu_fingerprint => {
+                    Some("turned off (sensor.fpu_fingerprint = false)".to_owned())
+                }
+                (FPU_PROGRAM, Some(e)) => Some(e.to_string()),
+                _ => None,
+            };
+            let status = attach(&mut ebpf, hook, cgroup_path.as_deref(), unusable)?;
             hooks.push(status);
         }
         let failed: Vec<String> = hooks
@@ -240,12 +286,35 @@ impl Sensor {
         if !hooks.iter().any(|h| h.attached) {
             return Err(SensorError::RequiredHooks("no hook attached".into()));
         }
+        let fpu = hooks.iter().any(|h| is_fpu(h) && h.attached);
+        let nudger = if fpu && cfg.fpu_nudge_ms > 0 {
+            match super::nudge::Nudger::start(std::time::Duration::from_millis(cfg.fpu_nudge_ms)) {
+                Ok(n) => {
+                    log::debug!(
+                        "fpu nudges every {} ms on {} CPUs (real-time: {})",
+                        cfg.fpu_nudge_ms,
+                        n.cpus.len(),
+                        n.realtime
+                    );
+                    Some(n)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "fpu nudges unavailable ({e}): threads that never leave their CPU show no fingerprint"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Sensor {
             ebpf,
             hooks,
             offsets,
             cgroup_path,
             kernel_log,
+            nudger,
         })
     }
 
@@ -301,6 +370,23 @@ impl Sensor {
             BpfHashMap::try_from(dests).map_err(map_error("BLOCKED_DESTS"))?,
         ))
     }
+
+    /// The kernel's MXCSR set for a thread, if it ever left the default
+    /// (tests and diagnostics; the detector learns from `Fpu` events).
+    pub fn fpu_seen(&self, pid: u32) -> Option<miner_ebpf_common::FpuSeen> {
+        let map = self.ebpf.map("FPU_SEEN")?;
+        let seen: BpfHashMap<&MapData, u32, miner_ebpf_common::FpuSeen> =
+            BpfHashMap::try_from(map).ok()?;
+        seen.get(&pid, 0).ok()
+    }
+
+    /// Kernel program ids, for `bpf_stats` run-time accounting in benchmarks.
+    pub fn program_ids(&self) -> Vec<(&'static str, u32)> {
+        self.hooks
+            .iter()
+            .filter_map(|h| h.prog_id.map(|id| (h.program, id)))
+            .collect()
+    }
 }
 
 fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> SensorError {
@@ -338,7 +424,19 @@ fn attach(
     ebpf: &mut Ebpf,
     hook: &Hook,
     cgroup: Option<&std::path::Path>,
+    unusable: Option<String>,
 ) -> Result<HookStatus, SensorError> {
+    if unusable.is_none()
+        && let Target::BtfTracePoint(tracepoint) = hook.target
+    {
+        match attach_btf(ebpf, tracepoint) {
+            Ok(status) => return Ok(status),
+            Err(e) => log::debug!(
+                "{FPU_BTF_PROGRAM} unavailable ({e}); using {}",
+                hook.program
+            ),
+        }
+    }
     let prog = ebpf
         .program_mut(hook.program)
         .ok_or(SensorError::MissingProgram(hook.program))?;
@@ -355,6 +453,10 @@ fn attach(
             hook.needs, hook.loses
         ));
     };
+    if let Some(why) = unusable {
+        degrade(&mut status, why);
+        return Ok(status);
+    }
     let cgroup_file = || -> Result<File, String> {
         let path =
             cgroup.ok_or_else(|| "no cgroup v2 mount found; set sensor.cgroup_path".to_string())?;
@@ -370,7 +472,7 @@ fn attach(
                 .map(|_| ())
                 .map_err(|e| format!("attach to {category}/{name}: {e}"))
         }
-        Target::RawTracePoint(name) => {
+        Target::RawTracePoint(name) | Target::BtfTracePoint(name) => {
             let p: &mut RawTracePoint = prog
                 .try_into()
                 .map_err(|_| SensorError::MissingProgram(hook.program))?;
@@ -411,6 +513,28 @@ fn attach(
         status.prog_id = Some(info.id());
     }
     Ok(status)
+}
+
+/// Loads and attaches `FPU_BTF_PROGRAM` to `tracepoint`; an error leaves
+/// the caller to the raw-tracepoint fallback.
+fn attach_btf(ebpf: &mut Ebpf, tracepoint: &str) -> Result<HookStatus, String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+    let prog = ebpf
+        .program_mut(FPU_BTF_PROGRAM)
+        .ok_or_else(|| format!("{FPU_BTF_PROGRAM} missing from the object"))?;
+    let p: &mut aya::programs::BtfTracePoint = prog
+        .try_into()
+        .map_err(|e| format!("{FPU_BTF_PROGRAM}: {e}"))?;
+    p.load(tracepoint, &btf).map_err(|e| format!("load: {e}"))?;
+    p.attach().map_err(|e| format!("attach: {e}"))?;
+    let info = prog.info().ok();
+    Ok(HookStatus {
+        program: FPU_BTF_PROGRAM,
+        attached: true,
+        error: None,
+        verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
+        prog_id: info.as_ref().map(|i| i.id()),
+    })
 }
 
 /// (pid, runtime) byte offsets in the `sched_stat_runtime` record, from

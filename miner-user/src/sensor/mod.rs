@@ -1,7 +1,8 @@
 //! The kernel side as user space sees it: preflight, load and attach
 //! (loader), BTF offsets (btf), ring-buffer reading (ringbuf), record
 //! decoding (decode — the only place byte layouts are parsed), CPU and drop
-//! counter polling (cpu_poll), and the response maps (blocklist).
+//! counter polling (cpu_poll), the response maps (blocklist), and per-CPU
+//! context-switch nudges for the fpu sensor (nudge).
 
 pub mod blocklist;
 pub mod btf;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod cpu_poll;
 pub mod decode;
 pub mod loader;
+pub mod nudge;
 pub mod probe;
 pub mod ringbuf;
 

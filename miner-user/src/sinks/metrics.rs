@@ -39,6 +39,8 @@ const EVENT_KINDS: &[&str] = &[
     "cpu_sample",
     "provenance",
     "lost",
+    "fpu",
+    "hint",
 ];
 
 /// Detection latency: a verdict within 2 s is the goal, 30 s the bound.

@@ -107,6 +107,10 @@ impl Harness {
         self.poller.lock().expect("lock").poll_cpu(Mono::now())
     }
 
+    pub fn sensor(&self) -> &Sensor {
+        &self._sensor
+    }
+
     pub fn poll_drops(&self) -> Vec<minerwatch::event::Lost> {
         self.poller.lock().expect("lock").poll_drops(Mono::now())
     }
@@ -148,6 +152,8 @@ impl SpawnQuiet for std::process::Command {
 
 pub mod podman;
 pub mod xmrig;
+
+pub mod cprog;
 
 /// Environment variable naming the file where skips are recorded; `cargo
 /// xtask test` sets it, counts the lines and reports them as skipped (not

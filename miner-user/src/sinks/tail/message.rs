@@ -36,6 +36,10 @@ pub enum TailKind {
     Payload,
     Cpu,
     Provenance,
+    /// A thread's MXCSR set grew (the RandomX fingerprint's input).
+    Fpu,
+    /// A kernel hint of mining set-up (huge pages, MSR).
+    Hint,
     /// A process started listening on a TCP socket.
     Listen,
     Alert,
@@ -49,7 +53,7 @@ pub enum TailKind {
 }
 
 impl TailKind {
-    pub const ALL: [TailKind; 13] = [
+    pub const ALL: [TailKind; 15] = [
         TailKind::Exec,
         TailKind::Fork,
         TailKind::Exit,
@@ -57,6 +61,8 @@ impl TailKind {
         TailKind::Payload,
         TailKind::Cpu,
         TailKind::Provenance,
+        TailKind::Fpu,
+        TailKind::Hint,
         TailKind::Listen,
         TailKind::Alert,
         TailKind::Action,
@@ -74,6 +80,8 @@ impl TailKind {
             TailKind::Payload => "payload",
             TailKind::Cpu => "cpu",
             TailKind::Provenance => "provenance",
+            TailKind::Fpu => "fpu",
+            TailKind::Hint => "hint",
             TailKind::Listen => "listen",
             TailKind::Alert => "alert",
             TailKind::Action => "action",
@@ -318,6 +326,22 @@ impl TailMessage {
                     ..base(TailKind::Provenance)
                 }
             }
+            Event::Fpu(f) => TailMessage {
+                pid: Some(f.pid),
+                tgid: Some(f.tgid),
+                comm: Some(f.comm.clone()),
+                detail: crate::detect::fingerprint::describe_fpu(f),
+                ..base(TailKind::Fpu)
+            },
+            Event::Hint(h) => TailMessage {
+                pid: Some(h.pid),
+                tgid: Some(h.tgid),
+                comm: Some(h.comm.clone()),
+                uid: Some(h.uid),
+                // The opened path is the process's choice.
+                detail: escape(&crate::detect::fingerprint::describe_hint(h)).into_owned(),
+                ..base(TailKind::Hint)
+            },
             Event::Listen(e) => {
                 let at = e.local.map_or_else(
                     || "(address unknown)".to_owned(),
