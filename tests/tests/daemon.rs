@@ -293,7 +293,17 @@ fn enforce_kills_the_miner_tree_within_a_second_and_reports_footholds() {
     for k in &kills {
         assert!(k["latency_ms"].as_u64().unwrap_or(u64::MAX) < 1000, "{k}");
     }
-    let footholds = a["footholds"].as_array().cloned().unwrap_or_default();
+    // The scan runs after the kill, off the event path: its findings follow
+    // the alert as a `footholds` action line.
+    let _ = a;
+    let found = d
+        .wait_record(Duration::from_secs(10), |r| {
+            r["kind"] == "action"
+                && r["action"] == "footholds"
+                && r["target"].as_u64() == Some(pid as u64)
+        })
+        .expect("footholds action line");
+    let footholds = found["footholds"].as_array().cloned().unwrap_or_default();
     assert!(
         footholds.iter().any(|f| f["path"]
             .as_str()

@@ -35,6 +35,14 @@ impl ActionReporter {
 
 impl Reporter for ActionReporter {
     fn action(&self, a: &ActionResult) {
+        if a.result == "failed" {
+            log::error!(
+                "response: {} of {} failed: {}",
+                a.action.name(),
+                a.target,
+                a.reason
+            );
+        }
         self.emit(&ActionRecord::new(
             Mono::now(),
             &self.clock,
