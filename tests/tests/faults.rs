@@ -684,14 +684,14 @@ fn a_full_or_read_only_disk_is_logged_once_counted_and_detection_goes_on() {
     let bin = dropped(MINER, "kthreadd2");
     let m = miner(&bin, &pool.addr(), "xmrig", "30", &[]);
     let pid = m.0.id();
-    // The tail still shows the alerts and the actions.
+    // The tail still shows the alerts and the actions (an action's tail
+    // line says `<action> <target> <result>: <reason>` in its detail).
     let mut got: Vec<serde_json::Value> = Vec::new();
+    let action = |r: &serde_json::Value, what: &str| {
+        r["kind"] == "action" && r["detail"].as_str().is_some_and(|d| d.starts_with(what))
+    };
     let until = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < until
-        && !got
-            .iter()
-            .any(|r| r["kind"] == "action" && r["action"] == "quarantine")
-    {
+    while Instant::now() < until && !got.iter().any(|r| action(r, "quarantine ")) {
         if let Ok(l) = tail.recv_timeout(Duration::from_millis(200))
             && let Ok(v) = serde_json::from_str::<serde_json::Value>(&l)
             && (v["kind"] == "alert" || v["kind"] == "action")
@@ -727,12 +727,18 @@ fn a_full_or_read_only_disk_is_logged_once_counted_and_detection_goes_on() {
     );
     let q = got
         .iter()
-        .find(|r| r["kind"] == "action" && r["action"] == "quarantine")
-        .expect("quarantine reported");
-    assert_eq!(q["result"], "failed", "{q}");
+        .find(|r| action(r, "quarantine "))
+        .unwrap_or_else(|| panic!("quarantine reported: {got:?}"));
     assert!(
-        got.iter()
-            .any(|r| r["action"] == "kill" && r["result"] == "ok"),
+        q["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(" failed: ")),
+        "{q}"
+    );
+    assert!(
+        got.iter().any(
+            |r| action(r, "kill ") && r["detail"].as_str().is_some_and(|d| d.contains(" ok: "))
+        ),
         "the kill still happened: {got:?}"
     );
     assert!(lost_io >= 1.0, "file losses counted");
@@ -748,9 +754,11 @@ fn a_full_or_read_only_disk_is_logged_once_counted_and_detection_goes_on() {
         "metrics still served"
     );
 
-    // Space again: the next alert reaches the file, whole.
+    // Space again: the next alert reaches the file, whole. (A second pool:
+    // the first one's endpoint is blocked now.)
     std::fs::remove_file(&filler).expect("free space");
-    let m2 = miner(&bin, &pool.addr(), "xmrig", "20", &[]);
+    let pool2 = Pool::start();
+    let m2 = miner(&bin, &pool2.addr(), "xmrig", "20", &[]);
     let pid2 = m2.0.id();
     let back = alert_for(&d, pid2, None, Duration::from_secs(15));
     assert!(
