@@ -103,10 +103,12 @@ fn miner(bin: &Path, pool: &str, proto: &str, seconds: &str, extra: &[&str]) -> 
     )
 }
 
-/// An exec storm of a uniquely named copy of /bin/true: (storm, its name).
+/// An exec storm of a uniquely named copy of /bin/true: the storm, and
+/// what its execs' tail lines carry (`"exe":"<path>"`; the storm's own
+/// command line names the path too, but not as its `exe`).
 fn exec_storm(count: u64, in_flight: u32) -> (Reaped, String) {
-    let name = common::unique("stormexe");
-    let bin = dropped("/bin/true", &name);
+    let bin = dropped("/bin/true", &common::unique("stormexe"));
+    let name = format!("\"exe\":\"{}\"", bin.display());
     let child = Command::new(SPAWNSTORM)
         .arg(count.to_string())
         .arg(in_flight.to_string())
@@ -996,6 +998,17 @@ fn a_webhook_down_slow_or_failing_never_blocks_detection_and_memory_stays_bounde
         rss_end
     );
     stop_sink.store(true, Ordering::Relaxed);
+    let missing: Vec<&u64> = want
+        .iter()
+        .filter(|p| !flagged.contains_key(p))
+        .take(10)
+        .collect();
+    eprintln!(
+        "webhook: alert lines lost {}, events lost {}, missing e.g. {missing:?}, dir {}",
+        common::daemon::metric_value(&s, "minerwatch_alert_lines_lost_total", &[]),
+        common::daemon::metric_value(&s, "minerwatch_events_lost_total", &[]),
+        d.dir.display()
+    );
     assert_eq!(flagged.len(), want.len(), "every miner flagged");
     assert!(
         latencies.last().copied().unwrap_or(u64::MAX) <= BUDGET_PROTOCOL_MS,
@@ -1069,9 +1082,8 @@ fn a_hundred_tail_clients_half_stalled_cost_bounded_cpu_and_memory_and_readers_l
     let clients = d.metric("minerwatch_tail_clients", &[]);
     let (c2, _) = d.usage();
     let t1 = Instant::now();
-    let storm_name = common::unique("stormexe");
-    *name.lock().expect("name") = storm_name.clone();
-    let bin = dropped("/bin/true", &storm_name);
+    let bin = dropped("/bin/true", &common::unique("stormexe"));
+    *name.lock().expect("name") = format!("\"exe\":\"{}\"", bin.display());
     let mut storm = Reaped(
         Command::new(SPAWNSTORM)
             .arg(n.to_string())
