@@ -790,12 +790,15 @@ enum Mode {
     Down,
 }
 
+/// When each POST arrived, with its body.
+type Attempts = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
 /// A webhook receiver whose behaviour the test switches. Records when each
 /// body arrived, to measure the backoff between attempts.
 struct Receiver {
     port: u16,
     mode: Arc<Mutex<Mode>>,
-    attempts: Arc<Mutex<Vec<(Instant, Vec<u8>)>>>,
+    attempts: Attempts,
     stop: Arc<AtomicBool>,
 }
 
@@ -805,7 +808,7 @@ impl Receiver {
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
         let mode = Arc::new(Mutex::new(Mode::Fail));
-        let attempts: Arc<Mutex<Vec<(Instant, Vec<u8>)>>> = Arc::default();
+        let attempts: Attempts = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (m, a, s) = (mode.clone(), attempts.clone(), stop.clone());
         std::thread::spawn(move || {
