@@ -1,5 +1,5 @@
-//! The event loop: one task, four inputs, nothing that waits. Ring batches
-//! and provenance results go through the pipeline as they come; the tick
+//! The event loop: one task, nothing that waits. Ring batches, provenance
+//! results and resolved flow owners go through the pipeline as they come; the tick
 //! samples CPU and drops and lets the detector's windows close; SIGHUP
 //! reloads the config; SIGINT/SIGTERM end the loop.
 
@@ -34,6 +34,7 @@ pub async fn run(d: &mut Daemon, opts: &Options) {
                 }
             }
             Some(result) = d.provenance.recv() => d.pipe.provenance(result),
+            Some(payload) = d.resolved.recv() => d.pipe.resolved(payload),
             _ = tick.tick() => {
                 let now = Mono::now();
                 let last = d.stats.last_drain_ns.load(Ordering::Relaxed);

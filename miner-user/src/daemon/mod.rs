@@ -16,6 +16,7 @@ mod event_loop;
 mod pipeline;
 mod reload;
 mod report;
+mod resolve;
 pub mod scope;
 mod shutdown;
 mod start;

@@ -6,16 +6,13 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use super::{report::ActionReporter, scope};
+use super::{report::ActionReporter, resolve::Resolver, scope};
 use crate::{
     config::Config,
     detect::{Detector, Input, Verdict},
     enrich::container,
-    event::{Event, ExeId, Provenance, ProvenanceEvent, ProvenanceVerdict},
-    process::{
-        procfs::{Flow, FlowResolver},
-        table::EvictionCounts,
-    },
+    event::{Event, ExeId, Payload, Provenance, ProvenanceEvent, ProvenanceVerdict},
+    process::table::EvictionCounts,
     provenance::{CheckResult, Job, Service},
     response::{
         ActionResult,
@@ -52,11 +49,12 @@ pub struct PipelineParts {
     pub responder: ResponseQueue,
     /// Writes refusals and dropped jobs as action lines.
     pub reporter: ActionReporter,
+    /// Finds the owners of flows that predate the agent, off the path.
+    pub resolver: Resolver,
 }
 
 pub struct Pipeline {
     parts: PipelineParts,
-    resolver: FlowResolver,
     /// cgroup id → path: one /proc read per cgroup, not per exec.
     cgroup_paths: HashMap<u64, Option<String>>,
     /// Executable identity → (when checked, verdict): at most one hashing
@@ -82,7 +80,6 @@ impl Pipeline {
     pub fn new(parts: PipelineParts) -> Self {
         Pipeline {
             parts,
-            resolver: FlowResolver::new(crate::defaults::PROC_PATH),
             cgroup_paths: HashMap::new(),
             provenance_memo: HashMap::new(),
             memo_hits: Vec::new(),
@@ -106,16 +103,30 @@ impl Pipeline {
 
     /// A sensor or sweep event. `drained_at` is when the ring reader read
     /// it (kernel events only: poll-lag metric).
-    pub fn event(&mut self, mut ev: Event, drained_at: Option<Mono>) {
+    pub fn event(&mut self, ev: Event, drained_at: Option<Mono>) {
         if let Some(at) = drained_at {
             self.parts.metrics.observe_poll_lag(ev.time(), at);
         }
+        let mut ev = match ev {
+            // A flow from before the agent: its owner is found off the
+            // path and the payload comes back through `resolved`.
+            Event::Payload(p) if p.tgid.is_none() => match self.parts.resolver.submit(p) {
+                Ok(()) => return,
+                Err(p) => Event::Payload(p),
+            },
+            ev => ev,
+        };
         self.enrich(&mut ev);
         self.feed(ev);
         // A reused verdict follows its exec, as a worker's result would.
         for p in std::mem::take(&mut self.memo_hits) {
             self.feed(Event::Provenance(p));
         }
+    }
+
+    /// An untracked flow's payload, its owner looked up (or not found).
+    pub fn resolved(&mut self, p: Payload) {
+        self.feed(Event::Payload(p));
     }
 
     pub fn provenance(&mut self, r: CheckResult) {
@@ -232,20 +243,6 @@ impl Pipeline {
                 }
             }
             Event::Exit(x) => self.parts.poller.on_exit(x.tgid, x.cpu_ns),
-            Event::Payload(p) if p.tgid.is_none() => {
-                // A flow from before the agent: find its owner by 4-tuple.
-                let flow = Flow {
-                    saddr: p.saddr,
-                    sport: p.sport,
-                    daddr: p.daddr,
-                    dport: p.dport,
-                };
-                match self.resolver.resolve(&flow) {
-                    Ok(Some(tgid)) => p.tgid = Some(tgid),
-                    Ok(None) => {}
-                    Err(e) => log::debug!("resolving an untracked flow: {e}"),
-                }
-            }
             _ => {}
         }
     }

@@ -11,11 +11,13 @@ use super::{
     Options,
     pipeline::{Pipeline, PipelineParts},
     report::ActionReporter,
+    resolve::Resolver,
 };
 use crate::{
     config::Config,
     detect::Detector,
-    process::procfs,
+    event::Payload,
+    process::procfs::{self, FlowResolver},
     provenance::{self, CheckResult, Verifier},
     response::{
         Mode,
@@ -49,6 +51,7 @@ pub struct Daemon {
     pub reader: JoinHandle<Result<(), crate::sensor::SensorError>>,
     pub batches: mpsc::Receiver<ringbuf::Batch>,
     pub provenance: mpsc::Receiver<CheckResult>,
+    pub resolved: mpsc::Receiver<Payload>,
     pub stats: Arc<ringbuf::ReaderStats>,
 }
 
@@ -148,6 +151,9 @@ pub async fn start(cfg: Config, opts: &Options) -> anyhow::Result<Daemon> {
             Path::new(crate::defaults::PROC_PATH),
         ),
     });
+    let (resolved_tx, resolved) = mpsc::channel(4096);
+    let resolver = Resolver::start(FlowResolver::new(crate::defaults::PROC_PATH), resolved_tx)
+        .context("starting the flow-owner thread")?;
     let mut pipe = Pipeline::new(PipelineParts {
         detector: Detector::new(cfg.detector.clone()),
         provenance: service,
@@ -162,6 +168,7 @@ pub async fn start(cfg: Config, opts: &Options) -> anyhow::Result<Daemon> {
         response: settings,
         responder,
         reporter,
+        resolver,
     });
 
     // Seed the table with what runs already (and its connections).
@@ -201,6 +208,7 @@ pub async fn start(cfg: Config, opts: &Options) -> anyhow::Result<Daemon> {
         reader,
         batches,
         provenance: prov_rx,
+        resolved,
         stats,
     })
 }

@@ -191,3 +191,99 @@ impl<R: Reporter> Worker<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{
+        detect::{Rule, Severity},
+        response::{ActionKind, Mode},
+        time::Mono,
+    };
+
+    /// Holds the response thread on its first report until released.
+    struct Gate(Mutex<mpsc::Receiver<()>>, mpsc::Sender<String>);
+    impl Reporter for Gate {
+        fn action(&self, a: &ActionResult) {
+            let _ = self.0.lock().map(|rx| rx.recv());
+            let _ = self.1.send(format!("{} {}", a.action.name(), a.result));
+        }
+        fn footholds(&self, _: u32, _: &[footholds::Foothold], _: u64) {}
+    }
+
+    fn job(tgid: u32) -> Job {
+        let v = Verdict {
+            time: Mono(0),
+            rule: Rule::PoolProtocolUnverified,
+            severity: Severity::Critical,
+            pid: tgid,
+            tgid,
+            ppid: 1,
+            comm: "x".into(),
+            exe: Some("/tmp/x".into()),
+            cmdline: vec!["x".into()],
+            uid: 0,
+            cgroup_id: 1,
+            cgroup: None,
+            exe_dev: 0,
+            exe_ino: 0,
+            start_boottime_ns: 1,
+            provenance: None,
+            evidence: vec![],
+            latency_ms: 0,
+            members: vec![],
+        };
+        let t = Target::of_verdict(&v);
+        Job {
+            steps: vec![Step {
+                action: ActionKind::Kill,
+                targets: vec![t.clone()],
+            }],
+            scope: vec![t],
+            endpoints: vec![],
+            when: "t".into(),
+            settings: Arc::new(Settings {
+                cfg: ResponseConfig {
+                    mode: Mode::Enforce,
+                    footholds: false,
+                    ..Default::default()
+                },
+                safety: Safety::default(),
+            }),
+            verdict: v,
+        }
+    }
+
+    #[test]
+    fn a_stuck_response_never_blocks_submit_and_the_overflow_is_handed_back() {
+        let (release, gate) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let mut q = ResponseQueue::start(
+            Executor::new(None, None),
+            Gate(Mutex::new(gate), done_tx),
+        )
+        .expect("start");
+        // pid 4_000_000 does not exist (pid_max is at most 4194304 and such
+        // a pid is never handed out here): the kill reports `gone`.
+        let t0 = Instant::now();
+        let mut refused = 0;
+        for i in 0..(QUEUE as u32 + 50) {
+            if q.submit(job(4_000_000 + i)).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(1), "submit waited");
+        // One job is running (held), QUEUE wait behind it.
+        assert!((49..=50).contains(&refused), "handed back {refused}");
+        assert!(q.depth() >= QUEUE);
+        for _ in 0..(QUEUE + 1) {
+            let _ = release.send(());
+        }
+        let first = done.recv_timeout(Duration::from_secs(5)).expect("reported");
+        assert_eq!(first, "kill gone");
+        drop(release);
+        assert!(q.close(Duration::from_secs(5)));
+    }
+}
