@@ -473,17 +473,21 @@ fn crash_and_restart_redetects_reblocks_keeps_the_alert_file_whole_and_leaves_no
     );
     let ready_after = t_restart.elapsed();
     let lines_before = before_crash.len();
-    let redetect = b.wait_record(Duration::from_secs(15), |r| {
-        r["kind"] == "alert" && r["tgid"].as_u64() == Some(u64::from(pid))
-    });
     // Only alerts written after the restart count.
-    let redetect = redetect.and_then(|_| {
-        let lines = alert_lines(&b.alerts);
-        lines[lines_before..]
+    let new_alert = || {
+        alert_lines(&b.alerts)
+            .get(lines_before..)
+            .unwrap_or_default()
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|r| r["kind"] == "alert" && r["tgid"].as_u64() == Some(u64::from(pid)))
-    });
+    };
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut redetect = new_alert();
+    while redetect.is_none() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        redetect = new_alert();
+    }
     let redetect_after = t_restart.elapsed();
     let reblock = b.wait_record(Duration::from_secs(10), |r| {
         r["kind"] == "action"

@@ -260,11 +260,9 @@ mod tests {
     fn a_stuck_response_never_blocks_submit_and_the_overflow_is_handed_back() {
         let (release, gate) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
-        let mut q = ResponseQueue::start(
-            Executor::new(None, None),
-            Gate(Mutex::new(gate), done_tx),
-        )
-        .expect("start");
+        let mut q =
+            ResponseQueue::start(Executor::new(None, None), Gate(Mutex::new(gate), done_tx))
+                .expect("start");
         // pid 4_000_000 does not exist (pid_max is at most 4194304 and such
         // a pid is never handed out here): the kill reports `gone`.
         let t0 = Instant::now();
