@@ -13,13 +13,7 @@ pub async fn run(d: &mut Daemon, opts: &Options) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let signal = lifecycle::shutdown_signal();
     tokio::pin!(signal);
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::warn!("SIGHUP cannot be caught ({e}): config reload is off");
-            None
-        }
-    };
+    let mut hangup = d.hangup.take();
     let mut decode_errors_seen = 0u64;
     loop {
         tokio::select! {

@@ -331,6 +331,7 @@ impl Pipeline {
             scope: scope.targets,
             endpoints: scope.endpoints,
             settings,
+            queued: std::time::Instant::now(),
         };
         if job.is_empty() {
             return;

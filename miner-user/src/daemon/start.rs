@@ -53,9 +53,19 @@ pub struct Daemon {
     pub provenance: mpsc::Receiver<CheckResult>,
     pub resolved: mpsc::Receiver<Payload>,
     pub stats: Arc<ringbuf::ReaderStats>,
+    /// SIGHUP, caught from the start so a reload request during start-up
+    /// does not kill the daemon (its default action).
+    pub hangup: Option<tokio::signal::unix::Signal>,
 }
 
 pub async fn start(cfg: Config, opts: &Options) -> anyhow::Result<Daemon> {
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("SIGHUP cannot be caught ({e}): config reload is off");
+            None
+        }
+    };
     let metrics = Arc::new(Metrics::new().context("creating metrics")?);
     let health = Arc::new(Health::new());
     let (trigger, shutdown) = lifecycle::shutdown_channel();
@@ -210,5 +220,6 @@ pub async fn start(cfg: Config, opts: &Options) -> anyhow::Result<Daemon> {
         provenance: prov_rx,
         resolved,
         stats,
+        hangup,
     })
 }

@@ -57,6 +57,9 @@ pub struct Job {
     /// RFC 3339, for quarantine records.
     pub when: String,
     pub settings: Arc<Settings>,
+    /// When the verdict was planned: the time waited in the queue counts in
+    /// each action's latency (verdict to completed action).
+    pub queued: Instant,
 }
 
 impl Job {
@@ -158,8 +161,9 @@ impl<R: Reporter> Worker<R> {
         if self.scanned.len() > SCANNED_MAX {
             self.scanned.clear();
         }
+        let waited = job.queued.elapsed().as_millis() as u64;
         for step in &job.steps {
-            for r in self.executor.run(
+            for mut r in self.executor.run(
                 &s.cfg,
                 &s.safety,
                 v,
@@ -168,6 +172,7 @@ impl<R: Reporter> Worker<R> {
                 &job.endpoints,
                 &job.when,
             ) {
+                r.latency_ms += waited;
                 self.reporter.action(&r);
             }
         }
@@ -244,6 +249,7 @@ mod tests {
             scope: vec![t],
             endpoints: vec![],
             when: "t".into(),
+            queued: Instant::now(),
             settings: Arc::new(Settings {
                 cfg: ResponseConfig {
                     mode: Mode::Enforce,
