@@ -84,14 +84,15 @@ impl LineWriter {
 
     /// Queue a line; never blocks. `false` when it was dropped.
     pub fn send(&self, line: Arc<[u8]>) -> bool {
-        let sent = match lock(&self.tx).as_ref() {
+        match lock(&self.tx).as_ref() {
             Some(tx) => match tx.try_send(line) {
                 Ok(()) => return true,
-                Err(TrySendError::Full(_)) => "queue_full",
-                Err(TrySendError::Disconnected(_)) => "closed",
+                Err(TrySendError::Full(_)) => {}
+                // The writer stopped (shutdown): nothing to report.
+                Err(TrySendError::Disconnected(_)) => return false,
             },
-            None => "closed",
-        };
+            None => return false,
+        }
         self.lost
             .with_label_values(&[self.name, "queue_full"])
             .inc();
@@ -99,7 +100,7 @@ impl LineWriter {
         if last.is_none_or(|t| t.elapsed() >= FULL_LOG_EVERY) {
             *last = Some(Instant::now());
             log::error!(
-                "alert {}: {} lines waiting, the output is stuck ({sent}); new lines are dropped and counted (minerwatch_alert_lines_lost_total), detection goes on",
+                "alert {}: {} lines waiting, the output is stuck; new lines are dropped and counted (minerwatch_alert_lines_lost_total), detection goes on",
                 self.name,
                 self.queue
             );
