@@ -1,6 +1,8 @@
 //! `tracepoint/sched/sched_process_exit`: flush the exiting thread's CPU
 //! slice, and when the last thread of the process exits, report the exit
-//! with the process's total CPU time and drop its `CPU_NS` entry.
+//! with the process's total CPU time and drop its `CPU_NS` entry. That
+//! total is authoritative: the CPU hooks never re-create the entry of a
+//! process whose threads are all exiting (`sched_switch::charge`).
 //!
 //! Every exiting thread also leaves `FPU_SEEN`.
 //!

@@ -15,7 +15,10 @@ use aya_ebpf::{
 };
 use miner_ebpf_common::DropSite;
 
-use crate::maps::{CPU_NS, SWITCH_TS, count_drop, runtime_mode, runtime_offsets};
+use crate::{
+    maps::{CPU_NS, SWITCH_TS, count_drop, offsets, runtime_mode, runtime_offsets},
+    task,
+};
 
 #[tracepoint(category = "sched", name = "sched_switch")]
 pub fn sched_switch(_ctx: TracePointContext) -> u32 {
@@ -75,6 +78,11 @@ fn charge(tgid: u32, delta: u64) {
     match CPU_NS.get_ptr_mut(tgid) {
         // Threads of one process run on several CPUs at once.
         Some(p) => add(p, delta),
+        // The exit hook took this process's final total and removed its
+        // entry; the dying threads' last slices (their final switch out)
+        // must not bring it back, or the next poll would see a new process
+        // and the exit total would no longer be the last word.
+        None if group_dead() => {}
         None => {
             if CPU_NS.insert(tgid, delta, BPF_NOEXIST as u64).is_err() {
                 // Lost a race with another CPU inserting it: add to theirs.
@@ -85,6 +93,19 @@ fn charge(tgid: u32, delta: u64) {
             }
         }
     }
+}
+
+/// Has every thread of the current process begun exiting (`signal->live`
+/// is 0)? Read only on the miss path, so a running process pays nothing.
+#[inline(always)]
+fn group_dead() -> bool {
+    let o = offsets();
+    if o.valid == 0 {
+        return false;
+    }
+    task::read_ptr(task::current(), o.task_signal)
+        .and_then(|signal| task::read::<i32>(signal, o.signal_live))
+        .is_ok_and(|live| live == 0)
 }
 
 /// An atomic add (`BPF_ATOMIC_ADD`). `AtomicU64::fetch_add` is not offered on

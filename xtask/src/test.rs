@@ -65,6 +65,8 @@ fn machine_has(need: &str) -> bool {
         "root" => util::is_root(),
         "btf" => std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
         "dpkg" => std::path::Path::new("/var/lib/dpkg/status").exists(),
+        // A pure cgroup v2 host has no v1 freezer to hold a process.
+        "freezer-v1" => std::path::Path::new("/sys/fs/cgroup/freezer").is_dir(),
         "python3" => ok(Command::new("python3").arg("--version")),
         "xmrig" => std::env::var_os(crate::fixtures::XMRIG_ENV)
             .is_some_and(|p| std::path::Path::new(&p).is_file()),

@@ -28,6 +28,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let opts = Options {
         record: args.record.clone(),
         print_events: args.print_events,
+        config_path: args.config.clone(),
+        overrides,
     };
     daemon::run(cfg, opts).await
 }

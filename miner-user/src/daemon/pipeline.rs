@@ -1,19 +1,29 @@
 //! One event's way through the daemon: enrich → record → tail → detect →
-//! respond → alert. Runs on one task; nothing here blocks for long (kills
-//! are bounded by the kill timeout, alert writes by an fsync).
+//! alert → plan the response. Runs on one task and never waits: the
+//! response is carried out on its own thread (a kill waits for the exit, a
+//! footholds scan reads files), alert lines are written by theirs, and
+//! provenance is hashed by a pool.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use super::{report::ActionReporter, resolve::Resolver, scope};
 use crate::{
+    config::Config,
     detect::{Detector, Input, Verdict},
     enrich::container,
-    event::{Event, ExeId, Provenance, ProvenanceEvent, ProvenanceVerdict},
-    process::procfs::{Flow, FlowResolver},
+    event::{Event, ExeId, Payload, Provenance, ProvenanceEvent, ProvenanceVerdict},
+    process::table::EvictionCounts,
     provenance::{CheckResult, Job, Service},
-    response::Responder,
+    response::{
+        ActionResult,
+        plan::{self, describe},
+        safety::Safety,
+        worker::{self, Reporter, ResponseQueue, Settings},
+    },
     sensor::cpu_poll::CpuPoller,
     sinks::{
-        alerts::{ActionRecord, AlertRecord, AlertSink},
+        alerts::{AlertRecord, AlertSink},
+        http::Health,
         metrics::Metrics,
         recorder::Recorder,
         tail::TailHub,
@@ -21,18 +31,30 @@ use crate::{
     time::{Mono, WallClock},
 };
 
+/// What a pipeline is built from.
+pub struct PipelineParts {
+    pub detector: Detector,
+    pub provenance: Service,
+    pub poller: CpuPoller,
+    pub alerts: AlertSink,
+    pub tail: TailHub,
+    pub recorder: Option<Recorder>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub clock: WallClock,
+    pub print_events: bool,
+    /// The response settings plans are made with (replaced on reload).
+    pub response: Arc<Settings>,
+    /// The response thread that carries plans out.
+    pub responder: ResponseQueue,
+    /// Writes refusals and dropped jobs as action lines.
+    pub reporter: ActionReporter,
+    /// Finds the owners of flows that predate the agent, off the path.
+    pub resolver: Resolver,
+}
+
 pub struct Pipeline {
-    detector: Detector,
-    responder: Responder,
-    provenance: Service,
-    poller: CpuPoller,
-    alerts: AlertSink,
-    tail: TailHub,
-    recorder: Option<Recorder>,
-    metrics: Arc<Metrics>,
-    clock: WallClock,
-    print_events: bool,
-    resolver: FlowResolver,
+    parts: PipelineParts,
     /// cgroup id → path: one /proc read per cgroup, not per exec.
     cgroup_paths: HashMap<u64, Option<String>>,
     /// Executable identity → (when checked, verdict): at most one hashing
@@ -40,6 +62,7 @@ pub struct Pipeline {
     /// binary costs one check, not thousands.
     provenance_memo: HashMap<ExeId, (Mono, Provenance)>,
     memo_hits: Vec<ProvenanceEvent>,
+    evictions_seen: EvictionCounts,
 }
 
 /// The v2 root cgroup (kernfs root inode). On hybrid hosts every process
@@ -50,51 +73,60 @@ const ROOT_CGROUP_ID: u64 = 1;
 /// long an in-place rewrite of a binary keeps its old verdict.
 const PROVENANCE_MEMO: u64 = 10_000_000_000;
 const MEMO_MAX: usize = 8192;
+/// Share of the shutdown deadline a response still running may have.
+const RESPONSE_CLOSE: Duration = Duration::from_millis(500);
 
 impl Pipeline {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        detector: Detector,
-        responder: Responder,
-        provenance: Service,
-        poller: CpuPoller,
-        alerts: AlertSink,
-        tail: TailHub,
-        recorder: Option<Recorder>,
-        metrics: Arc<Metrics>,
-        clock: WallClock,
-        print_events: bool,
-    ) -> Self {
+    pub fn new(parts: PipelineParts) -> Self {
         Pipeline {
-            detector,
-            responder,
-            provenance,
-            poller,
-            alerts,
-            tail,
-            recorder,
-            metrics,
-            clock,
-            print_events,
-            resolver: FlowResolver::new(crate::defaults::PROC_PATH),
+            parts,
             cgroup_paths: HashMap::new(),
             provenance_memo: HashMap::new(),
             memo_hits: Vec::new(),
+            evictions_seen: EvictionCounts::default(),
         }
+    }
+
+    /// A reloaded configuration: the detector's settings and the response
+    /// settings for the next verdicts (a job already queued keeps its own).
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.parts.detector.reconfigure(cfg.detector.clone());
+        let safety = Safety::for_self(
+            cfg.response.protect.clone(),
+            std::path::Path::new(crate::defaults::PROC_PATH),
+        );
+        self.parts.response = Arc::new(Settings {
+            cfg: cfg.response.clone(),
+            safety,
+        });
     }
 
     /// A sensor or sweep event. `drained_at` is when the ring reader read
     /// it (kernel events only: poll-lag metric).
-    pub fn event(&mut self, mut ev: Event, drained_at: Option<Mono>) {
+    pub fn event(&mut self, ev: Event, drained_at: Option<Mono>) {
         if let Some(at) = drained_at {
-            self.metrics.observe_poll_lag(ev.time(), at);
+            self.parts.metrics.observe_poll_lag(ev.time(), at);
         }
+        let mut ev = match ev {
+            // A flow from before the agent: its owner is found off the
+            // path and the payload comes back through `resolved`.
+            Event::Payload(p) if p.tgid.is_none() => match self.parts.resolver.submit(p) {
+                Ok(()) => return,
+                Err(p) => Event::Payload(p),
+            },
+            ev => ev,
+        };
         self.enrich(&mut ev);
         self.feed(ev);
         // A reused verdict follows its exec, as a worker's result would.
         for p in std::mem::take(&mut self.memo_hits) {
             self.feed(Event::Provenance(p));
         }
+    }
+
+    /// An untracked flow's payload, its owner looked up (or not found).
+    pub fn resolved(&mut self, p: Payload) {
+        self.feed(Event::Payload(p));
     }
 
     pub fn provenance(&mut self, r: CheckResult) {
@@ -110,12 +142,16 @@ impl Pipeline {
             }
             ProvenanceVerdict::Unverified => "unverified",
         };
-        self.metrics
+        self.parts
+            .metrics
             .provenance_checks
             .with_label_values(&[result])
             .inc();
         if !r.cache_hit {
-            self.metrics.provenance_hash_seconds.observe(r.hash_seconds);
+            self.parts
+                .metrics
+                .provenance_hash_seconds
+                .observe(r.hash_seconds);
         }
         let ev = &r.event;
         if result != "unreadable" && !ev.exe.unknown && !ev.exe.memfd {
@@ -130,24 +166,40 @@ impl Pipeline {
 
     /// Once a second: CPU sample, kernel drop counters, detector tick.
     pub fn tick(&mut self, now: Mono) {
-        if let Some(sample) = self.poller.poll_cpu(now) {
+        if let Some(sample) = self.parts.poller.poll_cpu(now) {
             self.feed(Event::CpuSample(sample));
         }
-        for lost in self.poller.poll_drops(now) {
+        for lost in self.parts.poller.poll_drops(now) {
             log::warn!("kernel dropped {} records at {}", lost.count, lost.site);
+            self.parts.health.mark_lost(now, &lost.site, lost.count);
             self.feed(Event::Lost(lost));
         }
-        let dropped = self.provenance.dropped();
+        let dropped = self.parts.provenance.dropped();
         if dropped > 0 {
             log::debug!("provenance queue dropped {dropped} jobs so far");
         }
-        if let Some(r) = self.recorder.as_mut() {
+        if let Some(r) = self.parts.recorder.as_mut() {
             r.tick(now);
         }
-        let verdicts = self.detector.step(Input::Tick, now);
-        self.metrics
+        let verdicts = self.parts.detector.step(Input::Tick, now);
+        let stats = self.parts.detector.stats();
+        self.parts
+            .metrics
             .tracked_processes
-            .set(self.detector.stats().tracked_processes as i64);
+            .set(stats.tracked_processes as i64);
+        let (seen, e) = (self.evictions_seen, stats.evictions);
+        for (reason, now_n, then_n) in [
+            ("expired", e.expired, seen.expired),
+            ("capacity", e.capacity, seen.capacity),
+            ("replaced", e.replaced, seen.replaced),
+        ] {
+            self.parts
+                .metrics
+                .process_evictions
+                .with_label_values(&[reason])
+                .inc_by(now_n.saturating_sub(then_n));
+        }
+        self.evictions_seen = e;
         self.handle(verdicts, now);
     }
 
@@ -186,147 +238,149 @@ impl Pipeline {
                             filename: x.filename.clone(),
                             time: x.time,
                         };
-                        self.provenance.submit(job);
+                        self.parts.provenance.submit(job);
                     }
                 }
             }
-            Event::Exit(x) => self.poller.on_exit(x.tgid, x.cpu_ns),
-            Event::Payload(p) if p.tgid.is_none() => {
-                // A flow from before the agent: find its owner by 4-tuple.
-                let flow = Flow {
-                    saddr: p.saddr,
-                    sport: p.sport,
-                    daddr: p.daddr,
-                    dport: p.dport,
-                };
-                match self.resolver.resolve(&flow) {
-                    Ok(Some(tgid)) => p.tgid = Some(tgid),
-                    Ok(None) => {}
-                    Err(e) => log::debug!("resolving an untracked flow: {e}"),
-                }
-            }
+            Event::Exit(x) => self.parts.poller.on_exit(x.tgid, x.cpu_ns),
             _ => {}
         }
     }
 
     fn feed(&mut self, ev: Event) {
-        self.metrics.observe_event(&ev);
-        if let Some(r) = self.recorder.as_mut() {
+        self.parts.metrics.observe_event(&ev);
+        if let Some(r) = self.parts.recorder.as_mut() {
             r.event(&ev);
         }
-        if self.tail.has_clients() {
-            self.tail.publish_event(&ev, &self.clock);
+        if self.parts.tail.has_clients() {
+            self.parts.tail.publish_event(&ev, &self.parts.clock);
         }
-        if self.print_events && !matches!(ev, Event::Provenance(_)) {
-            match crate::sinks::print::event_line(&ev, &self.clock) {
+        if self.parts.print_events && !matches!(ev, Event::Provenance(_)) {
+            match crate::sinks::print::event_line(&ev, &self.parts.clock) {
                 Ok(line) => eprintln!("{line}"),
                 Err(e) => log::debug!("unprintable event: {e}"),
             }
         }
         let now = ev.time();
-        let verdicts = self.detector.step(Input::Event(ev), now);
+        let verdicts = self.parts.detector.step(Input::Event(ev), now);
         self.handle(verdicts, now);
     }
 
     fn handle(&mut self, verdicts: Vec<Verdict>, now: Mono) {
         for v in verdicts {
-            let tree = action_scope(&v, self.detector.table());
-            let endpoints: Vec<(IpAddr, u16)> = self.detector.pool_endpoints(v.tgid);
-            let when = self.clock.rfc3339(Mono::now().max(now));
-            let outcome = self.responder.respond(&v, &tree, &endpoints, &when);
-            let info = v
-                .cgroup
-                .as_deref()
-                .and_then(container::from_cgroup_path)
-                .or_else(|| container::for_pid(v.tgid));
-            let mut rec = AlertRecord::from_verdict(
-                &v,
-                &self.clock,
-                info.as_ref().map(|i| i.container_id.clone()),
-                info.as_ref().and_then(|i| i.pod_uid.clone()),
+            self.verdict(v, now);
+        }
+    }
+
+    /// The alert goes out first; refusals follow as action lines, and what
+    /// is to be done is queued for the response thread, whose results
+    /// follow in turn.
+    fn verdict(&mut self, v: Verdict, now: Mono) {
+        let p = &self.parts;
+        let scope = scope::of(&v, &p.detector);
+        let settings = p.response.clone();
+        let plan = plan::plan(
+            &settings.cfg,
+            &settings.safety,
+            &v,
+            &scope.targets,
+            &scope.endpoints,
+        );
+        let info = v
+            .cgroup
+            .as_deref()
+            .and_then(container::from_cgroup_path)
+            .or_else(|| container::for_pid(v.tgid));
+        let mut rec = AlertRecord::from_verdict(
+            &v,
+            &p.clock,
+            info.as_ref().map(|i| i.container_id.clone()),
+            info.as_ref().and_then(|i| i.pod_uid.clone()),
+        );
+        rec.would = plan.would.clone();
+        rec.actions = plan
+            .refused
+            .iter()
+            .map(|a| format!("{} {}: refused", a.action.name(), a.target))
+            .chain(plan.steps.iter().map(|s| {
+                format!(
+                    "{}: queued",
+                    describe(s.action, &s.targets, &scope.endpoints)
+                )
+            }))
+            .collect();
+        if let Err(e) = p.alerts.emit(&rec) {
+            log::error!("writing an alert failed: {e}");
+        }
+        p.tail.publish_alert(&rec);
+        log::warn!(
+            "{} {} tgid {} ({}) {}",
+            v.severity.name(),
+            v.rule.name(),
+            v.tgid,
+            crate::text::escape(&v.comm),
+            crate::text::escape(v.exe.as_deref().unwrap_or("?"))
+        );
+        for a in &plan.refused {
+            p.reporter.action(a);
+        }
+        let job = worker::Job {
+            when: p.clock.rfc3339(Mono::now().max(now)),
+            verdict: v,
+            steps: plan.steps,
+            scope: scope.targets,
+            endpoints: scope.endpoints,
+            settings,
+            queued: std::time::Instant::now(),
+        };
+        if job.is_empty() {
+            return;
+        }
+        if let Err(job) = p.responder.submit(job) {
+            let reason = format!(
+                "the response queue is full ({} jobs waiting: a kill or a scan is stuck); not done",
+                worker::QUEUE
             );
-            rec.would = outcome.would.clone();
-            rec.actions = outcome
-                .actions
-                .iter()
-                .filter(|a| a.result != "would")
-                .map(|a| format!("{} {}: {}", a.action.name(), a.target, a.result))
-                .collect();
-            rec.footholds = outcome.footholds.clone();
-            if let Err(e) = self.alerts.emit(&rec) {
-                log::error!("writing an alert failed: {e}");
+            for s in &job.steps {
+                p.reporter.action(&ActionResult {
+                    action: s.action,
+                    target: s.targets.first().map_or(job.verdict.tgid, |t| t.tgid),
+                    result: "dropped",
+                    reason: reason.clone(),
+                    latency_ms: 0,
+                });
             }
-            self.tail.publish_alert(&rec);
-            log::warn!(
-                "{} {} tgid {} ({}) {}",
-                v.severity.name(),
-                v.rule.name(),
-                v.tgid,
-                crate::text::escape(&v.comm),
-                crate::text::escape(v.exe.as_deref().unwrap_or("?"))
-            );
-            for a in outcome.actions {
-                let ar = ActionRecord::new(
-                    Mono::now(),
-                    &self.clock,
-                    a.action.name(),
-                    a.target,
-                    a.result,
-                    a.reason,
-                    a.latency_ms,
-                );
-                if let Err(e) = self.alerts.emit_action(&ar) {
-                    log::error!("writing an action record failed: {e}");
-                }
-                self.tail.publish_action(&ar);
+            if job.wants_footholds() {
+                p.metrics
+                    .actions
+                    .with_label_values(&["footholds", "dropped"])
+                    .inc();
             }
         }
     }
 
     /// Flush what is buffered and stop the workers, within `deadline`.
     pub fn finish(self, deadline: Duration) {
-        let Pipeline {
-            mut alerts,
+        let started = std::time::Instant::now();
+        let PipelineParts {
+            alerts,
             mut recorder,
             provenance,
+            mut responder,
             ..
-        } = self;
+        } = self.parts;
         if let Some(r) = recorder.as_mut()
             && let Err(e) = r.flush()
         {
             log::error!("flushing the recording failed: {e}");
         }
-        if let Err(e) = alerts.flush(deadline) {
+        if !responder.close(RESPONSE_CLOSE.min(deadline)) {
+            log::warn!("a response was still running at shutdown (a kill waiting for its timeout)");
+        }
+        if let Err(e) = alerts.flush(deadline.saturating_sub(started.elapsed())) {
             log::error!("flushing alerts failed: {e}");
         }
         // Workers may be mid-hash; do not wait for them past the deadline.
         std::thread::spawn(move || provenance.shutdown());
     }
-}
-
-/// The processes a response may act on besides the verdict's own: its
-/// descendants, members running the same executable, and, inside a
-/// container's cgroup, unverified members of that cgroup. Other members
-/// (an unverified ancestor's tree, say) are in the alert, never acted on.
-pub fn action_scope(v: &Verdict, table: &crate::process::table::ProcessTable) -> Vec<u32> {
-    let mut scope = table.descendants(v.tgid);
-    let me = table.get(v.tgid);
-    let container = v
-        .cgroup
-        .as_deref()
-        .is_some_and(|c| container::from_cgroup_path(c).is_some());
-    for &m in &v.members {
-        if scope.contains(&m) || m == v.tgid {
-            continue;
-        }
-        let Some(mp) = table.get(m) else { continue };
-        let same_exe = me.is_some_and(|p| p.has_exe_identity() && p.exe == mp.exe);
-        let mate = container
-            && me.is_some_and(|p| p.cgroup_id == mp.cgroup_id)
-            && mp.is_verified() != Some(true);
-        if same_exe || mate {
-            scope.push(m);
-        }
-    }
-    scope
 }

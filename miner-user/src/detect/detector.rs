@@ -310,23 +310,31 @@ pub struct Detector {
     pub(super) stats: DetectorStats,
 }
 
+/// Pool ports (defaults and extras) as a 65536-bit set.
+fn port_bitmap(cfg: &DetectorConfig) -> Vec<u64> {
+    let mut ports = vec![0u64; 1024];
+    for &p in cfg.pool_ports.iter().chain(&cfg.extra_pool_ports) {
+        ports[usize::from(p) / 64] |= 1 << (p % 64);
+    }
+    ports
+}
+
+fn pool_domains(cfg: &DetectorConfig) -> Vec<String> {
+    cfg.pool_domains
+        .iter()
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        .collect()
+}
+
 impl Detector {
     /// `cfg` should have passed [`DetectorConfig::validate`]; invalid pool
     /// addresses are skipped.
     pub fn new(cfg: DetectorConfig) -> Self {
-        let mut ports = vec![0u64; 1024];
-        for &p in cfg.pool_ports.iter().chain(&cfg.extra_pool_ports) {
-            ports[usize::from(p) / 64] |= 1 << (p % 64);
-        }
         Detector {
             policy: CpuPolicy::from_config(&cfg),
-            ports,
+            ports: port_bitmap(&cfg),
             nets: cfg.pool_networks(),
-            domains: cfg
-                .pool_domains
-                .iter()
-                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-                .collect(),
+            domains: pool_domains(&cfg),
             table: ProcessTable::with_retention(cfg.max_processes, cfg.chain.retention()),
             tracks: HashMap::new(),
             candidates: BTreeSet::new(),
@@ -360,6 +368,33 @@ impl Detector {
             *self.stats.verdicts_by_rule.entry(v.rule).or_default() += 1;
         }
         out
+    }
+
+    /// A reloaded configuration (SIGHUP): thresholds, windows and pool
+    /// lists apply from the next event; the state is kept. The table's and
+    /// the flow memory's caps stay as they were (they change on restart).
+    pub fn reconfigure(&mut self, mut cfg: DetectorConfig) {
+        cfg.max_processes = self.cfg.max_processes;
+        cfg.max_flows = self.cfg.max_flows;
+        // The table's retention is fixed at start, like its cap.
+        cfg.chain.retain_exited_secs = self.cfg.chain.retain_exited_secs;
+        cfg.chain.max_retained = self.cfg.chain.max_retained;
+        self.policy = CpuPolicy::from_config(&cfg);
+        self.ports = port_bitmap(&cfg);
+        self.nets = cfg.pool_networks();
+        self.domains = pool_domains(&cfg);
+        self.cfg = cfg;
+    }
+
+    /// Did this process itself speak a pool protocol (payload evidence on
+    /// a flow it owns)? The response's packaged-binary rule asks it of
+    /// every target, not only of the flagged process.
+    pub fn spoke_pool_protocol(&self, tgid: u32) -> bool {
+        self.tracks.get(&tgid).is_some_and(|t| {
+            t.flows
+                .values()
+                .any(|f| f.owner.0 == tgid && f.mining.is_some())
+        })
     }
 
     pub fn table(&self) -> &ProcessTable {
@@ -1021,16 +1056,20 @@ impl Detector {
 
     fn on_cpu(&mut self, s: CpuSample, now: Mono, out: &mut Vec<Verdict>) {
         for u in &s.usage {
-            let Some(p) = self.table.live(u.tgid) else {
+            // Exited processes too: a sample after an exit carries the rest
+            // of the process's exit total, CPU it really used.
+            let Some(p) = self.table.get(u.tgid) else {
                 continue;
             };
-            let mut span = s.interval_ns;
+            let mut begin = Mono(s.time.ns().saturating_sub(s.interval_ns));
             if matches!(p.origin, Origin::Exec | Origin::Fork) {
                 // A process that started inside the interval ran only part
                 // of it.
-                let lived = s.time.saturating_sub(p.start_time);
-                span = span.min(lived);
+                begin = begin.max(p.start_time);
             }
+            // …and one that exited inside it, only until its exit.
+            let end = p.exited.map_or(s.time, |e| e.min(s.time));
+            let span = end.saturating_sub(begin);
             if span < MIN_SPAN_NS {
                 continue;
             }

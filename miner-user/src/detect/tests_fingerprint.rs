@@ -505,8 +505,8 @@ fn packaged_miner_program_told_to_mine_is_a_miner_command_line() {
 
 #[test]
 fn packaged_binary_fingerprint_is_not_killed_by_default() {
-    use crate::response::{ActionKind, Responder, ResponseConfig};
-    let r = Responder::new(ResponseConfig::default(), None);
+    use crate::response::{ActionKind, ResponseConfig, safety::Safety, target::Target};
+    let r = Safety::new(Default::default(), Vec::new());
     // Packaged, no network: high → the default policy only blocks egress.
     let v = run(
         scenario(160, "/usr/bin/monerod", Prov::Verified, Net::None, 1.0),
@@ -532,7 +532,9 @@ fn packaged_binary_fingerprint_is_not_killed_by_default() {
         .find(|v| v.rule == Rule::RandomxFingerprint)
         .unwrap();
     assert_eq!(fp.severity, Severity::Critical);
-    let why = r.refusal(fp, fp.tgid, ActionKind::Kill).expect("refused");
+    let why = r
+        .refusal(&Target::of_verdict(fp), ActionKind::Kill)
+        .expect("refused");
     assert!(why.contains("packaged"), "{why}");
     // Unverified: the kill is allowed.
     let v = run(
@@ -543,7 +545,7 @@ fn packaged_binary_fingerprint_is_not_killed_by_default() {
         .iter()
         .find(|v| v.rule == Rule::RandomxFingerprint)
         .unwrap();
-    assert_eq!(r.refusal(fp, fp.tgid, ActionKind::Kill), None);
+    assert_eq!(r.refusal(&Target::of_verdict(fp), ActionKind::Kill), None);
 }
 
 #[test]

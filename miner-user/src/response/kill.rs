@@ -35,6 +35,8 @@ pub enum KillOutcome {
     Gone,
     /// The pid now belongs to another process (or another executable).
     Mismatch(String),
+    /// A child found in /proc that a refusal protects: not signalled.
+    Refused(String),
     Failed(String),
 }
 
@@ -158,20 +160,48 @@ pub fn children(proc_root: &Path, pid: u32) -> Vec<u32> {
 struct Opened {
     tgid: u32,
     fd: OwnedFd,
+    walk: bool,
 }
 
-/// Freeze, then kill, the roots and all their descendants. `roots` carry
-/// the verdict's identity; descendants found in /proc are checked to still
-/// be children of a frozen member when we open them.
+/// A process to kill, as the verdict (or the table) knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Root {
+    pub id: Identity,
+    /// Also kill its descendants. False for an ancestor of the flagged
+    /// process: it is the miner's binary, but its other children are not
+    /// the miner's tree.
+    pub walk: bool,
+}
+
+/// What to do with a child found in /proc under a frozen member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vet {
+    Kill,
+    /// A refusal protects it; reported, and its own children are left alone.
+    Refuse(String),
+    /// Already decided elsewhere (refused at plan time): leave it, silently.
+    Skip,
+}
+
+/// Freeze, then kill, the roots and their descendants. `roots` carry the
+/// identity the verdict or table saw; a descendant found in /proc is asked
+/// of `vet` (the refusals) and must still be a child of the frozen member
+/// it was found under once we hold its pidfd.
 pub fn kill_tree(
     proc_root: &Path,
-    roots: &[Identity],
+    roots: &[Root],
+    vet: &mut dyn FnMut(u32) -> Vet,
     timeout: Duration,
 ) -> Vec<(u32, KillOutcome)> {
     let started = Instant::now();
     let mut outcomes = Vec::new();
     let mut opened: Vec<Opened> = Vec::new();
-    for id in roots {
+    let mut passed: Vec<u32> = Vec::new();
+    for root in roots {
+        let id = &root.id;
+        if opened.iter().any(|o| o.tgid == id.tgid) {
+            continue;
+        }
         let fd = match pidfd_open(id.tgid) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
@@ -195,14 +225,22 @@ pub fn kill_tree(
             }
         }
         let _ = pidfd_signal(&fd, libc::SIGSTOP);
-        opened.push(Opened { tgid: id.tgid, fd });
+        opened.push(Opened {
+            tgid: id.tgid,
+            fd,
+            walk: root.walk,
+        });
     }
     // Descendants: breadth-first over frozen members.
     let mut i = 0;
     while i < opened.len() && opened.len() < 4096 {
-        let parent = opened[i].tgid;
+        let (parent, walk) = (opened[i].tgid, opened[i].walk);
+        i += 1;
+        if !walk {
+            continue;
+        }
         for child in children(proc_root, parent) {
-            if opened.iter().any(|o| o.tgid == child) {
+            if opened.iter().any(|o| o.tgid == child) || passed.contains(&child) {
                 continue;
             }
             let Ok(fd) = pidfd_open(child) else { continue };
@@ -210,10 +248,25 @@ pub fn kill_tree(
             if stat_of(proc_root, child).map(|(ppid, _)| ppid) != Some(parent) {
                 continue;
             }
+            match vet(child) {
+                Vet::Kill => {}
+                Vet::Refuse(reason) => {
+                    passed.push(child);
+                    outcomes.push((child, KillOutcome::Refused(reason)));
+                    continue;
+                }
+                Vet::Skip => {
+                    passed.push(child);
+                    continue;
+                }
+            }
             let _ = pidfd_signal(&fd, libc::SIGSTOP);
-            opened.push(Opened { tgid: child, fd });
+            opened.push(Opened {
+                tgid: child,
+                fd,
+                walk: true,
+            });
         }
-        i += 1;
     }
     for o in &opened {
         if let Err(e) = pidfd_signal(&o.fd, libc::SIGKILL)
@@ -248,6 +301,10 @@ mod tests {
     use super::*;
     use std::process::Command;
 
+    fn root(id: Identity) -> Root {
+        Root { id, walk: true }
+    }
+
     fn identity_of(pid: u32) -> Identity {
         let (_, start) = stat_of(Path::new("/proc"), pid).unwrap();
         use std::os::unix::fs::MetadataExt;
@@ -270,7 +327,12 @@ mod tests {
         let id = identity_of(sh.id());
         let kids = children(Path::new("/proc"), sh.id());
         assert_eq!(kids.len(), 2, "two sleeps");
-        let out = kill_tree(Path::new("/proc"), &[id], Duration::from_secs(1));
+        let out = kill_tree(
+            Path::new("/proc"),
+            &[root(id)],
+            &mut |_| Vet::Kill,
+            Duration::from_secs(1),
+        );
         let _ = sh.wait();
         assert_eq!(out.len(), 3, "{out:?}");
         for (pid, o) in &out {
@@ -290,7 +352,12 @@ mod tests {
         let mut id = identity_of(victim.id());
         // Pretend the verdict named an older process that had this pid.
         id.start_boottime_ns -= 5_000_000_000;
-        let out = kill_tree(Path::new("/proc"), &[id], Duration::from_millis(200));
+        let out = kill_tree(
+            Path::new("/proc"),
+            &[root(id)],
+            &mut |_| Vet::Kill,
+            Duration::from_millis(200),
+        );
         assert!(matches!(out[0].1, KillOutcome::Mismatch(_)), "{out:?}");
         assert!(
             victim.try_wait().unwrap().is_none(),
@@ -310,7 +377,12 @@ mod tests {
             start_boottime_ns: 1,
             exe: None,
         };
-        let out = kill_tree(Path::new("/proc"), &[id], Duration::from_millis(100));
+        let out = kill_tree(
+            Path::new("/proc"),
+            &[root(id)],
+            &mut |_| Vet::Kill,
+            Duration::from_millis(100),
+        );
         assert!(
             matches!(out[0].1, KillOutcome::Gone | KillOutcome::Mismatch(_)),
             "{out:?}"

@@ -2,6 +2,13 @@
 //! (`DROPS`) and turn them into events: one `CpuSample` per poll with the
 //! on-CPU time each process used since the previous poll, and `Lost`
 //! events for new drops.
+//!
+//! The exit record's total is a process's last word: the kernel removes
+//! the map entry when it takes it (and never re-creates it), and the
+//! [`CpuLedger`] reports exactly `total − already reported`, whether the
+//! process lived across many polls, died between two, or vanished from the
+//! map before its exit record was drained. Over a process's life the
+//! samples add up to its exit total, never more.
 
 use std::collections::HashMap;
 
@@ -14,17 +21,92 @@ use crate::time::Mono;
 /// Dead tgids are pruned from the kernel map every this many polls.
 const PRUNE_EVERY: u32 = 10;
 
+/// A tgid absent from the map this many polls, with no exit record, is
+/// forgotten (its exit was lost: ring full, or an LRU eviction).
+const FORGET_AFTER_POLLS: u32 = 5;
+
+/// What has been reported per process: the pure half of the poller, so
+/// the accounting is tested without a kernel.
+#[derive(Debug, Default)]
+pub struct CpuLedger {
+    /// tgid → (ns reported so far, poll that last saw it in the map).
+    reported: HashMap<u32, (u64, u32)>,
+    /// Exit totals not yet turned into a sample.
+    exited: Vec<(u32, u64)>,
+    polls: u32,
+}
+
+impl CpuLedger {
+    /// An exit record's final total for `tgid`.
+    pub fn on_exit(&mut self, tgid: u32, total_ns: u64) {
+        self.exited.push((tgid, total_ns));
+    }
+
+    /// One poll over the map's `(tgid, total ns)` entries: the CPU each
+    /// process used since the previous poll, sorted by tgid. `baseline`:
+    /// record the totals as already reported and return nothing (the first
+    /// poll: CPU from before the agent is not news).
+    pub fn poll(
+        &mut self,
+        entries: impl IntoIterator<Item = (u32, u64)>,
+        baseline: bool,
+    ) -> Vec<CpuUsage> {
+        self.polls = self.polls.wrapping_add(1);
+        let poll = self.polls;
+        let mut delta: HashMap<u32, u64> = HashMap::new();
+        // Exits first: an entry for the same tgid in this poll can then only
+        // be a new process that reused it.
+        for (tgid, total) in std::mem::take(&mut self.exited) {
+            let before = self.reported.remove(&tgid).map_or(0, |(ns, _)| ns);
+            *delta.entry(tgid).or_default() += total.saturating_sub(before);
+        }
+        for (tgid, ns) in entries {
+            let d = match self.reported.get_mut(&tgid) {
+                Some((seen_ns, seen_poll)) => {
+                    // A smaller total: the entry was re-created (LRU
+                    // eviction, or a new process on a reused tgid) and all
+                    // of it is new.
+                    let d = if ns >= *seen_ns { ns - *seen_ns } else { ns };
+                    *seen_ns = ns;
+                    *seen_poll = poll;
+                    d
+                }
+                None => {
+                    self.reported.insert(tgid, (ns, poll));
+                    ns
+                }
+            };
+            if d > 0 {
+                *delta.entry(tgid).or_default() += d;
+            }
+        }
+        self.reported
+            .retain(|_, (_, seen)| poll.wrapping_sub(*seen) < FORGET_AFTER_POLLS);
+        if baseline {
+            return Vec::new();
+        }
+        let mut usage: Vec<CpuUsage> = delta
+            .into_iter()
+            .filter(|&(_, ns)| ns > 0)
+            .map(|(tgid, on_cpu_ns)| CpuUsage { tgid, on_cpu_ns })
+            .collect();
+        usage.sort_by_key(|u| u.tgid);
+        usage
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.reported.len()
+    }
+}
+
 pub struct CpuPoller {
     cpu: BpfHashMap<MapData, u32, u64>,
     drops: PerCpuArray<MapData, u64>,
-    last: HashMap<u32, u64>,
+    ledger: CpuLedger,
     last_time: Option<Mono>,
     last_drops: [u64; DROP_SITES as usize],
     polls: u32,
     proc_root: std::path::PathBuf,
-    /// Final totals from exit events since the last poll: the kernel drops a
-    /// process's entry at exit, so its last slice would otherwise be lost.
-    exited: Vec<(u32, u64)>,
 }
 
 impl CpuPoller {
@@ -32,65 +114,41 @@ impl CpuPoller {
         CpuPoller {
             cpu,
             drops,
-            last: HashMap::new(),
+            ledger: CpuLedger::default(),
             last_time: None,
             last_drops: [0; DROP_SITES as usize],
             polls: 0,
             proc_root: crate::defaults::PROC_PATH.into(),
-            exited: Vec::new(),
         }
     }
 
-    /// Feed an exit's final CPU total; the next sample includes the slice
-    /// since the previous poll.
+    /// Feed an exit's final CPU total; the next sample carries whatever of
+    /// it earlier samples did not.
     pub fn on_exit(&mut self, tgid: u32, cpu_ns: u64) {
-        self.exited.push((tgid, cpu_ns));
+        self.ledger.on_exit(tgid, cpu_ns);
     }
 
     /// One poll. The first only takes a baseline and returns no sample.
     pub fn poll_cpu(&mut self, now: Mono) -> Option<CpuSample> {
-        let mut current = HashMap::with_capacity(self.last.len() + 16);
-        for (tgid, ns) in self.cpu.iter().filter_map(Result::ok) {
-            current.insert(tgid, ns);
-        }
-        for (tgid, ns) in std::mem::take(&mut self.exited) {
-            // Only if the map no longer has it (a reused tgid may be back).
-            current.entry(tgid).or_insert(ns);
-        }
+        let entries: Vec<(u32, u64)> = self.cpu.iter().filter_map(Result::ok).collect();
         self.polls += 1;
         if self.polls.is_multiple_of(PRUNE_EVERY) {
-            self.prune(&current);
+            self.prune(entries.iter().map(|&(t, _)| t));
         }
-        let sample = self.last_time.map(|prev| {
-            let mut usage: Vec<CpuUsage> = current
-                .iter()
-                .filter_map(|(&tgid, &ns)| {
-                    // A tgid new since the last poll ran all of `ns` in the
-                    // interval (or before we started, on the first poll).
-                    let before = self.last.get(&tgid).copied().unwrap_or(0);
-                    let delta = ns.saturating_sub(before);
-                    (delta > 0).then_some(CpuUsage {
-                        tgid,
-                        on_cpu_ns: delta,
-                    })
-                })
-                .collect();
-            usage.sort_by_key(|u| u.tgid);
-            CpuSample {
-                time: now,
-                interval_ns: now.saturating_sub(prev),
-                usage,
-            }
+        let usage = self.ledger.poll(entries, self.last_time.is_none());
+        let sample = self.last_time.map(|prev| CpuSample {
+            time: now,
+            interval_ns: now.saturating_sub(prev),
+            usage,
         });
-        self.last = current;
         self.last_time = Some(now);
         sample
     }
 
     /// Remove entries of processes that no longer exist (their exit was not
-    /// seen: map full during a storm, or they predate the exit hook).
-    fn prune(&mut self, current: &HashMap<u32, u64>) {
-        for &tgid in current.keys() {
+    /// seen: the exit hook could not run, or they predate it).
+    fn prune(&mut self, tgids: impl Iterator<Item = u32>) {
+        for tgid in tgids {
             if !self.proc_root.join(tgid.to_string()).exists() {
                 let _ = self.cpu.remove(&tgid);
             }
@@ -120,6 +178,84 @@ impl CpuPoller {
     }
 
     pub fn tracked(&self) -> usize {
-        self.last.len()
+        self.ledger.tracked()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(usage: &[CpuUsage], tgid: u32) -> u64 {
+        usage
+            .iter()
+            .filter(|u| u.tgid == tgid)
+            .map(|u| u.on_cpu_ns)
+            .sum()
+    }
+
+    #[test]
+    fn samples_of_a_process_add_up_to_its_exit_total() {
+        let mut l = CpuLedger::default();
+        assert!(l.poll([(7, 100)], true).is_empty(), "baseline");
+        assert_eq!(of(&l.poll([(7, 1_100)], false), 7), 1_000);
+        assert_eq!(of(&l.poll([(7, 2_100)], false), 7), 1_000);
+        // Exits between polls: the map entry is gone, the exit says 2_600.
+        l.on_exit(7, 2_600);
+        let last = l.poll([], false);
+        assert_eq!(of(&last, 7), 500, "exactly what was not reported yet");
+        assert!(l.poll([], false).is_empty(), "and never again");
+        assert_eq!(l.tracked(), 0);
+    }
+
+    #[test]
+    fn a_process_gone_from_the_map_before_its_exit_record_is_not_reported_twice() {
+        // The poll runs after the exit hook removed the entry but before
+        // the exit record was drained: nothing for that poll, then the
+        // remainder — not the whole lifetime in one 1 s sample.
+        let mut l = CpuLedger::default();
+        l.poll([], true);
+        assert_eq!(of(&l.poll([(9, 900_000_000)], false), 9), 900_000_000);
+        assert_eq!(of(&l.poll([(9, 1_900_000_000)], false), 9), 1_000_000_000);
+        assert!(l.poll([], false).is_empty());
+        l.on_exit(9, 2_300_000_000);
+        assert_eq!(of(&l.poll([], false), 9), 400_000_000);
+    }
+
+    #[test]
+    fn a_short_process_between_two_polls_is_reported_whole() {
+        let mut l = CpuLedger::default();
+        l.poll([], true);
+        l.on_exit(11, 300_000_000);
+        assert_eq!(of(&l.poll([], false), 11), 300_000_000);
+    }
+
+    #[test]
+    fn a_reused_tgid_after_an_exit_counts_as_a_new_process() {
+        let mut l = CpuLedger::default();
+        l.poll([(5, 0)], true);
+        assert_eq!(of(&l.poll([(5, 1_000)], false), 5), 1_000);
+        l.on_exit(5, 1_200);
+        // Same poll: the new process on tgid 5 already ran 300.
+        assert_eq!(of(&l.poll([(5, 300)], false), 5), 200 + 300);
+        assert_eq!(of(&l.poll([(5, 400)], false), 5), 100);
+    }
+
+    #[test]
+    fn a_recreated_entry_is_new_cpu_not_a_negative_delta() {
+        let mut l = CpuLedger::default();
+        l.poll([(3, 5_000)], true);
+        // LRU evicted and re-created with a fresh count.
+        assert_eq!(of(&l.poll([(3, 40)], false), 3), 40);
+    }
+
+    #[test]
+    fn tgids_absent_without_an_exit_are_forgotten() {
+        let mut l = CpuLedger::default();
+        l.poll([(3, 5)], true);
+        for _ in 0..FORGET_AFTER_POLLS {
+            l.poll([], false);
+        }
+        assert_eq!(l.tracked(), 0);
     }
 }

@@ -5,18 +5,18 @@
 //! Every alert goes, as one line, to stdout (the container log), to an
 //! append-only file that survives restarts, and optionally to a webhook.
 
-use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::detect::{ChainLink, Rule, Severity, Verdict};
 use crate::event::{ProvenanceVerdict, Reason};
+use crate::sinks::alert_file::AlertFile;
 use crate::sinks::config::AlertsConfig;
+use crate::sinks::line_writer::{self, LineOut, LineWriter};
 use crate::sinks::metrics::Metrics;
 use crate::sinks::webhook::{Webhook, WebhookError};
 use crate::time::{Mono, WallClock};
@@ -53,6 +53,8 @@ pub enum AlertError {
     Serialize(#[from] serde_json::Error),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error("starting an alert writer thread failed: {0}")]
+    Spawn(#[source] io::Error),
 }
 
 /// `"kind": "alert"`, a type so a record with another kind cannot parse as
@@ -132,7 +134,9 @@ pub struct AlertRecord {
     pub actions: Vec<String>,
     /// Persistence that names the miner (cron, systemd, rc.local,
     /// ld.so.preload, shell profiles, fresh authorized_keys); omitted when
-    /// none was found. Reported, never changed.
+    /// none was found. Reported, never changed. The daemon scans after the
+    /// alert is out and reports findings in a `"action":"footholds"` action
+    /// record; this field stays for files written by earlier versions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub footholds: Vec<crate::response::footholds::Foothold>,
 }
@@ -292,6 +296,11 @@ pub struct ActionRecord {
     pub reason: String,
     /// Verdict to completed action.
     pub latency_ms: u64,
+    /// `"action":"footholds"` only: persistence that names the miner
+    /// (cron, systemd, rc.local, ld.so.preload, shell profiles, fresh
+    /// authorized_keys). Reported, never changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub footholds: Vec<crate::response::footholds::Foothold>,
 }
 
 impl ActionRecord {
@@ -312,23 +321,75 @@ impl ActionRecord {
             result: result.into(),
             reason: reason.into(),
             latency_ms,
+            footholds: Vec::new(),
         }
     }
 }
 
-/// Writes alert and action lines to every configured destination.
+/// Writes alert and action lines to every configured destination without
+/// waiting on any of them: stdout and the file each write on their own
+/// thread behind a bounded queue ([`LineWriter`]), the webhook on its own.
+/// Cloned into the response thread, which writes the action lines that
+/// follow an alert; one queue per output keeps them after their alert.
+#[derive(Clone)]
 pub struct AlertSink {
-    stdout: bool,
-    file: Option<AlertFile>,
-    webhook: Option<Webhook>,
+    inner: Arc<SinkInner>,
+}
+
+struct SinkInner {
+    stdout: Option<LineWriter>,
+    file: Option<LineWriter>,
+    webhook: Mutex<Option<Webhook>>,
     metrics: Arc<Metrics>,
+}
+
+/// Standard output as a line output.
+struct Stdout(Box<dyn Write + Send>);
+
+impl LineOut for Stdout {
+    fn write_line(&mut self, line: &[u8]) -> Result<(), String> {
+        self.0
+            .write_all(line)
+            .and_then(|()| self.0.flush())
+            .map_err(|e| AlertError::Stdout(e).to_string())
+    }
 }
 
 impl AlertSink {
     /// Opens the alert file (creating it, mode 0600, and its directory,
-    /// mode 0700) and starts the webhook thread, as configured.
+    /// mode 0700; repairing a torn last line) and starts the writer and
+    /// webhook threads, as configured.
     pub fn new(cfg: &AlertsConfig, metrics: Arc<Metrics>) -> Result<AlertSink, AlertError> {
-        let file = cfg.file.as_deref().map(AlertFile::open).transpose()?;
+        Self::with_stdout(cfg, metrics, Box::new(io::stdout()))
+    }
+
+    /// As `new`, with another standard output (tests).
+    pub fn with_stdout(
+        cfg: &AlertsConfig,
+        metrics: Arc<Metrics>,
+        stdout: Box<dyn Write + Send>,
+    ) -> Result<AlertSink, AlertError> {
+        let lost = metrics.alert_lines_lost.clone();
+        let file = match cfg.file.as_deref() {
+            Some(p) => Some(
+                LineWriter::spawn(
+                    "file",
+                    AlertFile::open(p)?,
+                    line_writer::QUEUE,
+                    lost.clone(),
+                )
+                .map_err(AlertError::Spawn)?,
+            ),
+            None => None,
+        };
+        let stdout = if cfg.stdout {
+            Some(
+                LineWriter::spawn("stdout", Stdout(stdout), line_writer::QUEUE, lost)
+                    .map_err(AlertError::Spawn)?,
+            )
+        } else {
+            None
+        };
         let webhook = match &cfg.webhook_url {
             Some(url) => Some(Webhook::start(
                 url,
@@ -338,163 +399,73 @@ impl AlertSink {
             None => None,
         };
         Ok(AlertSink {
-            stdout: cfg.stdout,
-            file,
-            webhook,
-            metrics,
+            inner: Arc::new(SinkInner {
+                stdout,
+                file,
+                webhook: Mutex::new(webhook),
+                metrics,
+            }),
         })
     }
 
-    /// Writes one alert everywhere and counts it (`minerwatch_alerts_total`,
-    /// detection latency). Every destination is tried even if one fails;
-    /// the first failure is returned.
-    pub fn emit(&mut self, rec: &AlertRecord) -> Result<(), AlertError> {
-        self.metrics
+    /// Queues one alert everywhere and counts it (`minerwatch_alerts_total`,
+    /// detection latency). Never waits: an output that cannot keep up loses
+    /// the line and counts it (`minerwatch_alert_lines_lost_total`).
+    pub fn emit(&self, rec: &AlertRecord) -> Result<(), AlertError> {
+        self.inner
+            .metrics
             .observe_alert(rec.rule.name(), rec.severity.name(), rec.latency_ms);
         self.write(rec)
     }
 
-    /// Writes one action record everywhere and counts it
+    /// Queues one action record everywhere and counts it
     /// (`minerwatch_actions_total{action,result}`).
-    pub fn emit_action(&mut self, rec: &ActionRecord) -> Result<(), AlertError> {
-        self.metrics
+    pub fn emit_action(&self, rec: &ActionRecord) -> Result<(), AlertError> {
+        self.inner
+            .metrics
             .actions
             .with_label_values(&[rec.action.as_str(), rec.result.as_str()])
             .inc();
         self.write(rec)
     }
 
-    fn write<T: Serialize>(&mut self, rec: &T) -> Result<(), AlertError> {
+    fn write<T: Serialize>(&self, rec: &T) -> Result<(), AlertError> {
         // Escapes C1 controls and invisible characters too: the file is
         // read with `cat` and `tail -f` as often as with `jq`.
-        let line = crate::text::to_json_line(rec)?;
-        let mut first_err = None;
-        if self.stdout {
-            let mut out = io::stdout().lock();
-            if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
-                first_err.get_or_insert(AlertError::Stdout(e));
-            }
+        let line: Arc<[u8]> = Arc::from(crate::text::to_json_line(rec)?);
+        for w in [&self.inner.stdout, &self.inner.file].into_iter().flatten() {
+            w.send(line.clone());
         }
-        if let Some(file) = &mut self.file
-            && let Err(e) = file.append(&line)
-        {
-            first_err.get_or_insert(e);
-        }
-        if let Some(hook) = &self.webhook {
-            hook.enqueue(Arc::from(line));
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
-    /// For shutdown: stdout and the file are already durable line by line;
-    /// this gives queued webhook posts up to `deadline` to go out.
-    pub fn flush(&mut self, deadline: Duration) -> Result<(), AlertError> {
-        if let Some(hook) = &mut self.webhook
-            && !hook.close(deadline)
-        {
-            log::warn!(
-                "alert webhook: queued alerts not delivered within {deadline:?} of shutdown"
-            );
-        }
-        self.webhook = None;
-        io::stdout().flush().map_err(AlertError::Stdout)
-    }
-}
-
-/// The append-only alert file.
-struct AlertFile {
-    path: PathBuf,
-    file: File,
-}
-
-impl AlertFile {
-    fn open(path: &Path) -> Result<AlertFile, AlertError> {
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| AlertError::CreateDir {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-        }
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .read(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| AlertError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        let mut f = AlertFile {
-            path: path.to_owned(),
-            file,
-        };
-        f.end_partial_line()?;
-        Ok(f)
-    }
-
-    /// A crash or a full disk can leave a partial last line; terminate it
-    /// so the next alert starts a line of its own and parsers lose only the
-    /// damaged one.
-    fn end_partial_line(&mut self) -> Result<(), AlertError> {
-        let len = self
-            .file
-            .metadata()
-            .map_err(|source| self.write_err(source))?
-            .len();
-        if len == 0 {
-            return Ok(());
-        }
-        let mut last = [0u8];
-        self.file
-            .read_exact_at(&mut last, len - 1)
-            .map_err(|source| self.write_err(source))?;
-        if last[0] != b'\n' {
-            self.file
-                .write_all(b"\n")
-                .map_err(|source| self.write_err(source))?;
+        if let Some(hook) = lock(&self.inner.webhook).as_ref() {
+            hook.enqueue(line);
         }
         Ok(())
     }
 
-    /// One `write(2)` of the whole line on an O_APPEND file: concurrent
-    /// writers (a second daemon, logrotate's copytruncate) cannot interleave
-    /// inside it. Then fdatasync, because an alert lost in a crash is the
-    /// one that mattered.
-    fn append(&mut self, line: &[u8]) -> Result<(), AlertError> {
-        let wrote = loop {
-            match self.file.write(line) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(self.write_err(source)),
+    /// For shutdown: lets the writers finish what is queued and gives queued
+    /// webhook posts up to `deadline` to go out.
+    pub fn flush(&self, deadline: Duration) -> Result<(), AlertError> {
+        let started = std::time::Instant::now();
+        for w in [&self.inner.stdout, &self.inner.file].into_iter().flatten() {
+            let left = deadline.saturating_sub(started.elapsed());
+            if !w.close(left) {
+                log::warn!("alert lines still queued at shutdown were not all written");
             }
-        };
-        if wrote != line.len() {
-            let _ = self.file.write(b"\n");
-            return Err(AlertError::ShortWrite {
-                path: self.path.clone(),
-                wrote,
-                len: line.len(),
-            });
         }
-        self.file
-            .sync_data()
-            .map_err(|source| self.write_err(source))
+        if let Some(mut hook) = lock(&self.inner.webhook).take() {
+            let left = deadline.saturating_sub(started.elapsed());
+            if !hook.close(left) {
+                log::warn!(
+                    "alert webhook: queued alerts not delivered within {deadline:?} of shutdown"
+                );
+            }
+        }
+        Ok(())
     }
+}
 
-    fn write_err(&self, source: io::Error) -> AlertError {
-        AlertError::Write {
-            path: self.path.clone(),
-            source,
-        }
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -708,7 +679,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn file_is_append_only_0600_and_survives_reopen() {
+    fn file_is_append_only_0600_survives_reopen_and_cuts_a_torn_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/alerts.jsonl");
         let metrics = Arc::new(Metrics::new().expect("metrics"));
@@ -719,18 +690,19 @@ pub(crate) mod tests {
         };
         let rec = AlertRecord::from_verdict(&verdict(), &WallClock::new(), None, None);
         {
-            let mut sink = AlertSink::new(&cfg, metrics.clone()).expect("sink");
+            let sink = AlertSink::new(&cfg, metrics.clone()).expect("sink");
             sink.emit(&rec).expect("emit");
+            sink.flush(Duration::from_secs(5)).expect("flush");
         }
         // A crash mid-line in an earlier life of the file.
-        OpenOptions::new()
+        std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .expect("open")
             .write_all(b"{\"torn")
             .expect("write");
         {
-            let mut sink = AlertSink::new(&cfg, metrics.clone()).expect("reopen");
+            let sink = AlertSink::new(&cfg, metrics.clone()).expect("reopen");
             sink.emit(&rec).expect("emit");
             let act = ActionRecord::new(
                 Mono(1),
@@ -742,21 +714,26 @@ pub(crate) mod tests {
                 0,
             );
             sink.emit_action(&act).expect("emit action");
-            sink.flush(Duration::from_millis(10)).expect("flush");
+            sink.flush(Duration::from_secs(5)).expect("flush");
         }
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
+        for l in &lines {
+            serde_json::from_str::<serde_json::Value>(l).expect("every line is whole JSON");
+        }
         assert_eq!(
             serde_json::from_str::<AlertRecord>(lines[0]).expect("alert line"),
             rec
         );
-        assert_eq!(lines[1], "{\"torn");
         assert_eq!(
-            serde_json::from_str::<AlertRecord>(lines[2]).expect("alert line"),
+            serde_json::from_str::<AlertRecord>(lines[1]).expect("alert line"),
             rec
         );
-        assert!(lines[3].contains("\"kind\":\"action\""));
+        assert!(lines[2].contains("\"kind\":\"action\""));
+        let torn = std::fs::read_to_string(crate::sinks::alert_file::torn_path(&path))
+            .expect("the torn bytes are kept");
+        assert_eq!(torn, "{\"torn\n");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let dir_mode = std::fs::metadata(path.parent().expect("dir"))
@@ -773,6 +750,94 @@ pub(crate) mod tests {
         assert_eq!(
             metrics.actions.with_label_values(&["kill", "would"]).get(),
             1
+        );
+    }
+
+    /// Standard output that never accepts a byte (a container log nobody
+    /// drains) until the test lets go.
+    struct Stuck(std::sync::mpsc::Receiver<()>);
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            let _ = self.0.recv();
+            Err(io::Error::other("released"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_output_never_blocks_emit_and_its_losses_are_counted() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let (release, rx) = std::sync::mpsc::channel();
+        let sink = AlertSink::with_stdout(
+            &AlertsConfig::default(),
+            metrics.clone(),
+            Box::new(Stuck(rx)),
+        )
+        .expect("sink");
+        let rec = AlertRecord::from_verdict(&verdict(), &WallClock::new(), None, None);
+        let n = 5000u64;
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            sink.emit(&rec).expect("emit");
+        }
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(2), "emit waited: {took:?}");
+        let lost = metrics
+            .alert_lines_lost
+            .with_label_values(&["stdout", "queue_full"])
+            .get();
+        // One line is being written (stuck), QUEUE wait behind it.
+        let queued = line_writer::QUEUE as u64;
+        assert!(
+            (n - queued - 1..=n - queued).contains(&lost),
+            "lost {lost} of {n}"
+        );
+        assert_eq!(
+            metrics
+                .alerts
+                .with_label_values(&["pool_protocol_unverified", "critical"])
+                .get(),
+            n
+        );
+        drop(release);
+        sink.flush(Duration::from_secs(5)).expect("flush");
+    }
+
+    #[test]
+    fn a_full_disk_is_counted_and_other_outputs_carry_on() {
+        // /dev/full: every write fails with ENOSPC, as on a full disk.
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        struct Collect(std::sync::mpsc::Sender<Vec<u8>>);
+        impl Write for Collect {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                let _ = self.0.send(b.to_vec());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let cfg = AlertsConfig {
+            file: Some("/dev/full".into()),
+            ..AlertsConfig::default()
+        };
+        let sink =
+            AlertSink::with_stdout(&cfg, metrics.clone(), Box::new(Collect(tx))).expect("sink");
+        let rec = AlertRecord::from_verdict(&verdict(), &WallClock::new(), None, None);
+        for _ in 0..3 {
+            sink.emit(&rec).expect("emit");
+        }
+        sink.flush(Duration::from_secs(5)).expect("flush");
+        assert_eq!(rx.try_iter().count(), 3, "stdout got every alert");
+        assert_eq!(
+            metrics
+                .alert_lines_lost
+                .with_label_values(&["file", "io_error"])
+                .get(),
+            3
         );
     }
 }

@@ -4,10 +4,13 @@
 //! `/healthz` is "the process serves requests" (restart it otherwise), while
 //! `/readyz` is "detection works right now": programs are attached and the
 //! ring-buffer reader drained recently. A daemon that is up but blind must
-//! show as not ready, not as healthy-and-silent.
+//! show as not ready, not as healthy-and-silent, and so must one that is
+//! losing kernel records right now (`degraded`, until a loss-free window
+//! has passed).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use axum::Router;
@@ -22,6 +25,10 @@ use crate::time::Mono;
 
 /// How recently the ring-buffer reader must have drained for `/readyz`.
 pub const READY_DRAIN_MAX_NS: u64 = 5_000_000_000;
+
+/// `/readyz` says degraded for this long after the kernel last dropped
+/// records.
+pub const DEGRADED_AFTER_LOSS_NS: u64 = 10_000_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -40,6 +47,10 @@ pub struct Health {
     attached: AtomicU32,
     /// `Mono` ns of the last drain; 0 = never.
     last_drain: AtomicU64,
+    /// `Mono` ns of the last kernel-side loss; 0 = never.
+    last_loss: AtomicU64,
+    /// Where it was and how many records (for the message).
+    loss: Mutex<(String, u64)>,
 }
 
 impl Health {
@@ -61,6 +72,12 @@ impl Health {
         self.last_drain.store(now.ns().max(1), Ordering::Relaxed);
     }
 
+    /// The kernel dropped `count` records at `site` (a drop site name).
+    pub fn mark_lost(&self, now: Mono, site: &str, count: u64) {
+        *self.loss.lock().unwrap_or_else(|p| p.into_inner()) = (site.to_owned(), count);
+        self.last_loss.store(now.ns().max(1), Ordering::Relaxed);
+    }
+
     /// `Ok` when ready at `now`, else the reason on one line.
     pub fn readiness(&self, now: Mono) -> Result<(), String> {
         if self.attached() == 0 {
@@ -76,6 +93,16 @@ impl Health {
                 "not ready: the ring-buffer reader last drained {:.1} s ago (limit {} s)",
                 age as f64 / 1e9,
                 READY_DRAIN_MAX_NS / 1_000_000_000
+            ));
+        }
+        let lost = self.last_loss.load(Ordering::Relaxed);
+        let since = now.ns().saturating_sub(lost);
+        if lost != 0 && since <= DEGRADED_AFTER_LOSS_NS {
+            let (site, count) = self.loss.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            return Err(format!(
+                "degraded: the kernel dropped {count} records at {site} {:.1} s ago (minerwatch_events_lost_total); ready again after {} s without losses",
+                since as f64 / 1e9,
+                DEGRADED_AFTER_LOSS_NS / 1_000_000_000
             ));
         }
         Ok(())
@@ -330,5 +357,20 @@ mod tests {
             h.readiness(Mono::from_secs(106)),
             Err("not ready: the ring-buffer reader last drained 6.0 s ago (limit 5 s)".into())
         );
+    }
+
+    #[test]
+    fn losses_make_it_degraded_until_a_quiet_window_passed() {
+        let h = Health::new();
+        h.set_attached(1);
+        h.mark_drained(Mono::from_secs(100));
+        h.mark_lost(Mono::from_secs(101), "exec_ring_full", 42);
+        h.mark_drained(Mono::from_secs(103));
+        assert_eq!(
+            h.readiness(Mono::from_secs(103)),
+            Err("degraded: the kernel dropped 42 records at exec_ring_full 2.0 s ago (minerwatch_events_lost_total); ready again after 10 s without losses".into())
+        );
+        h.mark_drained(Mono::from_secs(112));
+        assert_eq!(h.readiness(Mono::from_secs(112)), Ok(()));
     }
 }

@@ -85,6 +85,18 @@ pub struct Metrics {
     /// `minerwatch_webhook_deliveries_total{result}`: `sent`, `failed`
     /// (retries exhausted), `dropped` (queue full), `retried`.
     pub webhook_deliveries: IntCounterVec,
+    /// `minerwatch_alert_lines_lost_total{sink,reason}`: alert and action
+    /// lines an output did not get (`stdout`, `file`; `io_error`: the write
+    /// failed, e.g. disk full or read-only; `queue_full`: the output was
+    /// stuck and the line was dropped rather than waited for).
+    pub alert_lines_lost: IntCounterVec,
+    /// `minerwatch_process_evictions_total{reason}`: processes that left the
+    /// table (`expired` after exit, `capacity` at the cap, `replaced` by a
+    /// reused tgid).
+    pub process_evictions: IntCounterVec,
+    /// `minerwatch_config_reloads_total{result}`: SIGHUP reloads, `ok` or
+    /// `rejected` (the running configuration stayed).
+    pub config_reloads: IntCounterVec,
     /// `minerwatch_build_info{version,abi}` = 1.
     pub build_info: IntGaugeVec,
 }
@@ -165,6 +177,24 @@ impl Metrics {
                 "Alert webhook deliveries, by result (sent, retried, failed, dropped).",
                 &["result"],
             )?,
+            alert_lines_lost: counter_vec(
+                r,
+                "minerwatch_alert_lines_lost_total",
+                "Alert and action lines an output did not get, by output and reason.",
+                &["sink", "reason"],
+            )?,
+            process_evictions: counter_vec(
+                r,
+                "minerwatch_process_evictions_total",
+                "Processes removed from the process table, by reason.",
+                &["reason"],
+            )?,
+            config_reloads: counter_vec(
+                r,
+                "minerwatch_config_reloads_total",
+                "Configuration reloads on SIGHUP, by result.",
+                &["result"],
+            )?,
             build_info: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -197,6 +227,17 @@ impl Metrics {
         // `increase()` cannot see the first loss of a series born at 1.
         for site in miner_ebpf_common::DropSite::ALL {
             m.events_lost.with_label_values(&[site.name()]);
+        }
+        for sink in ["stdout", "file"] {
+            for reason in ["io_error", "queue_full"] {
+                m.alert_lines_lost.with_label_values(&[sink, reason]);
+            }
+        }
+        for reason in ["expired", "capacity", "replaced"] {
+            m.process_evictions.with_label_values(&[reason]);
+        }
+        for result in ["ok", "rejected"] {
+            m.config_reloads.with_label_values(&[result]);
         }
         for result in ["verified", "unverified", "unreadable"] {
             m.provenance_checks.with_label_values(&[result]);

@@ -7,10 +7,12 @@
 //! recording ([`recorder`]). [`lifecycle`]
 //! has what shutdown needs.
 
+pub mod alert_file;
 pub mod alerts;
 pub mod config;
 pub mod http;
 pub mod lifecycle;
+pub mod line_writer;
 pub mod metrics;
 pub mod print;
 pub mod recorder;

@@ -30,6 +30,14 @@ pub struct Options<'a> {
     /// Keep the daemon's stderr in `daemon.log` (else discarded).
     pub keep_log: bool,
     pub ready_timeout: Duration,
+    /// The daemon's directory (config, log, socket); fresh if `None`. A
+    /// restart passes the crashed daemon's directory: its log is appended
+    /// to, so the new daemon's lines follow the old one's.
+    pub dir: Option<PathBuf>,
+    /// The alert file; `<dir>/alerts.jsonl` if `None`.
+    pub alerts: Option<PathBuf>,
+    /// Return at once, without waiting for `/readyz`.
+    pub no_wait: bool,
 }
 
 impl<'a> Options<'a> {
@@ -42,6 +50,9 @@ impl<'a> Options<'a> {
             log_level: "info",
             keep_log: true,
             ready_timeout: Duration::from_secs(30),
+            dir: None,
+            alerts: None,
+            no_wait: false,
         }
     }
 }
@@ -85,18 +96,20 @@ impl Daemon {
     /// Starts the daemon and waits for `/readyz`; the error carries the
     /// daemon's log when it has one.
     pub fn start(o: &Options<'_>) -> Result<Daemon, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "{}-{}-{}",
-            o.tag,
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
+        let dir = o.dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "{}-{}-{}",
+                o.tag,
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ))
+        });
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
         let metrics = format!("127.0.0.1:{port}");
-        let alerts = dir.join("alerts.jsonl");
+        let alerts = o.alerts.clone().unwrap_or_else(|| dir.join("alerts.jsonl"));
         let socket = dir.join("tail.sock");
         let mut cmd = Command::new(o.bin);
         cmd.arg("run");
@@ -114,8 +127,11 @@ impl Daemon {
             .env("RUST_LOG", o.log_level)
             .stdout(Stdio::null());
         if o.keep_log {
-            let log = std::fs::File::create(dir.join("daemon.log"))
-                .map_err(|e| format!("creating daemon.log: {e}"))?;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("daemon.log"))
+                .map_err(|e| format!("opening daemon.log: {e}"))?;
             cmd.stderr(log);
         } else {
             cmd.stderr(Stdio::null());
@@ -133,6 +149,9 @@ impl Daemon {
             alerts,
             socket,
         };
+        if o.no_wait {
+            return Ok(d);
+        }
         let deadline = Instant::now() + o.ready_timeout;
         while Instant::now() < deadline {
             if d.get("/readyz").is_some_and(|(c, _)| c == 200) {

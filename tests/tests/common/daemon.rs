@@ -39,17 +39,81 @@ pub fn free_port() -> u16 {
     minerwatch_harness::free_port().expect("a free loopback port")
 }
 
+/// How to launch a daemon beyond its config text.
+#[derive(Default)]
+pub struct Launch {
+    /// The daemon's directory (config, log, socket); a fresh one if `None`.
+    /// A restart passes the crashed daemon's directory.
+    pub dir: Option<PathBuf>,
+    /// The alert file; `<dir>/alerts.jsonl` if `None`.
+    pub alerts: Option<PathBuf>,
+    /// Do not wait for `/readyz`.
+    pub no_wait: bool,
+}
+
 impl Daemon {
     /// Start with `config` (TOML text) and extra flags; wait until /readyz.
     pub fn start(config: &str, extra: &[&str]) -> Daemon {
+        Daemon::launch(config, extra, Launch::default())
+    }
+
+    pub fn launch(config: &str, extra: &[&str], how: Launch) -> Daemon {
         let bin = minerwatch_bin();
         let opts = minerwatch_harness::Options {
             tag: "mw-e2e",
             config: Some(config),
             extra,
+            dir: how.dir,
+            alerts: how.alerts,
+            no_wait: how.no_wait,
             ..minerwatch_harness::Options::new(&bin)
         };
         Daemon(minerwatch_harness::Daemon::start(&opts).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Wait until `/readyz` answers 200.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.get("/readyz").is_some_and(|(c, _)| c == 200) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would, and reap it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `/metrics`, parsed.
+    pub fn scrape(&self) -> prometheus_parse::Scrape {
+        let (code, body) = self.get("/metrics").expect("scrape /metrics");
+        assert_eq!(code, 200, "{body}");
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+            .expect("Prometheus text format")
+    }
+
+    /// Sum of a metric's samples whose labels include `labels`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.scrape(), name, labels)
+    }
+
+    /// (user + system CPU in clock ticks, resident set in KiB) of the daemon.
+    pub fn usage(&self) -> (u64, u64) {
+        proc_usage(self.pid())
     }
 
     /// SIGTERM and wait; returns (exit code, time to exit).
@@ -104,6 +168,24 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    /// Wait for any record (alert or action) matching `pred`.
+    pub fn wait_record(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(a) = self.records().into_iter().find(|a| pred(a)) {
+                return Some(a);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// Host pids whose executable is `path`.
@@ -123,4 +205,54 @@ pub fn pids_running(path: &Path) -> Vec<u32> {
     }
     out.sort_unstable();
     out
+}
+
+pub fn metric_value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// (utime + stime in clock ticks, VmRSS in KiB) of `pid`.
+pub fn proc_usage(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks, rss)
+}
+
+/// A raw tail client: every JSON line the daemon streams, read on a thread
+/// into a channel (`minerwatch tail` prints the same lines with `--json`).
+pub fn tail_lines(socket: &Path) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stream =
+        std::os::unix::net::UnixStream::connect(socket).expect("connect to the tail socket");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }

@@ -315,9 +315,11 @@ fn method_protocol(buf: &[u8], value: StrValue<'_>) -> MethodClass {
     let xmrig = match name {
         // XMRig: {"method":"login","params":{"login":WALLET,"pass":"x",
         // "agent":"XMRig/6.x ...","algo":[...],"rigid":""}}. A generic login
-        // (user/password) has none of the miner keys.
+        // (user/password, or login/pass to an application) has none of the
+        // miner keys: `pass` alone is every password form's field name, and
+        // a kill must not rest on it.
         b"login" => {
-            let miner_keys = [&b"agent"[..], b"algo", b"rigid", b"pass"]
+            let miner_keys = [&b"agent"[..], b"algo", b"rigid"]
                 .iter()
                 .any(|k| has_key(buf, 0, k));
             let wallet_login = next_key(buf, 0, b"login")
@@ -926,6 +928,20 @@ mod tests {
                 "generic login is not xmrig",
                 s(
                     r#"{"jsonrpc":"2.0","id":7,"method":"login","params":{"user":"bob","password":"hunter2"}}"#,
+                ),
+                OtherJsonRpc,
+            ),
+            (
+                "application login with a pass field is not xmrig",
+                s(
+                    r#"{"jsonrpc":"2.0","id":1,"method":"login","params":{"username":"alice","pass":"hunter2"}}"#,
+                ),
+                OtherJsonRpc,
+            ),
+            (
+                "login/pass without a wallet or miner keys is not xmrig",
+                s(
+                    r#"{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"admin","pass":"s3cret"}}"#,
                 ),
                 OtherJsonRpc,
             ),
