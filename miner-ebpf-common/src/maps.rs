@@ -5,9 +5,6 @@
 /// if the reader stalls. The loader may override it (`ring_buffer_bytes`).
 pub const EVENTS_BYTES_DEFAULT: u32 = 8 * 1024 * 1024;
 
-/// Per-tgid on-CPU accounting. LRU: a tgid whose exit we missed (map full
-/// during a fork bomb) ages out instead of leaking.
-pub const CPU_NS_MAX: u32 = 32_768;
 /// Threads between the connect hook and the connect syscall's exit.
 pub const PENDING_CONNECT_MAX: u32 = 8_192;
 /// TCP flows whose first payload has not been peeked yet (socket cookie key).
@@ -67,7 +64,8 @@ pub enum DropSite {
     /// A `bpf_probe_read_kernel` of task/exe fields failed; the exec event is
     /// still sent, with `EXEC_FLAG_EXE_UNKNOWN`.
     ExecRead = 5,
-    CpuMapFull = 6,
+    // 6 was `cpu_map_full`: CPU time now comes from the task iterator,
+    // which has no map to fill.
     FlowMapFull = 7,
     FpuRingFull = 8,
     /// The per-thread MXCSR set could not be stored (LRU insert failed).
@@ -81,14 +79,13 @@ pub enum DropSite {
 pub const DROP_SITES: u32 = 13;
 
 impl DropSite {
-    pub const ALL: [DropSite; DROP_SITES as usize] = [
+    pub const ALL: [DropSite; 12] = [
         DropSite::ExecRingFull,
         DropSite::ForkRingFull,
         DropSite::ExitRingFull,
         DropSite::ConnectRingFull,
         DropSite::PayloadRingFull,
         DropSite::ExecRead,
-        DropSite::CpuMapFull,
         DropSite::FlowMapFull,
         DropSite::FpuRingFull,
         DropSite::FpuMapFull,
@@ -106,7 +103,6 @@ impl DropSite {
             DropSite::ConnectRingFull => "connect_ring_full",
             DropSite::PayloadRingFull => "payload_ring_full",
             DropSite::ExecRead => "exec_read",
-            DropSite::CpuMapFull => "cpu_map_full",
             DropSite::FlowMapFull => "flow_map_full",
             DropSite::FpuRingFull => "fpu_ring_full",
             DropSite::FpuMapFull => "fpu_map_full",
@@ -128,10 +124,7 @@ impl DropSite {
             DropSite::HintRingFull => Some(crate::RecordKind::Hint),
             DropSite::ListenRingFull => Some(crate::RecordKind::Listen),
             DropSite::FlowStatsRingFull => Some(crate::RecordKind::FlowStats),
-            DropSite::ExecRead
-            | DropSite::CpuMapFull
-            | DropSite::FlowMapFull
-            | DropSite::FpuMapFull => None,
+            DropSite::ExecRead | DropSite::FlowMapFull | DropSite::FpuMapFull => None,
         }
     }
 }

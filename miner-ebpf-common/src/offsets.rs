@@ -39,8 +39,16 @@ pub struct KernelOffsets {
     /// the `struct fpu` (EMBEDDED): `regs.xsave.i387.mxcsr` /
     /// `state.xsave.i387.mxcsr`.
     pub fpu_mxcsr: u32,
+    /// `task_struct.pid` (the thread id).
+    pub task_pid: u32,
+    /// `task_struct.se.sum_exec_runtime`: the scheduler's own on-CPU ns of
+    /// the thread, updated at every tick and switch.
+    pub task_sum_exec_runtime: u32,
+    /// `signal_struct.sum_sched_runtime`: on-CPU ns of the process's
+    /// threads that already exited.
+    pub signal_sum_sched_runtime: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 92);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
 
 /// The FPU layout is unknown: the fpu program does nothing.
 pub const FPU_LAYOUT_UNKNOWN: u32 = 0;
@@ -75,6 +83,9 @@ impl KernelOffsets {
             fpu_layout: FPU_LAYOUT_UNKNOWN,
             fpu_fpstate: 0,
             fpu_mxcsr: 0,
+            task_pid: 0,
+            task_sum_exec_runtime: 0,
+            signal_sum_sched_runtime: 0,
         }
     }
 }

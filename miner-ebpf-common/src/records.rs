@@ -145,7 +145,9 @@ pub struct ExitRecord {
     pub tgid: u32,
     /// Raw `task->exit_code`: status in bits 8..16, terminating signal in 0..7.
     pub exit_code: u32,
-    /// Total on-CPU ns of the process as accounted by `sched_switch`.
+    /// Total on-CPU ns of the process, from the scheduler's own
+    /// accounting: its dead threads' `signal->sum_sched_runtime` plus the
+    /// exiting thread's `se.sum_exec_runtime`.
     pub cpu_ns: u64,
     pub comm: [u8; COMM_LEN],
 }
@@ -378,6 +380,22 @@ pub struct HintRecord {
 }
 const _: () = assert!(core::mem::size_of::<HintRecord>() == 120);
 
+/// One element of the `iter/task` CPU iterator's output: a user thread's
+/// on-CPU time. Not a ring-buffer record (no header): the iterator writes
+/// an array of these to the file user space reads at each poll.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskCpuRecord {
+    pub tgid: u32,
+    pub pid: u32,
+    /// `se.sum_exec_runtime` of this thread.
+    pub runtime_ns: u64,
+    /// For the group leader only: `signal->sum_sched_runtime`, the time of
+    /// the process's threads that already exited; 0 for other threads.
+    pub dead_threads_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<TaskCpuRecord>() == 24);
+
 pub const RECORD_MAX_SIZE: usize = core::mem::size_of::<ExecRecord>();
 
 #[cfg(feature = "user")]
@@ -388,6 +406,7 @@ mod pod {
     unsafe impl aya::Pod for super::ExitRecord {}
     unsafe impl aya::Pod for super::ConnectRecord {}
     unsafe impl aya::Pod for super::PayloadRecord {}
+    unsafe impl aya::Pod for super::TaskCpuRecord {}
     unsafe impl aya::Pod for super::ListenRecord {}
     unsafe impl aya::Pod for super::FlowStatsRecord {}
     unsafe impl aya::Pod for super::FpuRecord {}
@@ -503,6 +522,15 @@ mod tests {
             assert_eq!(crate::DropSite::try_from(s as u32), Ok(s));
         }
         assert!(crate::DropSite::try_from(crate::DROP_SITES).is_err());
+    }
+
+    #[test]
+    fn task_cpu_record_layout_is_fixed() {
+        assert_eq!(size_of::<TaskCpuRecord>(), 24);
+        assert_eq!(offset_of!(TaskCpuRecord, pid), 4);
+        assert_eq!(offset_of!(TaskCpuRecord, runtime_ns), 8);
+        assert_eq!(offset_of!(TaskCpuRecord, dead_threads_ns), 16);
+        assert_eq!(size_of::<crate::KernelOffsets>(), 104);
     }
 
     #[test]

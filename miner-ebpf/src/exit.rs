@@ -1,8 +1,8 @@
-//! `tracepoint/sched/sched_process_exit`: flush the exiting thread's CPU
-//! slice, and when the last thread of the process exits, report the exit
-//! with the process's total CPU time and drop its `CPU_NS` entry. That
-//! total is authoritative: the CPU hooks never re-create the entry of a
-//! process whose threads are all exiting (`sched_switch::charge`).
+//! `tracepoint/sched/sched_process_exit`: when the last thread of a
+//! process exits, report the exit with the process's total CPU time from
+//! the scheduler's own accounting — its dead threads'
+//! `signal->sum_sched_runtime` plus this thread's `se.sum_exec_runtime`.
+//! That total is authoritative: nothing charges the process after it.
 //!
 //! Every exiting thread also leaves `FPU_SEEN`.
 //!
@@ -20,8 +20,7 @@ use aya_ebpf::{
 use miner_ebpf_common::{DropSite, ExitRecord, Header, RecordKind};
 
 use crate::{
-    maps::{CPU_NS, EVENTS, FPU_SEEN, count_drop, offsets, wake_flags},
-    sched_switch::account_current,
+    maps::{EVENTS, FPU_SEEN, count_drop, offsets, wake_flags},
     task,
 };
 
@@ -39,23 +38,24 @@ fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<(), DropSite> {
     let tgid = (pid_tgid >> 32) as u32;
     // Every exiting thread: a reused tid must not inherit its MXCSR set.
     let _ = FPU_SEEN.remove(pid_tgid as u32);
-    if !crate::maps::runtime_mode() {
-        account_current(tgid, now);
-    }
 
     let o = offsets();
     if o.valid == 0 {
         return Ok(());
     }
     let t = task::current();
-    let live = task::read_ptr(t, o.task_signal)
+    let signal = task::read_ptr(t, o.task_signal);
+    let live = signal
         .and_then(|signal| task::read::<i32>(signal, o.signal_live))
         .unwrap_or(0);
     if live != 0 {
         return Ok(()); // another thread of the process lives on
     }
-    let cpu_ns = unsafe { CPU_NS.get(tgid) }.copied().unwrap_or(0);
-    let _ = CPU_NS.remove(tgid);
+    let dead = signal
+        .and_then(|s| task::read::<u64>(s, o.signal_sum_sched_runtime))
+        .unwrap_or(0);
+    let mine = task::read::<u64>(t, o.task_sum_exec_runtime).unwrap_or(0);
+    let cpu_ns = dead + mine;
     let rec = ExitRecord {
         header: Header {
             kind: RecordKind::Exit as u16,

@@ -2,11 +2,9 @@
 //! and nothing that decides policy. See miner-ebpf-common for the ABI.
 #![no_std]
 #![no_main]
-// For `atomic_xadd` in sched_switch.rs (the pinned nightly builds this crate).
-#![allow(internal_features)]
-#![feature(core_intrinsics)]
 
 mod connect;
+mod cpu_iter;
 mod exec;
 mod exit;
 mod fork;
@@ -14,7 +12,6 @@ mod fpu;
 mod hints;
 mod listen;
 mod maps;
-mod sched_switch;
 mod stratum_peek;
 mod task;
 

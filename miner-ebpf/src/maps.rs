@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use miner_ebpf_common::{
     ABI_VERSION, BLOCKED_DESTS_MAX, BLOCKED_TGIDS_MAX, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP,
-    BPF_RB_NO_WAKEUP, CPU_NS_MAX, DROP_SITES, DestKey, DropSite, EVENTS_BYTES_DEFAULT, FLOWS_MAX,
+    BPF_RB_NO_WAKEUP, DROP_SITES, DestKey, DropSite, EVENTS_BYTES_DEFAULT, FLOWS_MAX,
     FPU_THREADS_MAX, FlowState, FpuSeen, HINT_PROCS_MAX, HintSeen, KernelOffsets,
     PENDING_CONNECT_MAX, PendingConnect, SEEN_FLOWS_MAX, SockOffsets,
 };
@@ -19,14 +19,6 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES_DEFAULT, 0);
 /// Per-CPU drop counters indexed by `DropSite`: no atomics on the hot path.
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SITES, 0);
-
-/// On-CPU nanoseconds per tgid; read and pruned by user space at 1 Hz.
-#[map]
-pub static CPU_NS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(CPU_NS_MAX, 0);
-
-/// Per-CPU time of the last context switch (slot 0).
-#[map]
-pub static SWITCH_TS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Thread (pid_tgid) -> connect in flight, completed at `sys_exit_connect`.
 #[map]
@@ -57,35 +49,6 @@ pub static FPU_SEEN: LruHashMap<u32, FpuSeen> = LruHashMap::with_max_entries(FPU
 /// tgid -> hint kinds already reported for its current image.
 #[map]
 pub static HINT_SEEN: LruHashMap<u32, HintSeen> = LruHashMap::with_max_entries(HINT_PROCS_MAX, 0);
-
-/// Slot 0: where CPU time is charged. 0: at `sched_switch` (fallback);
-/// 1: at `sched_stat_runtime` (every tick and switch, so a thread that is
-/// never switched out is still seen). Set by the loader after attaching.
-#[map]
-pub static CPU_MODE: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Field offsets of `sched/sched_stat_runtime` (pid, runtime), read by the
-/// loader from the tracepoint's format file: they differ across kernels.
-#[unsafe(no_mangle)]
-static RUNTIME_PID_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static RUNTIME_NS_OFF: u32 = 0;
-
-#[inline(always)]
-pub fn runtime_offsets() -> (u32, u32) {
-    unsafe {
-        (
-            core::ptr::read_volatile(&RUNTIME_PID_OFF),
-            core::ptr::read_volatile(&RUNTIME_NS_OFF),
-        )
-    }
-}
-
-/// True when CPU time is charged at `sched_stat_runtime`.
-#[inline(always)]
-pub fn runtime_mode() -> bool {
-    CPU_MODE.get(0).is_some_and(|m| *m == 1)
-}
 
 /// Slot 0: set once the exec sensor has logged that it is live.
 #[map]

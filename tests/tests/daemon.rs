@@ -133,8 +133,9 @@ fn metrics_parse_and_count_real_events_and_tail_streams_them() {
             "family {family} present"
         );
     }
-    // 9 base hooks + the listen hook + the fpu program + 3 hint tracepoints.
-    assert_eq!(value(&before, "minerwatch_programs_attached", None), 14.0);
+    // 8 base hooks (the task iterator replaced the two scheduler hooks) +
+    // the listen hook + the fpu program + 3 hint tracepoints.
+    assert_eq!(value(&before, "minerwatch_programs_attached", None), 13.0);
 
     // A tail client, then real execs.
     let mut tail = Command::new(minerwatch_bin())

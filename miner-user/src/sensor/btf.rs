@@ -306,6 +306,10 @@ impl Btf {
                 .offset("inode", "__i_nlink")
                 .or_else(|_| self.offset("inode", "i_nlink"))?,
             sb_s_dev: self.offset("super_block", "s_dev")?,
+            task_pid: self.offset("task_struct", "pid")?,
+            task_sum_exec_runtime: self.offset("task_struct", "se")?
+                + self.offset("sched_entity", "sum_exec_runtime")?,
+            signal_sum_sched_runtime: self.offset("signal_struct", "sum_sched_runtime")?,
             // Filled by `with_fpu` (optional: a kernel without a known FPU
             // layout keeps every other sensor).
             ..KernelOffsets::zeroed()

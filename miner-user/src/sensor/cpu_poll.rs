@@ -1,28 +1,30 @@
-//! Poll the kernel's per-tgid CPU time (`CPU_NS`) and drop counters
-//! (`DROPS`) and turn them into events: one `CpuSample` per poll with the
-//! on-CPU time each process used since the previous poll, and `Lost`
-//! events for new drops.
+//! Poll per-process CPU time and the drop counters (`DROPS`) and turn them
+//! into events: one `CpuSample` per poll with the on-CPU time each process
+//! used since the previous poll, and `Lost` events for new drops.
 //!
-//! The exit record's total is a process's last word: the kernel removes
-//! the map entry when it takes it (and never re-creates it), and the
-//! [`CpuLedger`] reports exactly `total − already reported`, whether the
-//! process lived across many polls, died between two, or vanished from the
-//! map before its exit record was drained. Over a process's life the
-//! samples add up to its exit total, never more.
+//! CPU time is the scheduler's own: the `iter/task` iterator
+//! (`task_iter.rs`) reports every live user thread's `sum_exec_runtime`
+//! and each process's dead threads' total, summed here per process. No
+//! hook runs at context switches or ticks for it, and a thread alone on an
+//! idle core is current at every poll.
+//!
+//! The exit record's total is a process's last word: the [`CpuLedger`]
+//! reports exactly `total − already reported`, whether the process lived
+//! across many polls, died between two, or was gone from the iterator
+//! before its exit record was drained. Over a process's life the samples
+//! add up to its exit total, never more.
 
 use std::collections::HashMap;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray};
 use miner_ebpf_common::{DROP_SITES, DropSite};
 
+use super::task_iter::TaskIter;
 use crate::event::{CpuSample, CpuUsage, Lost};
 use crate::time::Mono;
 
-/// Dead tgids are pruned from the kernel map every this many polls.
-const PRUNE_EVERY: u32 = 10;
-
-/// A tgid absent from the map this many polls, with no exit record, is
-/// forgotten (its exit was lost: ring full, or an LRU eviction).
+/// A tgid absent from the iterator this many polls, with no exit record,
+/// is forgotten (its exit was lost: ring full).
 const FORGET_AFTER_POLLS: u32 = 5;
 
 /// What has been reported per process: the pure half of the poller, so
@@ -100,25 +102,28 @@ impl CpuLedger {
 }
 
 pub struct CpuPoller {
-    cpu: BpfHashMap<MapData, u32, u64>,
+    iter: Option<TaskIter>,
     drops: PerCpuArray<MapData, u64>,
     ledger: CpuLedger,
     last_time: Option<Mono>,
     last_drops: [u64; DROP_SITES as usize],
-    polls: u32,
-    proc_root: std::path::PathBuf,
+    /// tgid → total this poll (kept to reuse its allocation).
+    totals: HashMap<u32, u64>,
+    read_errors: u64,
 }
 
 impl CpuPoller {
-    pub fn new(cpu: BpfHashMap<MapData, u32, u64>, drops: PerCpuArray<MapData, u64>) -> Self {
+    /// `iter` is `None` when the task iterator could not attach: no CPU
+    /// samples then (the loader has said why).
+    pub fn new(iter: Option<TaskIter>, drops: PerCpuArray<MapData, u64>) -> Self {
         CpuPoller {
-            cpu,
+            iter,
             drops,
             ledger: CpuLedger::default(),
             last_time: None,
             last_drops: [0; DROP_SITES as usize],
-            polls: 0,
-            proc_root: crate::defaults::PROC_PATH.into(),
+            totals: HashMap::new(),
+            read_errors: 0,
         }
     }
 
@@ -130,12 +135,27 @@ impl CpuPoller {
 
     /// One poll. The first only takes a baseline and returns no sample.
     pub fn poll_cpu(&mut self, now: Mono) -> Option<CpuSample> {
-        let entries: Vec<(u32, u64)> = self.cpu.iter().filter_map(Result::ok).collect();
-        self.polls += 1;
-        if self.polls.is_multiple_of(PRUNE_EVERY) {
-            self.prune(entries.iter().map(|&(t, _)| t));
+        let records = match self.iter.as_mut()?.read() {
+            Ok(r) => r,
+            Err(e) => {
+                self.read_errors += 1;
+                if self.read_errors == 1 || self.read_errors.is_power_of_two() {
+                    log::warn!(
+                        "reading the CPU iterator failed ({e}); {} failure(s) so far",
+                        self.read_errors
+                    );
+                }
+                return None;
+            }
+        };
+        self.totals.clear();
+        for r in records {
+            *self.totals.entry(r.tgid).or_default() += r.runtime_ns + r.dead_threads_ns;
         }
-        let usage = self.ledger.poll(entries, self.last_time.is_none());
+        let usage = self.ledger.poll(
+            self.totals.iter().map(|(&t, &ns)| (t, ns)),
+            self.last_time.is_none(),
+        );
         let sample = self.last_time.map(|prev| CpuSample {
             time: now,
             interval_ns: now.saturating_sub(prev),
@@ -143,16 +163,6 @@ impl CpuPoller {
         });
         self.last_time = Some(now);
         sample
-    }
-
-    /// Remove entries of processes that no longer exist (their exit was not
-    /// seen: the exit hook could not run, or they predate it).
-    fn prune(&mut self, tgids: impl Iterator<Item = u32>) {
-        for tgid in tgids {
-            if !self.proc_root.join(tgid.to_string()).exists() {
-                let _ = self.cpu.remove(&tgid);
-            }
-        }
     }
 
     /// New kernel-side drops since the previous call, per site.

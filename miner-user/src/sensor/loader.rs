@@ -9,13 +9,15 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Iter, ProgramError,
         RawTracePoint, TracePoint,
     },
 };
 use miner_ebpf_common::{KernelOffsets, SockOffsets};
 
-use super::{SensorConfig, SensorError, blocklist::Blocklist, btf::Btf, probe};
+use super::{
+    SensorConfig, SensorError, blocklist::Blocklist, btf::Btf, probe, task_iter::TaskIter,
+};
 use crate::defaults::BTF_PATH;
 
 /// The eBPF object, built by miner-user/build.rs with the pinned toolchain.
@@ -30,6 +32,8 @@ enum Target {
     /// A BTF-typed tracepoint (`FPU_BTF_PROGRAM`), falling back to the
     /// hook's raw tracepoint program where it does not load or attach.
     BtfTracePoint(&'static str),
+    /// A BPF iterator (`iter/<kind>`), run by user space on demand.
+    Iter(&'static str),
 }
 
 struct Hook {
@@ -61,16 +65,10 @@ const HOOKS: &[Hook] = &[
         needs: "tracepoint sched/sched_process_exit",
     },
     Hook {
-        program: "sched_switch",
-        target: Target::TracePoint("sched", "sched_switch"),
+        program: "task_cpu",
+        target: Target::Iter("task"),
         loses: "CPU residency",
-        needs: "tracepoint sched/sched_switch",
-    },
-    Hook {
-        program: "sched_stat_runtime",
-        target: Target::TracePoint("sched", "sched_stat_runtime"),
-        loses: "per-tick CPU accounting (falls back to sched_switch slices)",
-        needs: "tracepoint sched/sched_stat_runtime",
+        needs: "BPF task iterators (Linux 5.8+)",
     },
     Hook {
         program: "inet_sock_set_state",
@@ -160,6 +158,7 @@ pub struct Sensor {
     kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// Runs while the fpu program is attached (and `fpu_nudge_ms` > 0).
     pub nudger: Option<super::nudge::Nudger>,
+    task_iter: Option<TaskIter>,
 }
 
 fn verifier_error(program: &'static str, e: ProgramError) -> SensorError {
@@ -210,13 +209,10 @@ impl Sensor {
         );
 
         let wakeup_bytes = u64::from(cfg.ring_buffer_bytes / 8);
-        let (runtime_pid_off, runtime_ns_off) = runtime_offsets().unwrap_or((0, 0));
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("SOCK_OFFSETS", &sock_offsets, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-            .override_global("RUNTIME_PID_OFF", &runtime_pid_off, true)
-            .override_global("RUNTIME_NS_OFF", &runtime_ns_off, true)
             .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| SensorError::Load(Box::new(e)))?;
@@ -237,6 +233,7 @@ impl Sensor {
             .map(PathBuf::from)
             .or_else(probe::find_cgroup2);
         let mut hooks = Vec::new();
+        let mut task_iter = None;
         for hook in HOOKS {
             let unusable = match (hook.program, &fpu_error) {
                 (FPU_PROGRAM, _) if !cfg.fpu_fingerprint => {
@@ -245,7 +242,13 @@ impl Sensor {
                 (FPU_PROGRAM, Some(e)) => Some(e.to_string()),
                 _ => None,
             };
-            let status = attach(&mut ebpf, hook, cgroup_path.as_deref(), unusable)?;
+            let status = attach(
+                &mut ebpf,
+                hook,
+                cgroup_path.as_deref(),
+                unusable,
+                &mut task_iter,
+            )?;
             hooks.push(status);
         }
         let failed: Vec<String> = hooks
@@ -261,28 +264,6 @@ impl Sensor {
                 log::warn!("degraded: {f}");
             }
         }
-        // Charge CPU at sched_stat_runtime when it runs with known offsets;
-        // sched_switch slices otherwise.
-        let per_tick = runtime_ns_off != 0
-            && hooks
-                .iter()
-                .any(|h| h.program == "sched_stat_runtime" && h.attached);
-        if per_tick {
-            let map = ebpf
-                .map_mut("CPU_MODE")
-                .ok_or(SensorError::MissingMap("CPU_MODE"))?;
-            let mut mode: aya::maps::Array<_, u32> =
-                aya::maps::Array::try_from(map).map_err(map_error("CPU_MODE"))?;
-            mode.set(0, 1, 0).map_err(map_error("CPU_MODE"))?;
-        }
-        log::debug!(
-            "CPU accounting at {}",
-            if per_tick {
-                "sched_stat_runtime"
-            } else {
-                "sched_switch"
-            }
-        );
         if !hooks.iter().any(|h| h.attached) {
             return Err(SensorError::RequiredHooks("no hook attached".into()));
         }
@@ -315,6 +296,7 @@ impl Sensor {
             cgroup_path,
             kernel_log,
             nudger,
+            task_iter,
         })
     }
 
@@ -340,12 +322,9 @@ impl Sensor {
         RingBuf::try_from(map).map_err(map_error("EVENTS"))
     }
 
-    pub fn take_cpu_map(&mut self) -> Result<BpfHashMap<MapData, u32, u64>, SensorError> {
-        let map = self
-            .ebpf
-            .take_map("CPU_NS")
-            .ok_or(SensorError::MissingMap("CPU_NS"))?;
-        BpfHashMap::try_from(map).map_err(map_error("CPU_NS"))
+    /// The CPU iterator, if it attached (no CPU residency otherwise).
+    pub fn take_task_iter(&mut self) -> Option<TaskIter> {
+        self.task_iter.take()
     }
 
     pub fn take_drops(&mut self) -> Result<PerCpuArray<MapData, u64>, SensorError> {
@@ -425,6 +404,7 @@ fn attach(
     hook: &Hook,
     cgroup: Option<&std::path::Path>,
     unusable: Option<String>,
+    task_iter: &mut Option<TaskIter>,
 ) -> Result<HookStatus, SensorError> {
     if unusable.is_none()
         && let Target::BtfTracePoint(tracepoint) = hook.target
@@ -503,6 +483,24 @@ fn attach(
                     .map_err(|e| format!("attach to cgroup egress: {e}"))
             })
         }
+        Target::Iter(kind) => {
+            let p: &mut Iter = prog
+                .try_into()
+                .map_err(|_| SensorError::MissingProgram(hook.program))?;
+            match aya::Btf::from_sys_fs() {
+                Err(e) => Err(format!("reading kernel BTF for the iterator: {e}")),
+                Ok(btf) => {
+                    p.load(kind, &btf)
+                        .map_err(|e| verifier_error(hook.program, e))?;
+                    p.fd()
+                        .map_err(|e| format!("iterator program fd: {e}"))
+                        .and_then(|fd| {
+                            TaskIter::attach(fd).map_err(|e| format!("BPF_LINK_CREATE: {e}"))
+                        })
+                        .map(|it| *task_iter = Some(it))
+                }
+            }
+        }
     };
     match result {
         Ok(()) => status.attached = true,
@@ -535,43 +533,4 @@ fn attach_btf(ebpf: &mut Ebpf, tracepoint: &str) -> Result<HookStatus, String> {
         verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
         prog_id: info.as_ref().map(|i| i.id()),
     })
-}
-
-/// (pid, runtime) byte offsets in the `sched_stat_runtime` record, from
-/// its format file (they moved between kernel versions).
-fn runtime_offsets() -> Option<(u32, u32)> {
-    let text = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|root| {
-            std::fs::read_to_string(format!("{root}/events/sched/sched_stat_runtime/format")).ok()
-        })?;
-    parse_runtime_format(&text)
-}
-
-pub fn parse_runtime_format(text: &str) -> Option<(u32, u32)> {
-    let offset_of = |field: &str| {
-        text.lines().find_map(|l| {
-            let l = l.trim();
-            let decl = l.strip_prefix("field:")?.split(';').next()?;
-            (decl.split_whitespace().last()? == field).then(|| {
-                l.split(';')
-                    .find_map(|p| p.trim().strip_prefix("offset:")?.parse::<u32>().ok())
-            })?
-        })
-    };
-    Some((offset_of("pid")?, offset_of("runtime")?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_runtime_format;
-
-    #[test]
-    fn runtime_format_offsets_old_and_new_kernels() {
-        let new = "\tfield:__data_loc char[] comm;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:pid_t pid;\toffset:12;\tsize:4;\tsigned:1;\n\tfield:u64 runtime;\toffset:16;\tsize:8;\tsigned:0;\n";
-        assert_eq!(parse_runtime_format(new), Some((12, 16)));
-        let old = "\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:u64 runtime;\toffset:32;\tsize:8;\tsigned:0;\n\tfield:u64 vruntime;\toffset:40;\tsize:8;\tsigned:0;\n";
-        assert_eq!(parse_runtime_format(old), Some((24, 32)));
-        assert_eq!(parse_runtime_format("garbage"), None);
-    }
 }

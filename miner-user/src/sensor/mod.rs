@@ -13,6 +13,7 @@ pub mod loader;
 pub mod nudge;
 pub mod probe;
 pub mod ringbuf;
+pub mod task_iter;
 
 pub use config::SensorConfig;
 pub use loader::{HookStatus, Sensor};

@@ -77,12 +77,9 @@ fn smoke() -> Value {
         })
         .collect();
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let (ring, cpu, drops) = match (
-        sensor.take_ring(),
-        sensor.take_cpu_map(),
-        sensor.take_drops(),
-    ) {
-        (Ok(r), Ok(c), Ok(d)) => (r, c, d),
+    let cpu = sensor.take_task_iter();
+    let (ring, drops) = match (sensor.take_ring(), sensor.take_drops()) {
+        (Ok(r), Ok(d)) => (r, d),
         _ => return json!({"release": release, "hooks": hooks, "error": "maps missing"}),
     };
     let mut poller = CpuPoller::new(cpu, drops);

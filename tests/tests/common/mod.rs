@@ -43,10 +43,8 @@ impl Harness {
                 );
             }
             let ring = sensor.take_ring().expect("ring");
-            let poller = CpuPoller::new(
-                sensor.take_cpu_map().expect("cpu"),
-                sensor.take_drops().expect("drops"),
-            );
+            let poller =
+                CpuPoller::new(sensor.take_task_iter(), sensor.take_drops().expect("drops"));
             let (tx, mut rx) = tokio::sync::mpsc::channel::<ringbuf::Batch>(1024);
             let stats = Arc::new(ringbuf::ReaderStats::default());
             tokio::spawn(ringbuf::run(
