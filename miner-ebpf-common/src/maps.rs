@@ -1,9 +1,13 @@
 //! Map bounds, drop sites and flags shared by the programs and the loader.
 
-/// Default ring buffer size. One exec record is 640 bytes, so 8 MiB holds
-/// about 13,000 execs: several seconds of this machine's top exec rate even
-/// if the reader stalls. The loader may override it (`ring_buffer_bytes`).
-pub const EVENTS_BYTES_DEFAULT: u32 = 8 * 1024 * 1024;
+/// Default ring buffer size. One exec record is 640 bytes, so 2 MiB holds
+/// about 3,200 execs: the reader is woken at an eighth full (~400 execs)
+/// and drains every 100 ms anyway, so this is 0.3–1 s of this machine's top
+/// exec rate even if the reader stalls. The kernel maps the data area twice
+/// into the reader (for wrap-around), so the ring costs twice its size in
+/// RSS: 4 MiB here, where 8 MiB cost 16. The loader may override it
+/// (`sensor.ring_buffer_bytes`).
+pub const EVENTS_BYTES_DEFAULT: u32 = 2 * 1024 * 1024;
 
 /// Threads between the connect hook and the connect syscall's exit.
 pub const PENDING_CONNECT_MAX: u32 = 8_192;

@@ -20,6 +20,7 @@ pub mod provenance;
 pub mod recording;
 pub mod response;
 pub mod sensor;
+pub mod shrink;
 pub mod sinks;
 #[cfg(test)]
 mod test_skip;

@@ -227,6 +227,8 @@ fn cpu_residency_of_a_busy_child_and_a_sleeping_one() {
     let h = Harness::start();
     let _ = h.poll_cpu(); // baseline
     let t0 = Instant::now();
+    // Reaped by `wait_rusage_ns` below.
+    #[allow(clippy::zombie_processes)]
     let busy = Command::new(env!("CARGO_BIN_EXE_burn"))
         .args(["3", "1"])
         .stdout(std::process::Stdio::null())

@@ -13,6 +13,7 @@
 //! - [`shutdown`]: stop producers, flush sinks, detach programs.
 
 mod event_loop;
+mod memory;
 mod pipeline;
 mod reload;
 mod report;

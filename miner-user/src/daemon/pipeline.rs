@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use super::{report::ActionReporter, resolve::Resolver, scope};
+use super::{memory::Trimmer, report::ActionReporter, resolve::Resolver, scope};
 use crate::{
     config::Config,
     detect::{Detector, Input, Verdict},
@@ -63,6 +63,7 @@ pub struct Pipeline {
     provenance_memo: HashMap<ExeId, (Mono, Provenance)>,
     memo_hits: Vec<ProvenanceEvent>,
     evictions_seen: EvictionCounts,
+    trimmer: Trimmer,
 }
 
 /// The v2 root cgroup (kernfs root inode). On hybrid hosts every process
@@ -84,6 +85,7 @@ impl Pipeline {
             provenance_memo: HashMap::new(),
             memo_hits: Vec::new(),
             evictions_seen: EvictionCounts::default(),
+            trimmer: Trimmer::default(),
         }
     }
 
@@ -201,6 +203,12 @@ impl Pipeline {
         }
         self.evictions_seen = e;
         self.handle(verdicts, now);
+        if self.trimmer.due(now) {
+            self.parts.detector.shrink();
+            crate::shrink::map(&mut self.cgroup_paths);
+            crate::shrink::map(&mut self.provenance_memo);
+            self.trimmer.trim_if_worth_it();
+        }
     }
 
     fn enrich(&mut self, ev: &mut Event) {

@@ -59,6 +59,7 @@ pub struct Daemon {
 }
 
 pub async fn start(cfg: Config, opts: &Options) -> anyhow::Result<Daemon> {
+    super::memory::limit_arenas();
     let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -192,6 +193,8 @@ pub async fn start(cfg: Config, opts: &Options) -> anyhow::Result<Daemon> {
     for ev in swept.events {
         pipe.event(ev, None);
     }
+    // The loader's BTF and the sweep's buffers are freed by now.
+    super::memory::trim();
 
     let stats = Arc::new(ringbuf::ReaderStats::default());
     let (tx, batches) = mpsc::channel::<ringbuf::Batch>(256);

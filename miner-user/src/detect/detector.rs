@@ -428,6 +428,19 @@ impl Detector {
         out
     }
 
+    /// Give mostly empty maps' buffers back (after a storm has expired).
+    pub fn shrink(&mut self) {
+        use crate::shrink::{deque, map};
+        map(&mut self.tracks);
+        map(&mut self.cookies);
+        map(&mut self.streams);
+        map(&mut self.provenance_cache);
+        deque(&mut self.cookie_order);
+        deque(&mut self.stream_order);
+        deque(&mut self.provenance_order);
+        self.table.shrink();
+    }
+
     pub fn stats(&self) -> DetectorStats {
         let mut s = self.stats.clone();
         s.tracked_processes = self.table.len();

@@ -279,6 +279,15 @@ impl ProcessTable {
         self.procs.len()
     }
 
+    /// Give mostly empty maps' buffers back (the ordered sets free their
+    /// nodes as they go).
+    pub fn shrink(&mut self) {
+        use crate::shrink::map;
+        map(&mut self.procs);
+        map(&mut self.by_exe);
+        map(&mut self.by_cgroup);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.procs.is_empty()
     }
