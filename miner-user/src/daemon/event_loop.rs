@@ -23,9 +23,7 @@ pub async fn run(d: &mut Daemon, opts: &Options) {
                     break;
                 };
                 d.health.mark_drained(batch.drained_at);
-                for ev in batch.events {
-                    d.pipe.event(ev, Some(batch.drained_at));
-                }
+                d.pipe.batch(batch.events, batch.drained_at);
             }
             Some(result) = d.provenance.recv() => d.pipe.provenance(result),
             Some(payload) = d.resolved.recv() => d.pipe.resolved(payload),

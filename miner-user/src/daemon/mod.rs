@@ -19,6 +19,7 @@ mod reload;
 mod report;
 mod resolve;
 pub mod scope;
+mod short_lived;
 mod shutdown;
 mod start;
 

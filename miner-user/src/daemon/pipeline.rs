@@ -103,6 +103,25 @@ impl Pipeline {
         });
     }
 
+    /// One drain of the ring. Processes that were born and died in it (and
+    /// did nothing the detector needs) are only observed: metrics, tail,
+    /// recording.
+    pub fn batch(&mut self, events: Vec<Event>, drained_at: Mono) {
+        let detector = &self.parts.detector;
+        let short = super::short_lived::short_lived(&events, |e| detector.needs_exec(e));
+        for ev in events {
+            if super::short_lived::is_own(&ev, &short) {
+                self.parts.metrics.observe_poll_lag(ev.time(), drained_at);
+                if let Event::Exit(x) = &ev {
+                    self.parts.poller.on_exit(x.tgid, x.cpu_ns);
+                }
+                self.observe(&ev);
+            } else {
+                self.event(ev, Some(drained_at));
+            }
+        }
+    }
+
     /// A sensor or sweep event. `drained_at` is when the ring reader read
     /// it (kernel events only: poll-lag metric).
     pub fn event(&mut self, ev: Event, drained_at: Option<Mono>) {
@@ -256,22 +275,27 @@ impl Pipeline {
     }
 
     fn feed(&mut self, ev: Event) {
-        self.parts.metrics.observe_event(&ev);
+        self.observe(&ev);
+        let now = ev.time();
+        let verdicts = self.parts.detector.step(Input::Event(ev), now);
+        self.handle(verdicts, now);
+    }
+
+    /// What every event gets, judged or not: metrics, recording, tail.
+    fn observe(&mut self, ev: &Event) {
+        self.parts.metrics.observe_event(ev);
         if let Some(r) = self.parts.recorder.as_mut() {
-            r.event(&ev);
+            r.event(ev);
         }
         if self.parts.tail.has_clients() {
-            self.parts.tail.publish_event(&ev, &self.parts.clock);
+            self.parts.tail.publish_event(ev, &self.parts.clock);
         }
         if self.parts.print_events && !matches!(ev, Event::Provenance(_)) {
-            match crate::sinks::print::event_line(&ev, &self.parts.clock) {
+            match crate::sinks::print::event_line(ev, &self.parts.clock) {
                 Ok(line) => eprintln!("{line}"),
                 Err(e) => log::debug!("unprintable event: {e}"),
             }
         }
-        let now = ev.time();
-        let verdicts = self.parts.detector.step(Input::Event(ev), now);
-        self.handle(verdicts, now);
     }
 
     fn handle(&mut self, verdicts: Vec<Verdict>, now: Mono) {

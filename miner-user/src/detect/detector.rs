@@ -428,6 +428,12 @@ impl Detector {
         out
     }
 
+    /// Whether an exec is evidence by itself even if its process is gone
+    /// before the detector sees it (a `modprobe msr` speaks of its parent).
+    pub fn needs_exec(&self, e: &Exec) -> bool {
+        msr_module_hint(e).is_some()
+    }
+
     /// Give mostly empty maps' buffers back (after a storm has expired).
     pub fn shrink(&mut self) {
         use crate::shrink::{deque, map};
