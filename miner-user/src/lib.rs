@@ -13,6 +13,7 @@ pub mod defaults;
 pub mod detect;
 pub mod enrich;
 pub mod event;
+pub mod invalid;
 pub mod process;
 #[cfg(test)]
 mod proptests;

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::Detector;
-use crate::config::Invalid;
+use crate::invalid::Invalid;
 use crate::event::Listen;
 use crate::process::table::{Origin, Process, Retention};
 use crate::time::Mono;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
+use crate::invalid::Invalid;
 use crate::defaults;
 
 /// Where verdicts go. Alerts are rare and must not be lost, so the file sink
