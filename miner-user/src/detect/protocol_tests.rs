@@ -116,7 +116,7 @@ fn a_login_through_socks5_is_the_same_verdict_as_without_a_proxy() {
     let e = v
         .evidence
         .iter()
-        .find(|e| e.signal == "pool_protocol")
+        .find(|e| e.signal == Signal::PoolProtocol)
         .unwrap();
     assert_eq!(
         e.detail,
@@ -153,7 +153,7 @@ fn the_destination_asked_of_a_proxy_counts_as_a_pool_endpoint() {
             "{verdicts:#?}"
         );
         let e = &verdicts[0].evidence;
-        let conn = e.iter().find(|e| e.signal == want_signal).unwrap();
+        let conn = e.iter().find(|e| e.signal.name() == want_signal).unwrap();
         assert!(
             conn.detail.contains("via http-connect proxy 10.0.0.5:8080")
                 || conn.detail.contains("via socks5 proxy 10.0.0.5:8080"),
@@ -233,7 +233,7 @@ fn a_packaged_node_mining_over_websocket_is_pool_protocol_busy() {
     let e = verdicts[0]
         .evidence
         .iter()
-        .find(|e| e.signal == "pool_protocol")
+        .find(|e| e.signal == Signal::PoolProtocol)
         .unwrap();
     assert_eq!(
         e.detail,
@@ -305,7 +305,7 @@ fn weak_tls_evidence_never_alerts_alone_and_joins_a_verdict() {
     let weak = cmd
         .evidence
         .iter()
-        .find(|e| e.signal == "tls_idle_no_alpn")
+        .find(|e| e.signal == Signal::TlsIdleNoAlpn)
         .unwrap_or_else(|| panic!("{:#?}", cmd.evidence));
     assert!(
         weak.detail.starts_with(
@@ -322,7 +322,11 @@ fn weak_tls_evidence_never_alerts_alone_and_joins_a_verdict() {
     // An HTTP client's TLS (ALPN h2) is not the shape.
     let (v, _) = run_with(two_cpus(), tls_client(62, true, true, 30), T0 + 55_000);
     let cmd = v.iter().find(|v| v.rule == Rule::MinerCommandLine).unwrap();
-    assert!(cmd.evidence.iter().all(|e| e.signal != "tls_idle_no_alpn"));
+    assert!(
+        cmd.evidence
+            .iter()
+            .all(|e| e.signal != Signal::TlsIdleNoAlpn)
+    );
     // Half the machine is not "every core".
     let (v, _) = run_with(
         DetectorConfig {
@@ -333,7 +337,11 @@ fn weak_tls_evidence_never_alerts_alone_and_joins_a_verdict() {
         T0 + 55_000,
     );
     let cmd = v.iter().find(|v| v.rule == Rule::MinerCommandLine).unwrap();
-    assert!(cmd.evidence.iter().all(|e| e.signal != "tls_idle_no_alpn"));
+    assert!(
+        cmd.evidence
+            .iter()
+            .all(|e| e.signal != Signal::TlsIdleNoAlpn)
+    );
 }
 
 #[test]

@@ -717,7 +717,7 @@ fn pool_protocol_from_unverified_binary_fires_with_latency_from_exec() {
         (v.rule, v.severity, v.tgid, v.latency_ms),
         (Rule::PoolProtocolUnverified, Severity::High, 10, 80)
     );
-    let signals: Vec<&str> = v.evidence.iter().map(|e| e.signal.as_str()).collect();
+    let signals: Vec<&str> = v.evidence.iter().map(|e| e.signal.name()).collect();
     assert_eq!(signals, ["pool_protocol", "unverified_exec"]);
     assert_eq!(v.evidence[0].time, ms(T0 + 50));
     assert!(
@@ -778,7 +778,11 @@ fn one_verdict_per_rule_and_escalation_realerts_once() {
         .find(|v| v.severity == Severity::Critical)
         .unwrap();
     assert!(crit.time <= ms(T0 + 4_000), "critical at {:?}", crit.time);
-    assert!(crit.evidence.iter().any(|e| e.signal == "cpu_sustained"));
+    assert!(
+        crit.evidence
+            .iter()
+            .any(|e| e.signal == Signal::CpuSustained)
+    );
 }
 
 #[test]
@@ -1025,7 +1029,7 @@ fn multi_process_miner_is_a_group_with_members() {
         vec![71, 72],
         "the packaged gzip is not a worker"
     );
-    assert!(group.evidence.iter().any(|e| e.signal == "group_cpu"));
+    assert!(group.evidence.iter().any(|e| e.signal == Signal::GroupCpu));
     assert!(!v.iter().any(|v| v.tgid != 70), "{v:#?}");
 }
 
@@ -1160,7 +1164,7 @@ fn new_pool_port_connection_waits_for_its_first_bytes() {
             v[0].rule,
             v[0].evidence
                 .iter()
-                .find(|e| e.signal == "pool_port")
+                .find(|e| e.signal == Signal::PoolPort)
                 .map(|e| e.time)
         ),
         (Rule::PoolPortBusyUnverified, Some(ms(T0 + 5_100)))

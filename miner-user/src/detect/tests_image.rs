@@ -74,7 +74,7 @@ fn image_vouched_evidence_names_the_database() {
     let e = v
         .evidence
         .iter()
-        .find(|e| e.signal == "image_vouched_exec")
+        .find(|e| e.signal == Signal::ImageVouchedExec)
         .expect("image evidence");
     assert!(e.detail.contains("image's own dpkg"), "{}", e.detail);
 }

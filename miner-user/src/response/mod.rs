@@ -50,7 +50,7 @@ mod tests {
         target::Target,
         *,
     };
-    use crate::detect::{Evidence, Rule, Severity, Verdict};
+    use crate::detect::{Evidence, Rule, Severity, Signal, Verdict};
     use crate::event::{Provenance, ProvenanceVerdict, Reason};
     use crate::time::Mono;
 
@@ -88,7 +88,7 @@ mod tests {
                 vouched_by: None,
             }),
             evidence: vec![Evidence {
-                signal: "cpu_sustained".into(),
+                signal: Signal::CpuSustained,
                 time: Mono(0),
                 detail: String::new(),
             }],

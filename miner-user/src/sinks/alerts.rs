@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{ChainLink, Rule, Severity, Verdict};
+use crate::detect::{ChainLink, Rule, Severity, Signal, Verdict};
 use crate::event::{ProvenanceVerdict, Reason};
 use crate::sinks::alert_file::AlertFile;
 use crate::sinks::config::AlertsConfig;
@@ -217,7 +217,7 @@ impl AlertChainLink {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertEvidence {
     /// `pool_protocol`, `pool_port`, `cpu_sustained`, `unverified_exec`, …
-    pub signal: String,
+    pub signal: Signal,
     /// When the signal was seen, RFC 3339 UTC with milliseconds.
     pub time: String,
     /// Human detail (`connect 1.2.3.4:3333`, `0.98 cores for 30 s`, …).
@@ -258,7 +258,7 @@ impl AlertRecord {
                 .evidence
                 .iter()
                 .map(|e| AlertEvidence {
-                    signal: e.signal.clone(),
+                    signal: e.signal,
                     time: clock.rfc3339(e.time),
                     detail: e.detail.clone(),
                 })
@@ -506,7 +506,7 @@ pub(crate) mod tests {
                 vouched_by: None,
             }),
             evidence: vec![Evidence {
-                signal: "pool_protocol".into(),
+                signal: Signal::PoolProtocol,
                 time: Mono::from_millis(11_500),
                 detail: "login to 10.0.0.1:3333".into(),
             }],
