@@ -15,7 +15,7 @@ use crate::{
     process::table::EvictionCounts,
     provenance::{CheckResult, Job, Service},
     response::{
-        ActionResult,
+        ActionResult, Outcome,
         plan::{self, describe},
         safety::Safety,
         worker::{self, Reporter, ResponseQueue, Settings},
@@ -301,7 +301,7 @@ impl Pipeline {
         rec.actions = plan
             .refused
             .iter()
-            .map(|a| format!("{} {}: refused", a.action.name(), a.target))
+            .map(|a| format!("{} {}: {}", a.action.name(), a.target, a.result))
             .chain(plan.steps.iter().map(|s| {
                 format!(
                     "{}: queued",
@@ -345,7 +345,7 @@ impl Pipeline {
                 p.reporter.action(&ActionResult {
                     action: s.action,
                     target: s.targets.first().map_or(job.verdict.tgid, |t| t.tgid),
-                    result: "dropped",
+                    result: Outcome::Dropped,
                     reason: reason.clone(),
                     latency_ms: 0,
                 });
@@ -353,7 +353,7 @@ impl Pipeline {
             if job.wants_footholds() {
                 p.metrics
                     .actions
-                    .with_label_values(&["footholds", "dropped"])
+                    .with_label_values(&["footholds", Outcome::Dropped.name()])
                     .inc();
             }
         }

@@ -4,7 +4,7 @@
 //! same records through the same queues.
 
 use crate::{
-    response::{ActionResult, footholds::Foothold, worker::Reporter},
+    response::{ActionResult, Outcome, footholds::Foothold, worker::Reporter},
     sinks::{alerts::ActionRecord, alerts::AlertSink, tail::TailHub},
     time::{Mono, WallClock},
 };
@@ -35,7 +35,7 @@ impl ActionReporter {
 
 impl Reporter for ActionReporter {
     fn action(&self, a: &ActionResult) {
-        if a.result == "failed" {
+        if a.result == Outcome::Failed {
             log::error!(
                 "response: {} of {} failed: {}",
                 a.action.name(),
@@ -60,7 +60,7 @@ impl Reporter for ActionReporter {
             &self.clock,
             "footholds",
             target,
-            "ok",
+            Outcome::Ok,
             format!(
                 "{} persistence line(s) name the miner; reported, not changed",
                 found.len()

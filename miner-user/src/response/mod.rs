@@ -22,16 +22,61 @@ pub mod target;
 pub mod worker;
 
 pub use config::{ActionKind, Mode, ResponseConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One action, taken, refused or only planned.
+/// How an action ended. snake_case names are stable: the `result` of
+/// `"kind":"action"` lines and the `result` label of
+/// `minerwatch_actions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Done (and, for a kill, the exit confirmed).
+    Ok,
+    /// A refusal protects the target: nothing done to it.
+    Refused,
+    /// The target exited before the action reached it.
+    Gone,
+    /// The pid now names another process or executable: nothing done.
+    Mismatch,
+    Failed,
+    /// The response queue was full: not done.
+    Dropped,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Ok,
+        Outcome::Refused,
+        Outcome::Gone,
+        Outcome::Mismatch,
+        Outcome::Failed,
+        Outcome::Dropped,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Gone => "gone",
+            Outcome::Mismatch => "mismatch",
+            Outcome::Failed => "failed",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One action, taken or refused.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActionResult {
     pub action: ActionKind,
     pub target: u32,
-    /// `ok`, `refused`, `gone`, `mismatch`, `failed`, `dropped` (the
-    /// response queue was full).
-    pub result: &'static str,
+    pub result: Outcome,
     pub reason: String,
     pub latency_ms: u64,
 }
@@ -126,6 +171,20 @@ mod tests {
 
     fn safety(protect: config::Protect) -> Safety {
         Safety::for_self(protect, Path::new("/proc"))
+    }
+
+    /// `"result"` of action lines and the `result` label of
+    /// `minerwatch_actions_total`: a rename must fail here.
+    #[test]
+    fn outcomes_serialise_to_their_stable_names() {
+        let golden = ["ok", "refused", "gone", "mismatch", "failed", "dropped"];
+        assert_eq!(Outcome::ALL.map(Outcome::name), golden);
+        for o in Outcome::ALL {
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(json, format!("\"{}\"", o.name()));
+            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), o);
+            assert_eq!(o.to_string(), o.name());
+        }
     }
 
     #[test]
@@ -336,7 +395,7 @@ mod tests {
         let out = ex.run(&c, &s, &v, &step, &step.targets, &[], "t");
         let _ = sh.wait();
         assert!(t0.elapsed() < Duration::from_secs(1));
-        let killed: Vec<_> = out.iter().filter(|a| a.result == "ok").collect();
+        let killed: Vec<_> = out.iter().filter(|a| a.result == Outcome::Ok).collect();
         assert_eq!(killed.len(), 3, "{out:?}");
         // A second verdict for the same process does not act twice.
         let again = ex.run(&c, &s, &v, &step, &step.targets, &[], "t");
@@ -384,10 +443,10 @@ mod tests {
             .iter()
             .find(|a| a.target == protected_pid)
             .expect("reported");
-        assert_eq!(refused.result, "refused", "{out:?}");
+        assert_eq!(refused.result, Outcome::Refused, "{out:?}");
         assert!(refused.reason.contains("protect list"), "{out:?}");
         assert_eq!(
-            out.iter().filter(|a| a.result == "ok").count(),
+            out.iter().filter(|a| a.result == Outcome::Ok).count(),
             2,
             "sh and the plain sleep die: {out:?}"
         );

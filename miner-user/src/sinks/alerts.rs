@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::{ChainLink, Rule, Severity, Signal, Verdict};
 use crate::event::{ProvenanceVerdict, Reason};
+use crate::response::Outcome;
 use crate::sinks::alert_file::AlertFile;
 use crate::sinks::config::AlertsConfig;
 use crate::sinks::line_writer::{self, LineOut, LineWriter};
@@ -278,8 +279,9 @@ impl AlertRecord {
     }
 }
 
-/// One response action (or, in observe mode, one that would have been
-/// taken), written through the same sinks as alerts.
+/// One response action, taken or refused, written through the same sinks
+/// as alerts. What observe mode would do is listed in its alert (`would`),
+/// not here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionRecord {
     /// When the action completed, RFC 3339 UTC with milliseconds.
@@ -290,8 +292,7 @@ pub struct ActionRecord {
     pub action: String,
     /// Process (tgid) acted on.
     pub target: u32,
-    /// `ok`, `failed`, `skipped`, `would` (observe mode), …
-    pub result: String,
+    pub result: Outcome,
     /// Why: the rule, or why it was skipped or failed.
     pub reason: String,
     /// Verdict to completed action.
@@ -309,7 +310,7 @@ impl ActionRecord {
         clock: &WallClock,
         action: impl Into<String>,
         target: u32,
-        result: impl Into<String>,
+        result: Outcome,
         reason: impl Into<String>,
         latency_ms: u64,
     ) -> ActionRecord {
@@ -318,7 +319,7 @@ impl ActionRecord {
             kind: ActionKind::Action,
             action: action.into(),
             target,
-            result: result.into(),
+            result,
             reason: reason.into(),
             latency_ms,
             footholds: Vec::new(),
@@ -424,7 +425,7 @@ impl AlertSink {
         self.inner
             .metrics
             .actions
-            .with_label_values(&[rec.action.as_str(), rec.result.as_str()])
+            .with_label_values(&[rec.action.as_str(), rec.result.name()])
             .inc();
         self.write(rec)
     }
@@ -657,7 +658,7 @@ pub(crate) mod tests {
             &clock,
             "kill",
             4242,
-            "ok",
+            Outcome::Ok,
             "pool_protocol_unverified",
             12,
         );
@@ -676,6 +677,11 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(v["kind"], "action");
+        assert_eq!(v["result"], "ok");
+        assert_eq!(
+            serde_json::from_str::<ActionRecord>(&line).expect("back"),
+            rec
+        );
     }
 
     #[test]
@@ -709,8 +715,8 @@ pub(crate) mod tests {
                 &WallClock::new(),
                 "kill",
                 4242,
-                "would",
-                "observe mode",
+                Outcome::Refused,
+                "protected",
                 0,
             );
             sink.emit_action(&act).expect("emit action");
@@ -748,7 +754,10 @@ pub(crate) mod tests {
             .get();
         assert_eq!(count, 2);
         assert_eq!(
-            metrics.actions.with_label_values(&["kill", "would"]).get(),
+            metrics
+                .actions
+                .with_label_values(&["kill", "refused"])
+                .get(),
             1
         );
     }

@@ -668,7 +668,7 @@ mod tests {
             &WallClock::new(),
             "kill",
             4242,
-            "ok",
+            crate::response::Outcome::Ok,
             "pool_protocol_unverified",
             3,
         );
