@@ -170,8 +170,12 @@ impl Pipeline {
             self.feed(Event::CpuSample(sample));
         }
         for lost in self.parts.poller.poll_drops(now) {
-            log::warn!("kernel dropped {} records at {}", lost.count, lost.site);
-            self.parts.health.mark_lost(now, &lost.site, lost.count);
+            log::warn!(
+                "kernel dropped {} records at {}",
+                lost.count,
+                lost.site.name()
+            );
+            self.parts.health.mark_lost(now, lost.site, lost.count);
             self.feed(Event::Lost(lost));
         }
         let dropped = self.parts.provenance.dropped();

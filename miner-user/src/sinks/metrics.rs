@@ -56,8 +56,8 @@ pub struct Metrics {
     registry: Registry,
     /// `minerwatch_events_total{kind}`: events decoded, by kind.
     pub events: IntCounterVec,
-    /// `minerwatch_events_lost_total{kind}`: events lost, by event kind or
-    /// drop site (`exec_ring_full`, `decode`, …).
+    /// `minerwatch_events_lost_total{site}`: events lost, by kernel drop
+    /// site (`exec_ring_full`, …).
     pub events_lost: IntCounterVec,
     /// `minerwatch_decode_errors_total`: ring-buffer records that failed to decode.
     pub decode_errors: IntCounter,
@@ -276,7 +276,7 @@ impl Metrics {
         self.events.with_label_values(&[ev.kind()]).inc();
         if let Event::Lost(lost) = ev {
             self.events_lost
-                .with_label_values(&[lost.site.as_str()])
+                .with_label_values(&[lost.site.name()])
                 .inc_by(lost.count);
         }
     }

@@ -362,7 +362,7 @@ impl TailMessage {
             }
             Event::Lost(l) => TailMessage {
                 count: Some(l.count),
-                detail: format!("lost {} events ({})", l.count, l.site),
+                detail: format!("lost {} events ({})", l.count, l.site.name()),
                 ..base(TailKind::Lost)
             },
         };
@@ -571,7 +571,7 @@ mod tests {
 
         let lost = one(&Event::Lost(Lost {
             time: Mono(1),
-            site: "exec_ring_full".into(),
+            site: miner_ebpf_common::DropSite::ExecRingFull,
             count: 12,
         }));
         assert_eq!(
