@@ -428,26 +428,8 @@ fn positive_cases() -> Vec<Case> {
 }
 
 pub(crate) fn client_hello_sni(sni: &str) -> Vec<u8> {
-    let name = sni.as_bytes();
-    let mut ext = vec![0x00, 0x00];
-    ext.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
-    ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    ext.push(0);
-    ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    ext.extend_from_slice(name);
-    let mut hs = vec![0x03, 0x03];
-    hs.extend_from_slice(&[0x11; 32]);
-    hs.push(0);
-    hs.extend_from_slice(&[0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
-    hs.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    hs.extend_from_slice(&ext);
-    let mut msg = vec![0x01];
-    msg.extend_from_slice(&(hs.len() as u32).to_be_bytes()[1..]);
-    msg.extend_from_slice(&hs);
-    let mut rec = vec![0x16, 0x03, 0x01];
-    rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&msg);
-    rec
+    use super::protocol::tls::tests::{hello, sni_ext};
+    hello(&[0x1301], &[sni_ext(sni)])
 }
 
 fn benign_cases() -> Vec<Case> {
