@@ -5,6 +5,7 @@
 //! Everything from [`event`] on runs without a kernel and replays from a
 //! recording.
 
+pub mod background;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -5,12 +5,13 @@
 //! line and counts it; a failing output is logged once when it starts
 //! failing and once when it works again, and counted per line.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounterVec;
+
+use crate::background::Background;
 
 /// Lines waiting per output. Alerts are rare; a queue this deep is full only
 /// when the output is stuck, and then waiting would not help.
@@ -28,8 +29,7 @@ pub struct LineWriter {
     name: &'static str,
     queue: usize,
     tx: Mutex<Option<SyncSender<Arc<[u8]>>>>,
-    done: Mutex<Receiver<()>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Background>,
     lost: IntCounterVec,
     full_logged: Mutex<Option<Instant>>,
 }
@@ -43,40 +43,35 @@ impl LineWriter {
         lost: IntCounterVec,
     ) -> std::io::Result<LineWriter> {
         let (tx, rx) = mpsc::sync_channel::<Arc<[u8]>>(queue);
-        let (done_tx, done_rx) = mpsc::channel();
         let errors = lost.with_label_values(&[name, "io_error"]);
-        let thread = std::thread::Builder::new()
-            .name(format!("alerts-{name}"))
-            .spawn(move || {
-                let mut failing: u64 = 0;
-                while let Ok(line) = rx.recv() {
-                    match out.write_line(&line) {
-                        Ok(()) if failing > 0 => {
-                            log::warn!(
-                                "alert {name} works again; {failing} line(s) were lost to it meanwhile (minerwatch_alert_lines_lost_total)"
+        let thread = Background::spawn(format!("alerts-{name}"), move || {
+            let mut failing: u64 = 0;
+            while let Ok(line) = rx.recv() {
+                match out.write_line(&line) {
+                    Ok(()) if failing > 0 => {
+                        log::warn!(
+                            "alert {name} works again; {failing} line(s) were lost to it meanwhile (minerwatch_alert_lines_lost_total)"
+                        );
+                        failing = 0;
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        errors.inc();
+                        if failing == 0 {
+                            log::error!(
+                                "alert {name}: {e}; detection goes on, alerts still reach the other outputs and the tail; each new alert retries"
                             );
-                            failing = 0;
                         }
-                        Ok(()) => {}
-                        Err(e) => {
-                            errors.inc();
-                            if failing == 0 {
-                                log::error!(
-                                    "alert {name}: {e}; detection goes on, alerts still reach the other outputs and the tail; each new alert retries"
-                                );
-                            }
-                            failing += 1;
-                        }
+                        failing += 1;
                     }
                 }
-                let _ = done_tx.send(());
-            })?;
+            }
+        })?;
         Ok(LineWriter {
             name,
             queue,
             tx: Mutex::new(Some(tx)),
-            done: Mutex::new(done_rx),
-            thread: Mutex::new(Some(thread)),
+            thread: Mutex::new(thread),
             lost,
             full_logged: Mutex::new(None),
         })
@@ -113,14 +108,7 @@ impl LineWriter {
     /// process).
     pub fn close(&self, deadline: Duration) -> bool {
         lock(&self.tx).take();
-        let finished = !matches!(
-            lock(&self.done).recv_timeout(deadline),
-            Err(RecvTimeoutError::Timeout)
-        );
-        if finished && let Some(t) = lock(&self.thread).take() {
-            let _ = t.join();
-        }
-        finished
+        lock(&self.thread).finish(deadline)
     }
 }
 

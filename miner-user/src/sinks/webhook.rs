@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use prometheus::IntCounterVec;
 
+use crate::background::Background;
 use crate::sinks::config::AlertsConfig;
 
 /// Longest wait between two attempts, however many retries are configured.
@@ -38,9 +38,8 @@ pub struct Webhook {
     queue: Option<SyncSender<Arc<[u8]>>>,
     /// Dropping it tells the worker to stop waiting between retries.
     stop: Option<mpsc::Sender<()>>,
-    done: Receiver<()>,
     deliveries: IntCounterVec,
-    thread: Option<JoinHandle<()>>,
+    thread: Background,
 }
 
 struct Worker {
@@ -61,7 +60,6 @@ impl Webhook {
     ) -> Result<Webhook, WebhookError> {
         let (queue_tx, queue_rx) = mpsc::sync_channel::<Arc<[u8]>>(cfg.webhook_queue);
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let (done_tx, done_rx) = mpsc::channel::<()>();
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_millis(cfg.webhook_timeout_ms)))
             .http_status_as_error(false)
@@ -78,19 +76,13 @@ impl Webhook {
             stop: stop_rx,
             deliveries: deliveries.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name("alert-webhook".into())
-            .spawn(move || {
-                worker.run(queue_rx);
-                let _ = done_tx.send(());
-            })
+        let thread = Background::spawn("alert-webhook".into(), move || worker.run(queue_rx))
             .map_err(WebhookError::Spawn)?;
         Ok(Webhook {
             queue: Some(queue_tx),
             stop: Some(stop_tx),
-            done: done_rx,
             deliveries,
-            thread: Some(thread),
+            thread,
         })
     }
 
@@ -116,14 +108,7 @@ impl Webhook {
     pub fn close(&mut self, deadline: Duration) -> bool {
         self.queue = None;
         self.stop = None;
-        let finished = !matches!(
-            self.done.recv_timeout(deadline),
-            Err(RecvTimeoutError::Timeout)
-        );
-        if finished && let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        finished
+        self.thread.finish(deadline)
     }
 }
 
