@@ -33,6 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::SpawnListening;
 use common::podman::{self, Container};
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
@@ -488,19 +489,10 @@ struct Pool {
 
 impl Pool {
     fn start() -> Pool {
-        let mut child = Command::new(POOL)
+        let (child, port) = Command::new(POOL)
             .args(["--addr", "127.0.0.1:0", "--seconds", "180"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("fake_pool");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("pool port");
-        Pool {
-            child,
-            port: line.trim().parse().expect("pool port"),
-        }
+            .listening();
+        Pool { child, port }
     }
 }
 

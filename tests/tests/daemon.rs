@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::SpawnListening;
 use common::{
     SpawnQuiet,
     daemon::{Daemon, minerwatch_bin, pids_running},
@@ -20,16 +21,7 @@ const MINER: &str = env!("CARGO_BIN_EXE_fake_miner");
 const POOL: &str = env!("CARGO_BIN_EXE_fake_pool");
 
 fn pool() -> (std::process::Child, u16) {
-    let mut child = Command::new(POOL)
-        .args(["--seconds", "60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (child, line.trim().parse().unwrap())
+    Command::new(POOL).args(["--seconds", "60"]).listening()
 }
 
 fn dropped_miner(name: &str) -> PathBuf {

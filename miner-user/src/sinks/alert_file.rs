@@ -26,7 +26,7 @@ impl AlertFile {
     /// Opens (creating it mode 0600, and its directory mode 0700) and
     /// repairs a torn last line.
     pub fn open(path: &Path) -> Result<AlertFile, AlertError> {
-        crate::sinks::create_private_parent(&path)
+        crate::sinks::create_private_parent(path)
             .map_err(|(path, source)| AlertError::CreateDir { path, source })?;
         let file = OpenOptions::new()
             .append(true)
