@@ -20,12 +20,7 @@ type Capture = Arc<Mutex<Option<std::fs::File>>>;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let get = |k: &str| minerwatch_tests::flag(&args, k);
     let addr = get("--addr").unwrap_or_else(|| "127.0.0.1:0".into());
     let secs: u64 = get("--seconds")
         .and_then(|s| s.parse().ok())

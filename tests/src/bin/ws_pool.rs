@@ -19,12 +19,7 @@ const BLOB: &str = "1010e0c8d7a306a8b6c1f2d3e4f50617283940a1b2c3d4e5f60718293a4b
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let get = |k: &str| minerwatch_tests::flag(&args, k);
     let addr = get("--addr").unwrap_or_else(|| "127.0.0.1:0".into());
     let secs: u64 = get("--seconds")
         .and_then(|s| s.parse().ok())
