@@ -11,7 +11,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     time::{Duration, Instant},
 };
 
@@ -26,29 +26,13 @@ fn main() {
         .unwrap_or(60)
         .min(600);
     let pool = get("--mode").as_deref() != Some("service");
-    let listener = match TcpListener::bind(&addr) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("ws_pool: bind {addr}: {e}");
-            std::process::exit(2);
-        }
-    };
-    println!("{}", listener.local_addr().map(|a| a.port()).unwrap_or(0));
-    let _ = std::io::stdout().flush();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let _ = listener.set_nonblocking(true);
-    while Instant::now() < deadline {
-        match listener.accept() {
-            Ok((s, _)) => {
-                std::thread::spawn(move || {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                    serve(s, pool, deadline);
-                });
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
+    minerwatch_tests::serve_clients(
+        "ws_pool",
+        &addr,
+        secs,
+        Duration::from_millis(500),
+        move |s, deadline| serve(s, pool, deadline),
+    );
 }
 
 fn serve(mut s: TcpStream, pool: bool, deadline: Instant) {
