@@ -95,17 +95,8 @@ fn metrics_parse_and_count_real_events_and_tail_streams_them() {
         let lines = body.lines().map(|l| Ok(l.to_owned()));
         prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
     };
-    let value = |s: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>| -> f64 {
-        s.samples
-            .iter()
-            .filter(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
-            .map(|x| match x.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
+    let value = |s: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>| {
+        common::daemon::metric_value(s, name, label.as_slice())
     };
     let before = scrape();
     for family in [
