@@ -113,11 +113,7 @@ fn a_login_through_socks5_is_the_same_verdict_as_without_a_proxy() {
         .iter()
         .find(|v| v.rule == Rule::PoolProtocolUnverified)
         .unwrap();
-    let e = v
-        .evidence
-        .iter()
-        .find(|e| e.signal == Signal::PoolProtocol)
-        .unwrap();
+    let e = v.evidence_of(Signal::PoolProtocol).unwrap();
     assert_eq!(
         e.detail,
         "xmrig-login to 203.0.113.50:3333 via socks5 proxy 10.0.0.5:1080"
@@ -230,11 +226,7 @@ fn a_packaged_node_mining_over_websocket_is_pool_protocol_busy() {
         BTreeMap::from([((Rule::PoolProtocolBusy, 50), Severity::High)]),
         "{verdicts:#?}"
     );
-    let e = verdicts[0]
-        .evidence
-        .iter()
-        .find(|e| e.signal == Signal::PoolProtocol)
-        .unwrap();
+    let e = verdicts[0].evidence_of(Signal::PoolProtocol).unwrap();
     assert_eq!(
         e.detail,
         "xmrig-login to 10.0.0.8:8080, over WebSocket ws://10.0.0.8:8080/proxy"
@@ -303,9 +295,7 @@ fn weak_tls_evidence_never_alerts_alone_and_joins_a_verdict() {
         .find(|v| v.rule == Rule::MinerCommandLine)
         .unwrap_or_else(|| panic!("{v:#?}"));
     let weak = cmd
-        .evidence
-        .iter()
-        .find(|e| e.signal == Signal::TlsIdleNoAlpn)
+        .evidence_of(Signal::TlsIdleNoAlpn)
         .unwrap_or_else(|| panic!("{:#?}", cmd.evidence));
     assert!(
         weak.detail.starts_with(

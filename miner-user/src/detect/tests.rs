@@ -760,11 +760,7 @@ fn one_verdict_per_rule_and_escalation_realerts_once() {
         .find(|v| v.severity == Severity::Critical)
         .unwrap();
     assert!(crit.time <= ms(T0 + 4_000), "critical at {:?}", crit.time);
-    assert!(
-        crit.evidence
-            .iter()
-            .any(|e| e.signal == Signal::CpuSustained)
-    );
+    assert!(crit.evidence_of(Signal::CpuSustained).is_some());
 }
 
 #[test]
@@ -1011,7 +1007,7 @@ fn multi_process_miner_is_a_group_with_members() {
         vec![71, 72],
         "the packaged gzip is not a worker"
     );
-    assert!(group.evidence.iter().any(|e| e.signal == Signal::GroupCpu));
+    assert!(group.evidence_of(Signal::GroupCpu).is_some());
     assert!(!v.iter().any(|v| v.tgid != 70), "{v:#?}");
 }
 
@@ -1144,10 +1140,7 @@ fn new_pool_port_connection_waits_for_its_first_bytes() {
     assert_eq!(
         (
             v[0].rule,
-            v[0].evidence
-                .iter()
-                .find(|e| e.signal == Signal::PoolPort)
-                .map(|e| e.time)
+            v[0].evidence_of(Signal::PoolPort).map(|e| e.time)
         ),
         (Rule::PoolPortBusyUnverified, Some(ms(T0 + 5_100)))
     );

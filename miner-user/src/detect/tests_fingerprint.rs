@@ -182,11 +182,7 @@ fn fingerprint_verdict_names_the_values_and_fires_once_busy() {
         .filter(|v| v.rule == Rule::RandomxFingerprint)
         .collect();
     assert_eq!(fp.len(), 1, "one verdict, critical from the start: {v:#?}");
-    let e = fp[0]
-        .evidence
-        .iter()
-        .find(|e| e.signal == Signal::CpuFingerprint)
-        .unwrap();
+    let e = fp[0].evidence_of(Signal::CpuFingerprint).unwrap();
     // The shape completes at the second report (two non-nearest modes).
     assert_eq!(e.time, ms(T0 + 1_800));
     assert!(
@@ -444,10 +440,7 @@ fn packaged_miner_program_told_to_mine_is_a_miner_command_line() {
     let mut signals: Vec<&str> = v[0].evidence.iter().map(|e| e.signal.name()).collect();
     signals.sort_unstable();
     assert_eq!(signals, ["cpu_sustained", "miner_cmdline", "miner_program"]);
-    let program = v[0]
-        .evidence
-        .iter()
-        .find(|e| e.signal == Signal::MinerProgram);
+    let program = v[0].evidence_of(Signal::MinerProgram);
     assert!(
         program.is_some_and(|e| e.detail.contains("/usr/bin/monerod (package pkg)")),
         "{:?}",

@@ -229,6 +229,13 @@ pub struct Verdict {
     pub chain_truncated: bool,
 }
 
+impl Verdict {
+    /// The first piece of evidence of this kind, if the verdict has one.
+    pub fn evidence_of(&self, signal: Signal) -> Option<&Evidence> {
+        self.evidence.iter().find(|e| e.signal == signal)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

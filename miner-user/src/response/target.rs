@@ -58,5 +58,5 @@ pub fn payload_based(v: &Verdict) -> bool {
     matches!(
         v.rule,
         Rule::PoolProtocolUnverified | Rule::PoolProtocolBusy
-    ) || v.evidence.iter().any(|e| e.signal == Signal::PoolProtocol)
+    ) || v.evidence_of(Signal::PoolProtocol).is_some()
 }
