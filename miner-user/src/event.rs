@@ -374,6 +374,27 @@ impl Provenance {
     }
 }
 
+#[cfg(test)]
+impl Provenance {
+    /// Packaged (verified) or not packaged (unverified), nothing else
+    /// known: the two provenances most tests need.
+    pub(crate) fn packaged(verified: bool, sha256: String, path: Option<String>) -> Provenance {
+        let (verdict, reason) = if verified {
+            (ProvenanceVerdict::Verified, Reason::Packaged)
+        } else {
+            (ProvenanceVerdict::Unverified, Reason::NotPackaged)
+        };
+        Provenance {
+            verdict,
+            reasons: vec![reason],
+            sha256: Some(sha256),
+            path,
+            package: None,
+            vouched_by: None,
+        }
+    }
+}
+
 /// Where the vouching came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

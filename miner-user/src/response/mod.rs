@@ -96,7 +96,7 @@ mod tests {
         *,
     };
     use crate::detect::{Evidence, Rule, Severity, Signal, Verdict};
-    use crate::event::{Provenance, ProvenanceVerdict, Reason};
+    use crate::event::Provenance;
     use crate::time::Mono;
 
     fn verdict(tgid: u32, rule: Rule, verified: bool) -> Verdict {
@@ -116,22 +116,11 @@ mod tests {
             exe_dev: 0,
             exe_ino: 0,
             start_boottime_ns: 0,
-            provenance: Some(Provenance {
-                verdict: if verified {
-                    ProvenanceVerdict::Verified
-                } else {
-                    ProvenanceVerdict::Unverified
-                },
-                reasons: vec![if verified {
-                    Reason::Packaged
-                } else {
-                    Reason::NotPackaged
-                }],
-                sha256: Some("ab".repeat(32)),
-                path: Some("/tmp/x".into()),
-                package: None,
-                vouched_by: None,
-            }),
+            provenance: Some(Provenance::packaged(
+                verified,
+                "ab".repeat(32),
+                Some("/tmp/x".into()),
+            )),
             evidence: vec![Evidence {
                 signal: Signal::CpuSustained,
                 time: Mono(0),
