@@ -376,7 +376,7 @@ fn the_agent_image_runs_as_the_daemonset_says() {
     let logs = agent.c.logs();
     let attached: Vec<&str> = logs
         .lines()
-        .filter(|l| l.contains("instructions verified)"))
+        .filter(|l| l.contains(" instructions verified"))
         .filter_map(|l| l.split("attached ").nth(1))
         .collect();
     assert!(!logs.contains("not attached"), "a hook failed:\n{logs}");
