@@ -17,6 +17,25 @@ pub fn flag(args: &[String], flag: &str) -> Option<String> {
         .cloned()
 }
 
+/// A helper server's `--addr` (default `127.0.0.1:0`) and `--seconds`
+/// (default 60, at most 600).
+pub fn listen_flags(args: &[String]) -> (String, u64) {
+    let addr = flag(args, "--addr").unwrap_or_else(|| "127.0.0.1:0".into());
+    let secs = flag(args, "--seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60u64)
+        .min(600);
+    (addr, secs)
+}
+
+/// A read that timed out (the socket's read timeout): try again.
+pub fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 /// A helper server's life: binds `addr`, prints the port as the first line
 /// of stdout (what the tests read it from), then hands each client —
 /// blocking again, with `read_timeout` — to `serve` on its own thread,

@@ -43,11 +43,7 @@ type Log = Arc<Mutex<Option<std::fs::File>>>;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let get = |k: &str| minerwatch_tests::flag(&args, k);
-    let addr = get("--addr").unwrap_or_else(|| "127.0.0.1:0".into());
-    let secs: u64 = get("--seconds")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60)
-        .min(600);
+    let (addr, secs) = minerwatch_tests::listen_flags(&args);
     let tls = args.iter().any(|a| a == "--tls").then(tls_config);
     let log: Log = Arc::new(Mutex::new(minerwatch_tests::append_file(get("--log"))));
     minerwatch_tests::serve_clients(
@@ -95,12 +91,7 @@ fn serve<S: Read + Write>(stream: S, deadline: Instant, log: &Log) {
         match reader.read_line(&mut line) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if minerwatch_tests::timed_out(&e) => {
                 continue;
             }
             Err(_) => return,

@@ -21,11 +21,7 @@ type Capture = Arc<Mutex<Option<std::fs::File>>>;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let get = |k: &str| minerwatch_tests::flag(&args, k);
-    let addr = get("--addr").unwrap_or_else(|| "127.0.0.1:0".into());
-    let secs: u64 = get("--seconds")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60)
-        .min(600);
+    let (addr, secs) = minerwatch_tests::listen_flags(&args);
     let auth: Option<(String, String)> =
         get("--auth").and_then(|a| a.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())));
     let capture: Capture = Arc::new(Mutex::new(minerwatch_tests::append_file(get("--capture"))));
@@ -247,11 +243,7 @@ fn copy(mut from: TcpStream, mut to: TcpStream, deadline: Instant, keep: Option<
                     break;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if minerwatch_tests::timed_out(&e) => {}
             Err(_) => break,
         }
     }

@@ -20,11 +20,7 @@ const BLOB: &str = "1010e0c8d7a306a8b6c1f2d3e4f50617283940a1b2c3d4e5f60718293a4b
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let get = |k: &str| minerwatch_tests::flag(&args, k);
-    let addr = get("--addr").unwrap_or_else(|| "127.0.0.1:0".into());
-    let secs: u64 = get("--seconds")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60)
-        .min(600);
+    let (addr, secs) = minerwatch_tests::listen_flags(&args);
     let pool = get("--mode").as_deref() != Some("service");
     minerwatch_tests::serve_clients(
         "ws_pool",
@@ -70,12 +66,7 @@ fn serve(mut s: TcpStream, pool: bool, deadline: Instant) {
         match s.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if minerwatch_tests::timed_out(&e) => {
                 continue;
             }
             Err(_) => return,
