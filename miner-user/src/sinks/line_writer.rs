@@ -20,6 +20,27 @@ pub const QUEUE: usize = 1024;
 /// A queue-full message is logged at most this often.
 const FULL_LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// Why an output lost a line: the `reason` label of
+/// `minerwatch_alert_lines_lost_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineLoss {
+    /// The write failed (disk full, read-only, closed pipe).
+    IoError,
+    /// The output was stuck; the line was dropped rather than waited for.
+    QueueFull,
+}
+
+impl LineLoss {
+    pub const ALL: [LineLoss; 2] = [LineLoss::IoError, LineLoss::QueueFull];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LineLoss::IoError => "io_error",
+            LineLoss::QueueFull => "queue_full",
+        }
+    }
+}
+
 /// Where lines go. `write_line` may block (that is what the thread is for).
 pub trait LineOut: Send + 'static {
     fn write_line(&mut self, line: &[u8]) -> Result<(), String>;
@@ -43,7 +64,7 @@ impl LineWriter {
         lost: IntCounterVec,
     ) -> std::io::Result<LineWriter> {
         let (tx, rx) = mpsc::sync_channel::<Arc<[u8]>>(queue);
-        let errors = lost.with_label_values(&[name, "io_error"]);
+        let errors = lost.with_label_values(&[name, LineLoss::IoError.name()]);
         let thread = Background::spawn(format!("alerts-{name}"), move || {
             let mut failing: u64 = 0;
             while let Ok(line) = rx.recv() {
@@ -89,7 +110,7 @@ impl LineWriter {
             None => return false,
         }
         self.lost
-            .with_label_values(&[self.name, "queue_full"])
+            .with_label_values(&[self.name, LineLoss::QueueFull.name()])
             .inc();
         let mut last = lock(&self.full_logged);
         if last.is_none_or(|t| t.elapsed() >= FULL_LOG_EVERY) {

@@ -220,8 +220,8 @@ impl Metrics {
                 m.alerts.with_label_values(&[rule.name(), sev.name()]);
             }
         }
-        for result in ["sent", "retried", "failed", "dropped"] {
-            m.webhook_deliveries.with_label_values(&[result]);
+        for result in super::webhook::Delivery::ALL {
+            m.webhook_deliveries.with_label_values(&[result.name()]);
         }
         // Every series an alert rule watches exists from the start at 0:
         // `increase()` cannot see the first loss of a series born at 1.
@@ -229,8 +229,8 @@ impl Metrics {
             m.events_lost.with_label_values(&[site.name()]);
         }
         for sink in ["stdout", "file"] {
-            for reason in ["io_error", "queue_full"] {
-                m.alert_lines_lost.with_label_values(&[sink, reason]);
+            for reason in super::line_writer::LineLoss::ALL {
+                m.alert_lines_lost.with_label_values(&[sink, reason.name()]);
             }
         }
         for reason in ["expired", "capacity", "replaced"] {

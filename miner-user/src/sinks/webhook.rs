@@ -16,6 +16,41 @@ use prometheus::IntCounterVec;
 use crate::background::Background;
 use crate::sinks::config::AlertsConfig;
 
+/// What became of one delivery attempt: the `result` label of
+/// `minerwatch_webhook_deliveries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// Failed, and will be tried again.
+    Retried,
+    /// Failed and out of retries.
+    Failed,
+    /// The queue was full: never tried.
+    Dropped,
+}
+
+impl Delivery {
+    pub const ALL: [Delivery; 4] = [
+        Delivery::Sent,
+        Delivery::Retried,
+        Delivery::Failed,
+        Delivery::Dropped,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::Sent => "sent",
+            Delivery::Retried => "retried",
+            Delivery::Failed => "failed",
+            Delivery::Dropped => "dropped",
+        }
+    }
+}
+
+fn count(deliveries: &IntCounterVec, d: Delivery) {
+    deliveries.with_label_values(&[d.name()]).inc();
+}
+
 /// Longest wait between two attempts, however many retries are configured.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -95,7 +130,7 @@ impl Webhook {
         match queue.try_send(body) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.deliveries.with_label_values(&["dropped"]).inc();
+                count(&self.deliveries, Delivery::Dropped);
                 false
             }
         }
@@ -137,7 +172,7 @@ impl Worker {
         loop {
             match self.post(body) {
                 Ok(()) => {
-                    self.deliveries.with_label_values(&["sent"]).inc();
+                    count(&self.deliveries, Delivery::Sent);
                     return;
                 }
                 Err(e) if attempt < self.retries && !self.stopping() => {
@@ -145,14 +180,14 @@ impl Worker {
                         "alert webhook attempt {} failed: {e}; retrying in {wait:?}",
                         attempt + 1
                     );
-                    self.deliveries.with_label_values(&["retried"]).inc();
+                    count(&self.deliveries, Delivery::Retried);
                     // Wakes early (Disconnected) when the daemon shuts down.
                     if let Err(RecvTimeoutError::Disconnected) = self.stop.recv_timeout(wait) {
                         // Shutdown: one last attempt, then give up.
                         if self.post(body).is_ok() {
-                            self.deliveries.with_label_values(&["sent"]).inc();
+                            count(&self.deliveries, Delivery::Sent);
                         } else {
-                            self.deliveries.with_label_values(&["failed"]).inc();
+                            count(&self.deliveries, Delivery::Failed);
                         }
                         return;
                     }
@@ -162,7 +197,7 @@ impl Worker {
                 Err(e) => {
                     // Not the URL: webhook URLs often embed their secret.
                     log::warn!("alert webhook failed after {} attempts: {e}", attempt + 1);
-                    self.deliveries.with_label_values(&["failed"]).inc();
+                    count(&self.deliveries, Delivery::Failed);
                     return;
                 }
             }
@@ -214,8 +249,15 @@ mod tests {
     }
 
     fn counts(m: &Metrics) -> [u64; 4] {
-        ["sent", "retried", "failed", "dropped"]
-            .map(|r| m.webhook_deliveries.with_label_values(&[r]).get())
+        Delivery::ALL.map(|r| m.webhook_deliveries.with_label_values(&[r.name()]).get())
+    }
+
+    #[test]
+    fn delivery_results_keep_their_metric_names() {
+        assert_eq!(
+            Delivery::ALL.map(Delivery::name),
+            ["sent", "retried", "failed", "dropped"]
+        );
     }
 
     #[test]
