@@ -24,6 +24,17 @@ pub enum FootholdKind {
     AuthorizedKeys,
 }
 
+impl FootholdKind {
+    pub const ALL: [FootholdKind; 6] = [
+        FootholdKind::Cron,
+        FootholdKind::Systemd,
+        FootholdKind::RcLocal,
+        FootholdKind::LdPreload,
+        FootholdKind::ShellProfile,
+        FootholdKind::AuthorizedKeys,
+    ];
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Foothold {
     pub kind: FootholdKind,
@@ -212,16 +223,7 @@ mod tests {
     /// The `kind` names of a footholds action line.
     #[test]
     fn kinds_serialise_to_their_stable_names() {
-        use FootholdKind::*;
-        let kinds = [
-            Cron,
-            Systemd,
-            RcLocal,
-            LdPreload,
-            ShellProfile,
-            AuthorizedKeys,
-        ];
-        let names = kinds.map(|k| serde_json::to_string(&k).unwrap());
+        let names = FootholdKind::ALL.map(|k| serde_json::to_string(&k).unwrap());
         assert_eq!(
             names,
             [
