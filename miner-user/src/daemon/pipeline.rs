@@ -15,7 +15,7 @@ use crate::{
     process::table::EvictionCounts,
     provenance::{CheckResult, Job, Service},
     response::{
-        ActionResult, Outcome,
+        ActionResult, Outcome, Reported,
         plan::{self, describe},
         safety::Safety,
         worker::{self, Reporter, ResponseQueue, Settings},
@@ -357,7 +357,7 @@ impl Pipeline {
             if job.wants_footholds() {
                 p.metrics
                     .actions
-                    .with_label_values(&["footholds", Outcome::Dropped.name()])
+                    .with_label_values(&[Reported::Footholds.name(), Outcome::Dropped.name()])
                     .inc();
             }
         }

@@ -4,7 +4,7 @@
 //! same records through the same queues.
 
 use crate::{
-    response::{ActionResult, Outcome, footholds::Foothold, worker::Reporter},
+    response::{ActionResult, Outcome, Reported, footholds::Foothold, worker::Reporter},
     sinks::{alerts::ActionRecord, alerts::AlertSink, tail::TailHub},
     time::{Mono, WallClock},
 };
@@ -46,7 +46,7 @@ impl Reporter for ActionReporter {
         self.emit(&ActionRecord::new(
             Mono::now(),
             &self.clock,
-            a.action.name(),
+            a.action.into(),
             a.target,
             a.result,
             a.reason.clone(),
@@ -58,7 +58,7 @@ impl Reporter for ActionReporter {
         let mut rec = ActionRecord::new(
             Mono::now(),
             &self.clock,
-            "footholds",
+            Reported::Footholds,
             target,
             Outcome::Ok,
             format!(

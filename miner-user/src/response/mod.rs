@@ -71,6 +71,46 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// What an action line reports: one of the policy's actions, or the
+/// footholds report that follows a verdict. snake_case names are stable:
+/// the `action` of `"kind":"action"` lines and the `action` label of
+/// `minerwatch_actions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reported {
+    Kill,
+    BlockEgress,
+    Quarantine,
+    Footholds,
+}
+
+impl Reported {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reported::Kill => ActionKind::Kill.name(),
+            Reported::BlockEgress => ActionKind::BlockEgress.name(),
+            Reported::Quarantine => ActionKind::Quarantine.name(),
+            Reported::Footholds => "footholds",
+        }
+    }
+}
+
+impl From<ActionKind> for Reported {
+    fn from(a: ActionKind) -> Reported {
+        match a {
+            ActionKind::Kill => Reported::Kill,
+            ActionKind::BlockEgress => Reported::BlockEgress,
+            ActionKind::Quarantine => Reported::Quarantine,
+        }
+    }
+}
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One action, taken or refused.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActionResult {
@@ -164,6 +204,30 @@ mod tests {
 
     /// `"result"` of action lines and the `result` label of
     /// `minerwatch_actions_total`: a rename must fail here.
+    #[test]
+    fn reported_actions_serialise_to_their_stable_names() {
+        let all = [
+            Reported::Kill,
+            Reported::BlockEgress,
+            Reported::Quarantine,
+            Reported::Footholds,
+        ];
+        assert_eq!(
+            all.map(Reported::name),
+            ["kill", "block_egress", "quarantine", "footholds"]
+        );
+        for r in all {
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{r}\""));
+        }
+        for a in [
+            ActionKind::Kill,
+            ActionKind::BlockEgress,
+            ActionKind::Quarantine,
+        ] {
+            assert_eq!(Reported::from(a).name(), a.name());
+        }
+    }
+
     #[test]
     fn outcomes_serialise_to_their_stable_names() {
         let golden = ["ok", "refused", "gone", "mismatch", "failed", "dropped"];

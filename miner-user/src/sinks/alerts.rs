@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::{ChainLink, Rule, Severity, Signal, Verdict};
 use crate::event::{ProvenanceVerdict, Reason};
-use crate::response::Outcome;
+use crate::response::{Outcome, Reported};
 use crate::sinks::alert_file::AlertFile;
 use crate::sinks::config::AlertsConfig;
 use crate::sinks::line_writer::{self, LineOut, LineWriter};
@@ -288,8 +288,7 @@ pub struct ActionRecord {
     pub time: String,
     /// Always `"action"`.
     pub kind: ActionKind,
-    /// `kill`, `freeze`, `block`, `quarantine`, …
-    pub action: String,
+    pub action: Reported,
     /// Process (tgid) acted on.
     pub target: u32,
     pub result: Outcome,
@@ -308,7 +307,7 @@ impl ActionRecord {
     pub fn new(
         time: Mono,
         clock: &WallClock,
-        action: impl Into<String>,
+        action: Reported,
         target: u32,
         result: Outcome,
         reason: impl Into<String>,
@@ -317,7 +316,7 @@ impl ActionRecord {
         ActionRecord {
             time: clock.rfc3339(time),
             kind: ActionKind::Action,
-            action: action.into(),
+            action,
             target,
             result,
             reason: reason.into(),
@@ -425,7 +424,7 @@ impl AlertSink {
         self.inner
             .metrics
             .actions
-            .with_label_values(&[rec.action.as_str(), rec.result.name()])
+            .with_label_values(&[rec.action.name(), rec.result.name()])
             .inc();
         self.write(rec)
     }
@@ -656,7 +655,7 @@ pub(crate) mod tests {
         let rec = ActionRecord::new(
             Mono::from_secs(1),
             &clock,
-            "kill",
+            Reported::Kill,
             4242,
             Outcome::Ok,
             "pool_protocol_unverified",
@@ -713,7 +712,7 @@ pub(crate) mod tests {
             let act = ActionRecord::new(
                 Mono(1),
                 &WallClock::new(),
-                "kill",
+                Reported::Kill,
                 4242,
                 Outcome::Refused,
                 "protected",

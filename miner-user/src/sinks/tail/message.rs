@@ -666,7 +666,7 @@ mod tests {
         let act = ActionRecord::new(
             Mono(1),
             &WallClock::new(),
-            "kill",
+            crate::response::Reported::Kill,
             4242,
             crate::response::Outcome::Ok,
             "pool_protocol_unverified",
