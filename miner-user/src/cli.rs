@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::defaults;
+use crate::detect::Severity;
+use crate::sinks::tail::TailKind;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "minerwatch",
@@ -27,7 +31,7 @@ pub enum Command {
     ///
     /// Example: minerwatch tail --alerts-only
     /// Example: minerwatch tail --kind exec,connect --json
-    Tail(crate::cmd::tail::TailArgs),
+    Tail(TailArgs),
     /// Print the provenance verdict of files (exit 0 verified, 1 unverified, 2 error).
     ///
     /// Example: minerwatch check /usr/bin/ls /tmp/.x/kworker
@@ -125,4 +129,63 @@ pub enum QuarantineCommand {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+/// Follow the running daemon's events, alerts and actions live.
+///
+/// Needs root: the stream shows every command line on the host. Times are
+/// UTC. A client that reads too slowly is not waited for: it is told how
+/// many messages it missed.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(after_help = "\
+Examples:
+  minerwatch tail
+  minerwatch tail --alerts-only --min-severity high
+  minerwatch tail --kind exec,connect --comm xmr
+  minerwatch tail --pid 4242 --json | jq .detail")]
+pub struct TailArgs {
+    /// Unix socket of the daemon (its `tail.socket` setting).
+    ///
+    /// Example: --socket /run/minerwatch/minerwatch.sock
+    #[arg(long, value_name = "PATH", default_value = defaults::TAIL_SOCKET, env = "MINERWATCH_SOCKET")]
+    pub socket: PathBuf,
+
+    /// Print JSON lines (the daemon's wire format) instead of a table.
+    ///
+    /// Example: --json | jq 'select(.kind == "alert")'
+    #[arg(long)]
+    pub json: bool,
+
+    /// Show only these kinds; repeat the flag or separate with commas:
+    /// exec, fork, exit, connect, payload, cpu, provenance, listen, alert,
+    /// action, lost.
+    ///
+    /// Example: --kind exec,connect
+    #[arg(long, value_name = "KIND", value_delimiter = ',')]
+    pub kind: Vec<TailKind>,
+
+    /// Show only this process (matches the process id or thread id).
+    ///
+    /// Example: --pid 4242
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Show only processes whose command name contains TEXT.
+    ///
+    /// Example: --comm xmr
+    #[arg(long, value_name = "TEXT")]
+    pub comm: Option<String>,
+
+    /// Hide alerts below LEVEL: debug, low, medium, high or critical. Other
+    /// kinds are unaffected (add --alerts-only to see alerts alone).
+    ///
+    /// Example: --min-severity high
+    #[arg(long, value_name = "LEVEL")]
+    pub min_severity: Option<Severity>,
+
+    /// Show only alerts.
+    ///
+    /// Example: --alerts-only
+    #[arg(long)]
+    pub alerts_only: bool,
 }

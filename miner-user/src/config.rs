@@ -28,22 +28,7 @@ pub const EMBEDDED: &str = include_str!("../../config/minerwatch.toml");
 /// Where the embedded config is said to come from in error messages.
 pub const EMBEDDED_ORIGIN: &str = "built-in default config";
 
-/// A configuration error: which key, and what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("config key `{key}`: {fix}")]
-pub struct Invalid {
-    pub key: String,
-    pub fix: String,
-}
-
-impl Invalid {
-    pub fn new(key: impl Into<String>, fix: impl Into<String>) -> Self {
-        Invalid {
-            key: key.into(),
-            fix: fix.into(),
-        }
-    }
-}
+pub use crate::invalid::Invalid;
 
 /// Why the daemon refuses to start. `Display` is the whole message: one line.
 #[derive(Debug, thiserror::Error)]

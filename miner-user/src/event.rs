@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use miner_ebpf_common::DropSite;
 use serde::{Deserialize, Serialize};
 
 use crate::time::Mono;
@@ -373,6 +374,27 @@ impl Provenance {
     }
 }
 
+#[cfg(test)]
+impl Provenance {
+    /// Packaged (verified) or not packaged (unverified), nothing else
+    /// known: the two provenances most tests need.
+    pub(crate) fn packaged(verified: bool, sha256: String, path: Option<String>) -> Provenance {
+        let (verdict, reason) = if verified {
+            (ProvenanceVerdict::Verified, Reason::Packaged)
+        } else {
+            (ProvenanceVerdict::Unverified, Reason::NotPackaged)
+        };
+        Provenance {
+            verdict,
+            reasons: vec![reason],
+            sha256: Some(sha256),
+            path,
+            package: None,
+            vouched_by: None,
+        }
+    }
+}
+
 /// Where the vouching came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -452,9 +474,29 @@ fn is_zero(v: &u64) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lost {
     pub time: Mono,
-    /// A drop site name (`exec_ring_full`, …) or `decode`.
-    pub site: String,
+    /// Where the kernel dropped them; serialised as its name
+    /// (`exec_ring_full`, …), the `site` label of the lost-events metric.
+    #[serde(with = "drop_site")]
+    pub site: DropSite,
     pub count: u64,
+}
+
+/// A [`DropSite`] as its stable name: the ABI crate has no serde.
+mod drop_site {
+    use miner_ebpf_common::DropSite;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(site: &DropSite, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(site.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DropSite, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        DropSite::ALL
+            .into_iter()
+            .find(|site| site.name() == name)
+            .ok_or_else(|| D::Error::custom(format!("unknown drop site {name:?}")))
+    }
 }
 
 mod b64 {
@@ -533,6 +575,39 @@ mod tests {
             let back: Event = serde_json::from_str(&line).unwrap();
             assert_eq!(back, e, "{line}");
         }
+    }
+
+    /// Recordings and the tail carry a loss's site by name: the golden line
+    /// a rename must not change, every site round-trips, and a name this
+    /// build does not know is an error, not a silent default.
+    #[test]
+    fn lost_sites_serialise_by_name() {
+        let lost = Event::Lost(Lost {
+            time: Mono(5),
+            site: DropSite::ExecRingFull,
+            count: 3,
+        });
+        let line = serde_json::to_string(&lost).unwrap();
+        assert_eq!(
+            line,
+            r#"{"kind":"lost","time":5,"site":"exec_ring_full","count":3}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), lost);
+        for site in DropSite::ALL {
+            let e = Event::Lost(Lost {
+                time: Mono(1),
+                site,
+                count: 1,
+            });
+            let line = serde_json::to_string(&e).unwrap();
+            assert!(
+                line.contains(&format!(r#""site":"{}""#, site.name())),
+                "{line}"
+            );
+            assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+        }
+        let unknown = r#"{"kind":"lost","time":5,"site":"decode","count":3}"#;
+        assert!(serde_json::from_str::<Event>(unknown).is_err());
     }
 
     #[test]

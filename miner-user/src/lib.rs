@@ -5,6 +5,7 @@
 //! Everything from [`event`] on runs without a kernel and replays from a
 //! recording.
 
+pub mod background;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod defaults;
 pub mod detect;
 pub mod enrich;
 pub mod event;
+pub mod invalid;
 pub mod process;
 #[cfg(test)]
 mod proptests;

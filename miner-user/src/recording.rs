@@ -139,13 +139,14 @@ pub fn read(reader: impl BufRead) -> impl Iterator<Item = Result<(usize, Record)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::event::{CpuSample, CpuUsage, Exit};
 
-    #[test]
-    fn records_round_trip_through_write_and_read() {
-        let records = vec![
+    /// An exit (with a hostile comm), a tick, a CPU sample, a tick: what a
+    /// recording holds, for the writer's and the recorder's tests.
+    pub(crate) fn sample() -> Vec<Record> {
+        vec![
             Record::Event(Event::Exit(Exit {
                 time: Mono(5),
                 tgid: 3,
@@ -163,7 +164,13 @@ mod tests {
                     on_cpu_ns: 9,
                 }],
             })),
-        ];
+            Record::Tick(Mono(2_000_000_000)),
+        ]
+    }
+
+    #[test]
+    fn records_round_trip_through_write_and_read() {
+        let records = sample();
         let mut out = Vec::new();
         for r in &records {
             write(&mut out, r).expect("write");

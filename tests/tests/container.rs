@@ -25,7 +25,7 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader},
     net::TcpStream,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
@@ -33,6 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::SpawnListening;
 use common::podman::{self, Container};
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
@@ -266,21 +267,7 @@ fn http_in_netns(pid: u32, port: u16, path: &str) -> Option<(u16, String)> {
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return None;
         }
-        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-        let body = buf
-            .split_once("\r\n\r\n")
-            .map(|x| x.1.to_owned())
-            .unwrap_or_default();
-        Some((code, body))
+        minerwatch_harness::http_get(&format!("127.0.0.1:{port}"), &path)
     })
     .join()
     .ok()
@@ -339,16 +326,7 @@ impl RunningAgent {
     }
 
     fn wait_record(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(a) = self.alerts().into_iter().find(|a| pred(a)) {
-                return Some(a);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        common::daemon::wait_for(timeout, || self.alerts().into_iter().find(|a| pred(a)))
     }
 }
 
@@ -488,19 +466,10 @@ struct Pool {
 
 impl Pool {
     fn start() -> Pool {
-        let mut child = Command::new(POOL)
+        let (child, port) = Command::new(POOL)
             .args(["--addr", "127.0.0.1:0", "--seconds", "180"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("fake_pool");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("pool port");
-        Pool {
-            child,
-            port: line.trim().parse().expect("pool port"),
-        }
+            .listening();
+        Pool { child, port }
     }
 }
 

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::SpawnListening;
 use common::{
     SpawnQuiet,
     daemon::{Daemon, minerwatch_bin, pids_running},
@@ -20,16 +21,7 @@ const MINER: &str = env!("CARGO_BIN_EXE_fake_miner");
 const POOL: &str = env!("CARGO_BIN_EXE_fake_pool");
 
 fn pool() -> (std::process::Child, u16) {
-    let mut child = Command::new(POOL)
-        .args(["--seconds", "60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (child, line.trim().parse().unwrap())
+    Command::new(POOL).args(["--seconds", "60"]).listening()
 }
 
 fn dropped_miner(name: &str) -> PathBuf {
@@ -103,17 +95,8 @@ fn metrics_parse_and_count_real_events_and_tail_streams_them() {
         let lines = body.lines().map(|l| Ok(l.to_owned()));
         prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
     };
-    let value = |s: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>| -> f64 {
-        s.samples
-            .iter()
-            .filter(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
-            .map(|x| match x.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
+    let value = |s: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>| {
+        common::daemon::metric_value(s, name, label.as_slice())
     };
     let before = scrape();
     for family in [

@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::SpawnListening;
 use common::{
     SpawnQuiet,
     daemon::{Daemon, pids_running},
@@ -38,16 +39,9 @@ struct Pool {
 
 impl Pool {
     fn start(addr: &str) -> Pool {
-        let mut child = Command::new(POOL)
+        let (child, port) = Command::new(POOL)
             .args(["--addr", addr, "--seconds", "120"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("pool");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("pool port");
+            .listening();
         let host = addr
             .rsplit_once(':')
             .map(|(h, _)| h.to_owned())

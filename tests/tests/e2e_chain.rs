@@ -19,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::SpawnListening;
 use common::{
     Harness,
     daemon::{Daemon, minerwatch_bin, pids_running},
@@ -74,34 +75,21 @@ impl Drop for Reap {
 
 /// The loopback pool, its port.
 fn pool() -> (Reap, u16) {
-    let mut child = Command::new(POOL)
+    let (child, port) = Command::new(POOL)
         .args(["--addr", "127.0.0.1:0", "--seconds", "120"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pool");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("pool port");
-    (Reap(child), line.trim().parse().expect("pool port"))
+        .listening();
+    (Reap(child), port)
 }
 
 /// The app, its pid and port. `cmd` is what its handler runs.
 fn start_app(dir: &Path, cmd: &str) -> (Reap, u32, u16) {
     let script = dir.join("app.py");
     std::fs::write(&script, APP).expect("app.py");
-    let mut child = Command::new(PYTHON)
+    let (child, port) = Command::new(PYTHON)
         .arg(&script)
         .arg(cmd)
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("app port");
-    let port = line.trim().parse().expect("app port");
+        .listening();
     let pid = child.id();
     (Reap(child), pid, port)
 }

@@ -13,12 +13,12 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use common::SpawnListening;
 use common::{
     SpawnQuiet,
     daemon::{Daemon, pids_running},
@@ -50,7 +50,7 @@ impl TlsPool {
         let defaults = minerwatch::detect::config::DEFAULT_POOL_PORTS;
         for attempt in 0..20 {
             let log = dir.join(format!("pool-{attempt}.log"));
-            let mut child = Command::new(POOL)
+            let (mut child, port) = Command::new(POOL)
                 .args([
                     "--addr",
                     "127.0.0.1:0",
@@ -60,14 +60,7 @@ impl TlsPool {
                     "--log",
                 ])
                 .arg(&log)
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("fake_pool");
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().expect("stdout"))
-                .read_line(&mut line)
-                .expect("pool port");
-            let port: u16 = line.trim().parse().expect("pool port");
+                .listening();
             if !defaults.contains(&port) {
                 return TlsPool { child, port, log };
             }

@@ -8,12 +8,12 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use common::SpawnListening;
 use common::{SpawnQuiet, daemon::Daemon, xmrig};
 
 const POOL: &str = env!("CARGO_BIN_EXE_fake_pool");
@@ -41,17 +41,10 @@ struct Server {
 
 impl Server {
     fn start(bin: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(bin)
+        let (child, port) = Command::new(bin)
             .args(args)
-            .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn()
-            .expect("start helper server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("port line");
-        let port = line.trim().parse().expect("port");
+            .listening();
         Server { child, port }
     }
 }

@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::SpawnListening;
 use common::{
     SpawnQuiet,
     daemon::{Daemon, Launch, pids_running, tail_lines},
@@ -48,19 +49,8 @@ struct Pool {
 
 impl Pool {
     fn start() -> Pool {
-        let mut child = Command::new(POOL)
-            .args(["--seconds", "180"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("pool");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("pool port");
-        Pool {
-            child,
-            port: line.trim().parse().expect("pool port"),
-        }
+        let (child, port) = Command::new(POOL).args(["--seconds", "180"]).listening();
+        Pool { child, port }
     }
 
     fn addr(&self) -> String {

@@ -18,6 +18,7 @@ use std::{
 };
 
 use common::Harness;
+use common::SpawnListening;
 use miner_ebpf_common::mxcsr_class;
 use minerwatch::{detect::fingerprint::is_randomx_shape, event::Event};
 
@@ -219,16 +220,9 @@ fn real_xmrig_shows_the_randomx_shape_soon_after_exec() {
         Ok(p) => p,
         Err(why) => return common::skip(test, "xmrig", &why),
     };
-    let mut pool = Command::new(env!("CARGO_BIN_EXE_fake_pool"))
+    let (mut pool, port) = Command::new(env!("CARGO_BIN_EXE_fake_pool"))
         .args(["--addr", "127.0.0.1:0", "--seconds", "120", "--tls"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("fake_pool");
-    let mut line = String::new();
-    BufReader::new(pool.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("pool port");
-    let port: u16 = line.trim().parse().expect("port");
+        .listening();
     let h = Harness::start();
     let tag = common::unique("fpu-xmrig");
     let mut first = Vec::new();

@@ -10,12 +10,12 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
 
+use common::SpawnListening;
 use common::daemon::Daemon;
 use promql_parser::{
     label::Matchers,
@@ -144,24 +144,13 @@ fn every_panel_is_promql_and_has_a_datasource() {
 /// Runs a simulated miner against a simulated pool until the daemon
 /// alerts on it, so the alert families have samples.
 fn provoke_an_alert(d: &Daemon) {
-    let mut pool = Command::new(POOL)
+    let (mut pool, port) = Command::new(POOL)
         .args(["--addr", "127.0.0.1:0", "--seconds", "30"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("fake_pool");
-    let mut port = String::new();
-    BufReader::new(pool.stdout.take().expect("stdout"))
-        .read_line(&mut port)
-        .expect("port");
+        .listening();
     let dir = PathBuf::from(format!("/tmp/{}", common::unique(".mw-grafana")));
     let miner = common::copy_binary(Path::new(MINER), &dir, "kworker");
     let mut m = Command::new(&miner)
-        .args([
-            "--pool",
-            &format!("127.0.0.1:{}", port.trim()),
-            "--proto",
-            "xmrig",
-        ])
+        .args(["--pool", &format!("127.0.0.1:{port}"), "--proto", "xmrig"])
         .args(["--threads", "1", "--seconds", "20"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

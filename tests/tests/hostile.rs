@@ -11,13 +11,14 @@ mod common;
 
 use std::{
     ffi::OsStr,
-    io::{BufRead, BufReader, Read},
+    io::Read,
     os::unix::ffi::OsStrExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use common::SpawnListening;
 use common::daemon::{Daemon, minerwatch_bin};
 
 const MINER: &str = env!("CARGO_BIN_EXE_fake_miner");
@@ -85,16 +86,7 @@ impl Reader {
 }
 
 fn pool() -> (Child, u16) {
-    let mut child = Command::new(POOL)
-        .args(["--seconds", "60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pool");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("pool port");
-    (child, line.trim().parse().expect("pool port"))
+    Command::new(POOL).args(["--seconds", "60"]).listening()
 }
 
 /// No byte that a terminal interprets: C0 controls other than the line

@@ -12,7 +12,7 @@
 mod common;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fs,
     path::{Path, PathBuf},
     process::Command,
@@ -827,6 +827,75 @@ fn check_rules(m: &Manifests) {
             "{} has a summary",
             rule.alert
         );
+    }
+    check_rule_labels(&reads);
+}
+
+/// Every label a rule groups by or its annotations print exists on the
+/// metrics it reads (as the daemon exports them) or is added by the scrape
+/// (`node` by the monitors' relabeling, the operator's target labels): a
+/// label that exists on neither is always empty, and the alert names
+/// nothing (the events-lost rule grouped by a `site` label the metric does
+/// not have: its label is `kind`).
+fn check_rule_labels(reads: &[(&Rule, Reads)]) {
+    let exported = minerwatch::sinks::metrics::Metrics::new()
+        .expect("metrics")
+        .encode()
+        .expect("encode");
+    let scrape = prometheus_parse::Scrape::parse(exported.lines().map(|l| Ok(l.to_owned())))
+        .expect("our own exposition parses");
+    let labels_of = |metric: &str| -> BTreeSet<String> {
+        scrape
+            .samples
+            .iter()
+            .filter(|x| x.metric == metric)
+            .flat_map(|x| x.labels.keys().cloned())
+            .collect()
+    };
+    for (rule, r) in reads {
+        // `node` from the monitors' relabeling; the rest are the target
+        // labels the operator gives every scraped endpoint.
+        let mut known: BTreeSet<String> = [
+            "node",
+            "job",
+            "instance",
+            "namespace",
+            "pod",
+            "service",
+            "endpoint",
+            "container",
+        ]
+        .map(String::from)
+        .into();
+        for (name, _) in r
+            .selectors
+            .iter()
+            .filter(|(n, _)| n.starts_with("minerwatch_"))
+        {
+            let own = labels_of(name);
+            assert!(
+                !own.is_empty(),
+                "{}: {name} is exported with labels",
+                rule.alert
+            );
+            known.extend(own);
+        }
+        let printed = rule.annotations.values().flat_map(|text| {
+            text.split("$labels.")
+                .skip(1)
+                .map(|rest| {
+                    rest.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                        .next()
+                })
+                .map(|l| l.unwrap_or_default().to_owned())
+        });
+        for label in r.groupings.iter().flatten().cloned().chain(printed) {
+            assert!(
+                known.contains(&label),
+                "{}: label `{label}` is not on the metrics it reads ({known:?})",
+                rule.alert
+            );
+        }
     }
 }
 

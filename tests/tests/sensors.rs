@@ -11,6 +11,7 @@ use std::{
 };
 
 use common::{Harness, copy_binary, unique};
+use miner_ebpf_common::DropSite;
 use minerwatch::event::{ConnectResult, Event};
 
 const WAIT: Duration = Duration::from_secs(2);
@@ -340,7 +341,7 @@ fn exec_storm_is_fully_accounted() {
     let lost: u64 = h
         .poll_drops()
         .iter()
-        .filter(|l| l.site == "exec_ring_full")
+        .filter(|l| l.site == DropSite::ExecRingFull)
         .map(|l| l.count)
         .sum();
     eprintln!("exec storm: {n} execs at {rate:.0}/s, received {received}, lost {lost}");

@@ -5,75 +5,17 @@
 //! client and never does per-client work beyond a queue push.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::defaults;
 use crate::detect::Severity;
 use crate::sinks::tail::{TailKind, TailMessage};
 use crate::text;
 
-/// Follow the running daemon's events, alerts and actions live.
-///
-/// Needs root: the stream shows every command line on the host. Times are
-/// UTC. A client that reads too slowly is not waited for: it is told how
-/// many messages it missed.
-#[derive(Debug, Clone, Default, clap::Args)]
-#[command(after_help = "\
-Examples:
-  minerwatch tail
-  minerwatch tail --alerts-only --min-severity high
-  minerwatch tail --kind exec,connect --comm xmr
-  minerwatch tail --pid 4242 --json | jq .detail")]
-pub struct TailArgs {
-    /// Unix socket of the daemon (its `tail.socket` setting).
-    ///
-    /// Example: --socket /run/minerwatch/minerwatch.sock
-    #[arg(long, value_name = "PATH", default_value = defaults::TAIL_SOCKET, env = "MINERWATCH_SOCKET")]
-    pub socket: PathBuf,
-
-    /// Print JSON lines (the daemon's wire format) instead of a table.
-    ///
-    /// Example: --json | jq 'select(.kind == "alert")'
-    #[arg(long)]
-    pub json: bool,
-
-    /// Show only these kinds; repeat the flag or separate with commas:
-    /// exec, fork, exit, connect, payload, cpu, provenance, listen, alert,
-    /// action, lost.
-    ///
-    /// Example: --kind exec,connect
-    #[arg(long, value_name = "KIND", value_delimiter = ',')]
-    pub kind: Vec<TailKind>,
-
-    /// Show only this process (matches the process id or thread id).
-    ///
-    /// Example: --pid 4242
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
-
-    /// Show only processes whose command name contains TEXT.
-    ///
-    /// Example: --comm xmr
-    #[arg(long, value_name = "TEXT")]
-    pub comm: Option<String>,
-
-    /// Hide alerts below LEVEL: debug, low, medium, high or critical. Other
-    /// kinds are unaffected (add --alerts-only to see alerts alone).
-    ///
-    /// Example: --min-severity high
-    #[arg(long, value_name = "LEVEL")]
-    pub min_severity: Option<Severity>,
-
-    /// Show only alerts.
-    ///
-    /// Example: --alerts-only
-    #[arg(long)]
-    pub alerts_only: bool,
-}
+pub use crate::cli::TailArgs;
 
 impl TailArgs {
     /// Whether a message passes the filters. `skipped` and `error` always
@@ -389,6 +331,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::defaults;
     use crate::sinks::config::TailConfig;
     use crate::sinks::metrics::Metrics;
     use crate::sinks::tail::{TailHub, TailServer};

@@ -15,7 +15,7 @@ use crate::{
     process::table::EvictionCounts,
     provenance::{CheckResult, Job, Service},
     response::{
-        ActionResult,
+        ActionResult, Outcome, Reported,
         plan::{self, describe},
         safety::Safety,
         worker::{self, Reporter, ResponseQueue, Settings},
@@ -191,8 +191,12 @@ impl Pipeline {
             self.feed(Event::CpuSample(sample));
         }
         for lost in self.parts.poller.poll_drops(now) {
-            log::warn!("kernel dropped {} records at {}", lost.count, lost.site);
-            self.parts.health.mark_lost(now, &lost.site, lost.count);
+            log::warn!(
+                "kernel dropped {} records at {}",
+                lost.count,
+                lost.site.name()
+            );
+            self.parts.health.mark_lost(now, lost.site, lost.count);
             self.feed(Event::Lost(lost));
         }
         let dropped = self.parts.provenance.dropped();
@@ -333,7 +337,7 @@ impl Pipeline {
         rec.actions = plan
             .refused
             .iter()
-            .map(|a| format!("{} {}: refused", a.action.name(), a.target))
+            .map(|a| format!("{} {}: {}", a.action.name(), a.target, a.result))
             .chain(plan.steps.iter().map(|s| {
                 format!(
                     "{}: queued",
@@ -377,7 +381,7 @@ impl Pipeline {
                 p.reporter.action(&ActionResult {
                     action: s.action,
                     target: s.targets.first().map_or(job.verdict.tgid, |t| t.tgid),
-                    result: "dropped",
+                    result: Outcome::Dropped,
                     reason: reason.clone(),
                     latency_ms: 0,
                 });
@@ -385,7 +389,7 @@ impl Pipeline {
             if job.wants_footholds() {
                 p.metrics
                     .actions
-                    .with_label_values(&["footholds", "dropped"])
+                    .with_label_values(&[Reported::Footholds.name(), Outcome::Dropped.name()])
                     .inc();
             }
         }

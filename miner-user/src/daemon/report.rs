@@ -4,7 +4,7 @@
 //! same records through the same queues.
 
 use crate::{
-    response::{ActionResult, footholds::Foothold, worker::Reporter},
+    response::{ActionResult, Outcome, Reported, footholds::Foothold, worker::Reporter},
     sinks::{alerts::ActionRecord, alerts::AlertSink, tail::TailHub},
     time::{Mono, WallClock},
 };
@@ -35,7 +35,7 @@ impl ActionReporter {
 
 impl Reporter for ActionReporter {
     fn action(&self, a: &ActionResult) {
-        if a.result == "failed" {
+        if a.result == Outcome::Failed {
             log::error!(
                 "response: {} of {} failed: {}",
                 a.action.name(),
@@ -46,7 +46,7 @@ impl Reporter for ActionReporter {
         self.emit(&ActionRecord::new(
             Mono::now(),
             &self.clock,
-            a.action.name(),
+            a.action.into(),
             a.target,
             a.result,
             a.reason.clone(),
@@ -58,9 +58,9 @@ impl Reporter for ActionReporter {
         let mut rec = ActionRecord::new(
             Mono::now(),
             &self.clock,
-            "footholds",
+            Reported::Footholds,
             target,
-            "ok",
+            Outcome::Ok,
             format!(
                 "{} persistence line(s) name the miner; reported, not changed",
                 found.len()

@@ -90,9 +90,7 @@ pub fn action_scope(v: &Verdict, table: &ProcessTable) -> Vec<u32> {
 mod tests {
     use super::*;
     use crate::detect::{DetectorConfig, Input, Rule, Severity};
-    use crate::event::{
-        Event, ExeId, Exec, Fork, Provenance, ProvenanceEvent, ProvenanceVerdict, Reason, Source,
-    };
+    use crate::event::{Event, ExeId, Exec, Fork, Provenance, ProvenanceEvent, Source};
     use crate::time::Mono;
 
     fn exe(ino: u64) -> ExeId {
@@ -185,22 +183,7 @@ mod tests {
                     time: Mono::from_millis(6),
                     tgid,
                     exe: exe(ino),
-                    provenance: Provenance {
-                        verdict: if verified {
-                            ProvenanceVerdict::Verified
-                        } else {
-                            ProvenanceVerdict::Unverified
-                        },
-                        reasons: vec![if verified {
-                            Reason::Packaged
-                        } else {
-                            Reason::NotPackaged
-                        }],
-                        sha256: Some(format!("{ino:064}")),
-                        path: None,
-                        package: None,
-                        vouched_by: None,
-                    },
+                    provenance: Provenance::packaged(verified, format!("{ino:064}"), None),
                 }),
             );
         }

@@ -20,8 +20,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::Detector;
-use crate::config::Invalid;
 use crate::event::Listen;
+use crate::invalid::Invalid;
 use crate::process::table::{Origin, Process, Retention};
 use crate::time::Mono;
 

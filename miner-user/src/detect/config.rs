@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
+use crate::invalid::Invalid;
 
 /// Ports documented by public pools for plain and TLS stratum. Sources: the
 /// pools' "getting started" pages and the example configs shipped with

@@ -113,11 +113,7 @@ fn a_login_through_socks5_is_the_same_verdict_as_without_a_proxy() {
         .iter()
         .find(|v| v.rule == Rule::PoolProtocolUnverified)
         .unwrap();
-    let e = v
-        .evidence
-        .iter()
-        .find(|e| e.signal == "pool_protocol")
-        .unwrap();
+    let e = v.evidence_of(Signal::PoolProtocol).unwrap();
     assert_eq!(
         e.detail,
         "xmrig-login to 203.0.113.50:3333 via socks5 proxy 10.0.0.5:1080"
@@ -153,7 +149,7 @@ fn the_destination_asked_of_a_proxy_counts_as_a_pool_endpoint() {
             "{verdicts:#?}"
         );
         let e = &verdicts[0].evidence;
-        let conn = e.iter().find(|e| e.signal == want_signal).unwrap();
+        let conn = e.iter().find(|e| e.signal.name() == want_signal).unwrap();
         assert!(
             conn.detail.contains("via http-connect proxy 10.0.0.5:8080")
                 || conn.detail.contains("via socks5 proxy 10.0.0.5:8080"),
@@ -230,11 +226,7 @@ fn a_packaged_node_mining_over_websocket_is_pool_protocol_busy() {
         BTreeMap::from([((Rule::PoolProtocolBusy, 50), Severity::High)]),
         "{verdicts:#?}"
     );
-    let e = verdicts[0]
-        .evidence
-        .iter()
-        .find(|e| e.signal == "pool_protocol")
-        .unwrap();
+    let e = verdicts[0].evidence_of(Signal::PoolProtocol).unwrap();
     assert_eq!(
         e.detail,
         "xmrig-login to 10.0.0.8:8080, over WebSocket ws://10.0.0.8:8080/proxy"
@@ -303,9 +295,7 @@ fn weak_tls_evidence_never_alerts_alone_and_joins_a_verdict() {
         .find(|v| v.rule == Rule::MinerCommandLine)
         .unwrap_or_else(|| panic!("{v:#?}"));
     let weak = cmd
-        .evidence
-        .iter()
-        .find(|e| e.signal == "tls_idle_no_alpn")
+        .evidence_of(Signal::TlsIdleNoAlpn)
         .unwrap_or_else(|| panic!("{:#?}", cmd.evidence));
     assert!(
         weak.detail.starts_with(
@@ -322,7 +312,11 @@ fn weak_tls_evidence_never_alerts_alone_and_joins_a_verdict() {
     // An HTTP client's TLS (ALPN h2) is not the shape.
     let (v, _) = run_with(two_cpus(), tls_client(62, true, true, 30), T0 + 55_000);
     let cmd = v.iter().find(|v| v.rule == Rule::MinerCommandLine).unwrap();
-    assert!(cmd.evidence.iter().all(|e| e.signal != "tls_idle_no_alpn"));
+    assert!(
+        cmd.evidence
+            .iter()
+            .all(|e| e.signal != Signal::TlsIdleNoAlpn)
+    );
     // Half the machine is not "every core".
     let (v, _) = run_with(
         DetectorConfig {
@@ -333,7 +327,11 @@ fn weak_tls_evidence_never_alerts_alone_and_joins_a_verdict() {
         T0 + 55_000,
     );
     let cmd = v.iter().find(|v| v.rule == Rule::MinerCommandLine).unwrap();
-    assert!(cmd.evidence.iter().all(|e| e.signal != "tls_idle_no_alpn"));
+    assert!(
+        cmd.evidence
+            .iter()
+            .all(|e| e.signal != Signal::TlsIdleNoAlpn)
+    );
 }
 
 #[test]

@@ -36,7 +36,7 @@ const ROOT_CGROUP_ID: u64 = 1;
 use super::cpu::{CpuJudgement, judge_group, judge_history};
 use super::detector::{Detector, Flow, Owner, Track};
 use super::protocol::Hop;
-use super::{Evidence, Rule, Severity, Verdict};
+use super::{Evidence, Rule, Severity, Signal, Verdict};
 use crate::process::table::Process;
 use crate::time::Mono;
 
@@ -82,9 +82,9 @@ struct Firing {
     members: BTreeSet<u32>,
 }
 
-fn ev(signal: &str, time: Mono, detail: String) -> Evidence {
+fn ev(signal: Signal, time: Mono, detail: String) -> Evidence {
     Evidence {
-        signal: signal.to_owned(),
+        signal,
         time,
         detail,
     }
@@ -117,7 +117,7 @@ impl Detector {
                     .unwrap_or("package");
                 let pkg = prov.package.as_deref().unwrap_or("?");
                 Prov::ImageVouched(ev(
-                    "image_vouched_exec",
+                    Signal::ImageVouchedExec,
                     p.provenance_time.unwrap_or(now),
                     format!(
                         "{path}: packaged ({pkg}) only by the image's own {db} database, \
@@ -139,7 +139,7 @@ impl Detector {
                     .or_else(|| p.exe_display())
                     .unwrap_or_default();
                 Prov::Unverified(ev(
-                    "unverified_exec",
+                    Signal::UnverifiedExec,
                     p.provenance_time.unwrap_or(now),
                     format!("{path}: {}", reasons.join(", ")),
                 ))
@@ -149,7 +149,7 @@ impl Detector {
                 let since = t.image_seen;
                 Prov::Unknown((now.saturating_sub(since) >= wait).then(|| {
                     ev(
-                        "provenance_unknown",
+                        Signal::ProvenanceUnknown,
                         since.plus_ns(wait),
                         format!(
                             "no provenance verdict {} ms after exec",
@@ -178,7 +178,7 @@ impl Detector {
         self.flow_evidence(p, t, |f| {
             let (time, proto) = f.mining?;
             Some(ev(
-                "pool_protocol",
+                Signal::PoolProtocol,
                 time,
                 format!("{proto} to {}", describe(f)),
             ))
@@ -191,18 +191,18 @@ impl Detector {
                 return None;
             }
             let (signal, what) = if f.pool_sni {
-                ("tls_pool_sni", "TLS to a pool server name")
+                (Signal::TlsPoolSni, "TLS to a pool server name")
             } else if f.class == Some(super::Protocol::Tls) {
-                ("tls_pool_port", "TLS to a pool port")
+                (Signal::TlsPoolPort, "TLS to a pool port")
             } else if f.pool_dest {
                 (
-                    "proxy_pool_destination",
+                    Signal::ProxyPoolDestination,
                     "asked a proxy for a pool endpoint",
                 )
             } else if f.pool_port {
-                ("pool_port", "connected to a pool port")
+                (Signal::PoolPort, "connected to a pool port")
             } else {
-                ("pool_address", "connected to a pool address")
+                (Signal::PoolAddress, "connected to a pool address")
             };
             Some(ev(signal, f.time, format!("{what}: {}", describe(f))))
         })
@@ -242,7 +242,7 @@ impl Detector {
             (tls.alpn.is_none() && open >= open_ns && mean <= self.cfg.tls_idle_max_record_bytes)
                 .then(|| {
                     ev(
-                        "tls_idle_no_alpn",
+                        Signal::TlsIdleNoAlpn,
                         c.last,
                         format!(
                             "TLS without ALPN to {}: open {:.0} s, {} records of {} bytes on \
@@ -262,7 +262,7 @@ impl Detector {
     fn cmdline_evidence(&self, p: &Process, t: &Track) -> Option<Evidence> {
         let c = t.cmdline.as_ref()?;
         self.counts_for(p, c.owner)
-            .then(|| ev("miner_cmdline", c.time, c.detail.clone()))
+            .then(|| ev(Signal::MinerCmdline, c.time, c.detail.clone()))
     }
 
     /// The RandomX shape, unless the executable is allowed to show it.
@@ -273,7 +273,7 @@ impl Detector {
         if self.cfg.fingerprint_allow.allows(path.as_deref(), sha) {
             return None;
         }
-        Some(ev("cpu_fingerprint", shape.time, shape.detail.clone()))
+        Some(ev(Signal::CpuFingerprint, shape.time, shape.detail.clone()))
     }
 
     /// A packaged binary that is a miner program by package or file name.
@@ -296,7 +296,7 @@ impl Detector {
             .map(|pkg| format!(" (package {pkg})"))
             .unwrap_or_default();
         Some(ev(
-            "miner_program",
+            Signal::MinerProgram,
             p.provenance_time.unwrap_or(now),
             format!("{path}{package} is a miner program"),
         ))
@@ -306,10 +306,10 @@ impl Detector {
         t.hints
             .seen
             .iter()
-            .map(|h| ev("hint", h.time, h.detail.clone()))
+            .map(|h| ev(Signal::Hint, h.time, h.detail.clone()))
     }
 
-    fn cpu_evidence(&self, signal: &str, j: &CpuJudgement, now: Mono, who: &str) -> Evidence {
+    fn cpu_evidence(&self, signal: Signal, j: &CpuJudgement, now: Mono, who: &str) -> Evidence {
         ev(
             signal,
             j.first_busy.unwrap_or(now),
@@ -387,7 +387,7 @@ impl Detector {
         let cpu = judge_history(&t.cpu, now, &self.policy);
         let cpu_ev = cpu
             .sustained
-            .then(|| self.cpu_evidence("cpu_sustained", &cpu, now, ""));
+            .then(|| self.cpu_evidence(Signal::CpuSustained, &cpu, now, ""));
         let not_verified = prov.evidence_not_verified();
 
         // The group: a holder's workers (forked copies, its tree, its
@@ -413,7 +413,7 @@ impl Detector {
                         })
                         .count();
                     let who = format!("{busy} of {} other group members on CPU: ", members.len());
-                    (self.cpu_evidence("group_cpu", &g, now, &who), members)
+                    (self.cpu_evidence(Signal::GroupCpu, &g, now, &who), members)
                 })
             });
         let group_ev = group.as_ref().map(|(e, _)| e);

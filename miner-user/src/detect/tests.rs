@@ -428,26 +428,8 @@ fn positive_cases() -> Vec<Case> {
 }
 
 pub(crate) fn client_hello_sni(sni: &str) -> Vec<u8> {
-    let name = sni.as_bytes();
-    let mut ext = vec![0x00, 0x00];
-    ext.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
-    ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    ext.push(0);
-    ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    ext.extend_from_slice(name);
-    let mut hs = vec![0x03, 0x03];
-    hs.extend_from_slice(&[0x11; 32]);
-    hs.push(0);
-    hs.extend_from_slice(&[0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
-    hs.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    hs.extend_from_slice(&ext);
-    let mut msg = vec![0x01];
-    msg.extend_from_slice(&(hs.len() as u32).to_be_bytes()[1..]);
-    msg.extend_from_slice(&hs);
-    let mut rec = vec![0x16, 0x03, 0x01];
-    rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&msg);
-    rec
+    use super::protocol::tls::tests::{hello, sni_ext};
+    hello(&[0x1301], &[sni_ext(sni)])
 }
 
 fn benign_cases() -> Vec<Case> {
@@ -717,7 +699,7 @@ fn pool_protocol_from_unverified_binary_fires_with_latency_from_exec() {
         (v.rule, v.severity, v.tgid, v.latency_ms),
         (Rule::PoolProtocolUnverified, Severity::High, 10, 80)
     );
-    let signals: Vec<&str> = v.evidence.iter().map(|e| e.signal.as_str()).collect();
+    let signals: Vec<&str> = v.evidence.iter().map(|e| e.signal.name()).collect();
     assert_eq!(signals, ["pool_protocol", "unverified_exec"]);
     assert_eq!(v.evidence[0].time, ms(T0 + 50));
     assert!(
@@ -778,7 +760,7 @@ fn one_verdict_per_rule_and_escalation_realerts_once() {
         .find(|v| v.severity == Severity::Critical)
         .unwrap();
     assert!(crit.time <= ms(T0 + 4_000), "critical at {:?}", crit.time);
-    assert!(crit.evidence.iter().any(|e| e.signal == "cpu_sustained"));
+    assert!(crit.evidence_of(Signal::CpuSustained).is_some());
 }
 
 #[test]
@@ -1025,7 +1007,7 @@ fn multi_process_miner_is_a_group_with_members() {
         vec![71, 72],
         "the packaged gzip is not a worker"
     );
-    assert!(group.evidence.iter().any(|e| e.signal == "group_cpu"));
+    assert!(group.evidence_of(Signal::GroupCpu).is_some());
     assert!(!v.iter().any(|v| v.tgid != 70), "{v:#?}");
 }
 
@@ -1158,10 +1140,7 @@ fn new_pool_port_connection_waits_for_its_first_bytes() {
     assert_eq!(
         (
             v[0].rule,
-            v[0].evidence
-                .iter()
-                .find(|e| e.signal == "pool_port")
-                .map(|e| e.time)
+            v[0].evidence_of(Signal::PoolPort).map(|e| e.time)
         ),
         (Rule::PoolPortBusyUnverified, Some(ms(T0 + 5_100)))
     );

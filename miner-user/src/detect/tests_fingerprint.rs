@@ -164,7 +164,7 @@ fn randomx_fingerprint_severity_by_provenance_and_network_evidence() {
             .iter()
             .find(|v| v.rule == Rule::RandomxFingerprint)
             .expect("verdict");
-        let signals: Vec<&str> = fp.evidence.iter().map(|e| e.signal.as_str()).collect();
+        let signals: Vec<&str> = fp.evidence.iter().map(|e| e.signal.name()).collect();
         assert!(signals.contains(&"cpu_fingerprint"), "{signals:?}");
         assert!(signals.contains(&"cpu_sustained"), "{signals:?}");
     }
@@ -182,11 +182,7 @@ fn fingerprint_verdict_names_the_values_and_fires_once_busy() {
         .filter(|v| v.rule == Rule::RandomxFingerprint)
         .collect();
     assert_eq!(fp.len(), 1, "one verdict, critical from the start: {v:#?}");
-    let e = fp[0]
-        .evidence
-        .iter()
-        .find(|e| e.signal == "cpu_fingerprint")
-        .unwrap();
+    let e = fp[0].evidence_of(Signal::CpuFingerprint).unwrap();
     // The shape completes at the second report (two non-nearest modes).
     assert_eq!(e.time, ms(T0 + 1_800));
     assert!(
@@ -403,7 +399,7 @@ fn hints_are_listed_in_the_verdict_of_their_process() {
     let hints: Vec<&str> = fp
         .evidence
         .iter()
-        .filter(|e| e.signal == "hint")
+        .filter(|e| e.signal == Signal::Hint)
         .map(|e| e.detail.as_str())
         .collect();
     assert_eq!(hints.len(), 2, "{:#?}", fp.evidence);
@@ -441,10 +437,10 @@ fn packaged_miner_program_told_to_mine_is_a_miner_command_line() {
         BTreeMap::from([((Rule::MinerCommandLine, 120), Severity::High)]),
         "{v:#?}"
     );
-    let mut signals: Vec<&str> = v[0].evidence.iter().map(|e| e.signal.as_str()).collect();
+    let mut signals: Vec<&str> = v[0].evidence.iter().map(|e| e.signal.name()).collect();
     signals.sort_unstable();
     assert_eq!(signals, ["cpu_sustained", "miner_cmdline", "miner_program"]);
-    let program = v[0].evidence.iter().find(|e| e.signal == "miner_program");
+    let program = v[0].evidence_of(Signal::MinerProgram);
     assert!(
         program.is_some_and(|e| e.detail.contains("/usr/bin/monerod (package pkg)")),
         "{:?}",

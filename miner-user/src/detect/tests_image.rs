@@ -72,9 +72,7 @@ fn image_vouched_evidence_names_the_database() {
         .find(|v| v.rule == Rule::PoolProtocolUnverified)
         .expect("alert at the login");
     let e = v
-        .evidence
-        .iter()
-        .find(|e| e.signal == "image_vouched_exec")
+        .evidence_of(Signal::ImageVouchedExec)
         .expect("image evidence");
     assert!(e.detail.contains("image's own dpkg"), "{}", e.detail);
 }

@@ -98,13 +98,98 @@ impl Rule {
     }
 }
 
+/// What a piece of evidence says. The rules produce them, the response and
+/// the tests match on them; snake_case names are stable: they appear in
+/// alerts (`evidence[].signal`) and in replayed verdicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// The process's own flow spoke a pool protocol (payload bytes).
+    PoolProtocol,
+    /// A connection to a configured pool port.
+    PoolPort,
+    /// TLS to a pool port.
+    TlsPoolPort,
+    /// TLS whose server name is a pool's.
+    TlsPoolSni,
+    /// A connection to a configured pool address.
+    PoolAddress,
+    /// A proxy (SOCKS, HTTP CONNECT) asked for a pool endpoint.
+    ProxyPoolDestination,
+    /// Weak: long-lived TLS without ALPN, small records, most cores busy.
+    TlsIdleNoAlpn,
+    /// The process itself burnt CPU for the sustained window.
+    CpuSustained,
+    /// Its group (tree or cgroup workers) burnt CPU together.
+    GroupCpu,
+    /// The executable is not vouched for by the host's package database.
+    UnverifiedExec,
+    /// Packaged only by the image's own database (its author controls it).
+    ImageVouchedExec,
+    /// No provenance verdict came within `provenance_wait_ms`.
+    ProvenanceUnknown,
+    /// The command line names a pool, a wallet or miner options.
+    MinerCmdline,
+    /// A packaged binary that is a miner program by name.
+    MinerProgram,
+    /// The RandomX MXCSR shape on one of its threads.
+    CpuFingerprint,
+    /// Huge pages, MSR opens: supports, never decides.
+    Hint,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 16] = [
+        Signal::PoolProtocol,
+        Signal::PoolPort,
+        Signal::TlsPoolPort,
+        Signal::TlsPoolSni,
+        Signal::PoolAddress,
+        Signal::ProxyPoolDestination,
+        Signal::TlsIdleNoAlpn,
+        Signal::CpuSustained,
+        Signal::GroupCpu,
+        Signal::UnverifiedExec,
+        Signal::ImageVouchedExec,
+        Signal::ProvenanceUnknown,
+        Signal::MinerCmdline,
+        Signal::MinerProgram,
+        Signal::CpuFingerprint,
+        Signal::Hint,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::PoolProtocol => "pool_protocol",
+            Signal::PoolPort => "pool_port",
+            Signal::TlsPoolPort => "tls_pool_port",
+            Signal::TlsPoolSni => "tls_pool_sni",
+            Signal::PoolAddress => "pool_address",
+            Signal::ProxyPoolDestination => "proxy_pool_destination",
+            Signal::TlsIdleNoAlpn => "tls_idle_no_alpn",
+            Signal::CpuSustained => "cpu_sustained",
+            Signal::GroupCpu => "group_cpu",
+            Signal::UnverifiedExec => "unverified_exec",
+            Signal::ImageVouchedExec => "image_vouched_exec",
+            Signal::ProvenanceUnknown => "provenance_unknown",
+            Signal::MinerCmdline => "miner_cmdline",
+            Signal::MinerProgram => "miner_program",
+            Signal::CpuFingerprint => "cpu_fingerprint",
+            Signal::Hint => "hint",
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One piece of evidence: a signal, when it was seen, and a human detail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
-    /// `pool_protocol`, `pool_port`, `tls_pool_port`, `cpu_sustained`,
-    /// `unverified_exec`, `miner_cmdline`, `group_cpu`, `cpu_fingerprint`,
-    /// `miner_program`, `hint`…
-    pub signal: String,
+    pub signal: Signal,
     pub time: Mono,
     pub detail: String,
 }
@@ -142,4 +227,47 @@ pub struct Verdict {
     /// Older ancestors than `chain` shows exist (`detector.chain.max_depth`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub chain_truncated: bool,
+}
+
+impl Verdict {
+    /// The first piece of evidence of this kind, if the verdict has one.
+    pub fn evidence_of(&self, signal: Signal) -> Option<&Evidence> {
+        self.evidence.iter().find(|e| e.signal == signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names operators' alert rules and dashboards match on: a rename
+    /// must fail here, not in a fleet.
+    #[test]
+    fn signals_serialise_to_their_stable_names() {
+        let golden = [
+            "pool_protocol",
+            "pool_port",
+            "tls_pool_port",
+            "tls_pool_sni",
+            "pool_address",
+            "proxy_pool_destination",
+            "tls_idle_no_alpn",
+            "cpu_sustained",
+            "group_cpu",
+            "unverified_exec",
+            "image_vouched_exec",
+            "provenance_unknown",
+            "miner_cmdline",
+            "miner_program",
+            "cpu_fingerprint",
+            "hint",
+        ];
+        assert_eq!(Signal::ALL.map(Signal::name), golden);
+        for s in Signal::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.name()));
+            assert_eq!(serde_json::from_str::<Signal>(&json).unwrap(), s);
+            assert_eq!(s.to_string(), s.name());
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::{
-    ActionKind, ActionResult, ResponseConfig,
+    ActionKind, ActionResult, Outcome, ResponseConfig,
     kill::{self, Identity, KillOutcome, Root, Vet},
     plan::{Step, format_endpoint},
     quarantine,
@@ -98,7 +98,7 @@ impl Executor {
             return ActionResult {
                 action: ActionKind::BlockEgress,
                 target: first,
-                result: "failed",
+                result: Outcome::Failed,
                 reason: "the connect hooks are not attached (no cgroup v2)".into(),
                 latency_ms: 0,
             };
@@ -124,7 +124,11 @@ impl Executor {
         ActionResult {
             action: ActionKind::BlockEgress,
             target: first,
-            result: if errors.is_empty() { "ok" } else { "failed" },
+            result: if errors.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            },
             reason: if errors.is_empty() {
                 format!(
                     "blocked {} process(es) and {}",
@@ -167,7 +171,7 @@ impl Executor {
             Ok(rec) => ActionResult {
                 action: ActionKind::Quarantine,
                 target: v.tgid,
-                result: "ok",
+                result: Outcome::Ok,
                 reason: format!(
                     "{} saved as {}",
                     rec.original_path
@@ -180,7 +184,7 @@ impl Executor {
             Err(e) => ActionResult {
                 action: ActionKind::Quarantine,
                 target: v.tgid,
-                result: "failed",
+                result: Outcome::Failed,
                 reason: e.to_string(),
                 latency_ms,
             },
@@ -231,19 +235,23 @@ impl Executor {
         for (tgid, o) in outcomes {
             let (result, reason, latency) = match o {
                 KillOutcome::Killed { latency } => {
-                    ("ok", "SIGKILL, exit confirmed".to_string(), latency)
+                    (Outcome::Ok, "SIGKILL, exit confirmed".to_string(), latency)
                 }
                 KillOutcome::Signalled => (
-                    "failed",
+                    Outcome::Failed,
                     "signalled but not dead before the timeout".into(),
                     Duration::ZERO,
                 ),
-                KillOutcome::Gone => ("gone", "exited before the kill".into(), Duration::ZERO),
-                KillOutcome::Mismatch(r) => ("mismatch", r, Duration::ZERO),
-                KillOutcome::Refused(r) => ("refused", r, Duration::ZERO),
-                KillOutcome::Failed(r) => ("failed", r, Duration::ZERO),
+                KillOutcome::Gone => (
+                    Outcome::Gone,
+                    "exited before the kill".into(),
+                    Duration::ZERO,
+                ),
+                KillOutcome::Mismatch(m) => (Outcome::Mismatch, m.to_string(), Duration::ZERO),
+                KillOutcome::Refused(r) => (Outcome::Refused, r, Duration::ZERO),
+                KillOutcome::Failed(e) => (Outcome::Failed, e.to_string(), Duration::ZERO),
             };
-            if result == "ok" {
+            if result == Outcome::Ok {
                 // A dead tgid will be reused: drop its block, keep the
                 // endpoint blocks that stop a respawn.
                 if let Some(bl) = self.blocklist.as_mut() {

@@ -11,10 +11,33 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+/// Where a persistence line lives. snake_case names are stable: the
+/// `kind` of each entry of a `"action":"footholds"` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FootholdKind {
+    Cron,
+    Systemd,
+    RcLocal,
+    LdPreload,
+    ShellProfile,
+    AuthorizedKeys,
+}
+
+impl FootholdKind {
+    pub const ALL: [FootholdKind; 6] = [
+        FootholdKind::Cron,
+        FootholdKind::Systemd,
+        FootholdKind::RcLocal,
+        FootholdKind::LdPreload,
+        FootholdKind::ShellProfile,
+        FootholdKind::AuthorizedKeys,
+    ];
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Foothold {
-    /// `cron`, `systemd`, `rc_local`, `ld_preload`, `shell_profile`, `authorized_keys`.
-    pub kind: String,
+    pub kind: FootholdKind,
     pub path: String,
     /// 1-based; 0 for a whole-file finding (a fresh authorized_keys).
     pub line: usize,
@@ -77,13 +100,13 @@ fn contains_word(line: &str, word: &str) -> bool {
 }
 
 /// Files to look at under `root` (`/` or a container's `/proc/PID/root`).
-fn candidates(root: &Path) -> Vec<(&'static str, PathBuf)> {
+fn candidates(root: &Path) -> Vec<(FootholdKind, PathBuf)> {
     let mut out = Vec::new();
     let j = |p: &str| root.join(p.trim_start_matches('/'));
-    let mut add_dir = |kind: &'static str, dir: PathBuf, depth: u32| {
+    let mut add_dir = |kind: FootholdKind, dir: PathBuf, depth: u32| {
         walk(&dir, depth, &mut |p| out.push((kind, p)))
     };
-    add_dir("cron", j("/etc/cron.d"), 1);
+    add_dir(FootholdKind::Cron, j("/etc/cron.d"), 1);
     for d in [
         "/etc/cron.hourly",
         "/etc/cron.daily",
@@ -91,7 +114,7 @@ fn candidates(root: &Path) -> Vec<(&'static str, PathBuf)> {
         "/etc/cron.monthly",
         "/var/spool/cron",
     ] {
-        add_dir("cron", j(d), 3);
+        add_dir(FootholdKind::Cron, j(d), 3);
     }
     for d in [
         "/etc/systemd/system",
@@ -99,14 +122,14 @@ fn candidates(root: &Path) -> Vec<(&'static str, PathBuf)> {
         "/lib/systemd/system",
         "/run/systemd/system",
     ] {
-        add_dir("systemd", j(d), 3);
+        add_dir(FootholdKind::Systemd, j(d), 3);
     }
-    add_dir("shell_profile", j("/etc/profile.d"), 1);
-    out.push(("cron", j("/etc/crontab")));
-    out.push(("rc_local", j("/etc/rc.local")));
-    out.push(("ld_preload", j("/etc/ld.so.preload")));
+    add_dir(FootholdKind::ShellProfile, j("/etc/profile.d"), 1);
+    out.push((FootholdKind::Cron, j("/etc/crontab")));
+    out.push((FootholdKind::RcLocal, j("/etc/rc.local")));
+    out.push((FootholdKind::LdPreload, j("/etc/ld.so.preload")));
     for f in ["/etc/profile", "/etc/bash.bashrc", "/etc/environment"] {
-        out.push(("shell_profile", j(f)));
+        out.push((FootholdKind::ShellProfile, j(f)));
     }
     let mut homes = vec![j("/root")];
     if let Ok(rd) = std::fs::read_dir(j("/home")) {
@@ -120,13 +143,16 @@ fn candidates(root: &Path) -> Vec<(&'static str, PathBuf)> {
             ".bash_login",
             ".zshrc",
         ] {
-            out.push(("shell_profile", h.join(f)));
+            out.push((FootholdKind::ShellProfile, h.join(f)));
         }
         walk(&h.join(".config/systemd/user"), 2, &mut |p| {
-            out.push(("systemd", p))
+            out.push((FootholdKind::Systemd, p))
         });
-        out.push(("authorized_keys", h.join(".ssh/authorized_keys")));
-        out.push(("authorized_keys", h.join(".ssh/authorized_keys2")));
+        out.push((FootholdKind::AuthorizedKeys, h.join(".ssh/authorized_keys")));
+        out.push((
+            FootholdKind::AuthorizedKeys,
+            h.join(".ssh/authorized_keys2"),
+        ));
     }
     out
 }
@@ -158,12 +184,12 @@ pub fn scan(root: &Path, needles: &Needles, now: SystemTime, fresh: Duration) ->
             continue;
         }
         let shown = path.display().to_string();
-        if kind == "authorized_keys"
+        if kind == FootholdKind::AuthorizedKeys
             && let Ok(m) = meta.modified()
             && now.duration_since(m).unwrap_or_default() <= fresh
         {
             found.push(Foothold {
-                kind: kind.into(),
+                kind,
                 path: shown.clone(),
                 line: 0,
                 text: "changed within the last day".into(),
@@ -179,7 +205,7 @@ pub fn scan(root: &Path, needles: &Needles, now: SystemTime, fresh: Duration) ->
         for (i, line) in text.lines().enumerate() {
             if needles.matches(line) {
                 found.push(Foothold {
-                    kind: kind.into(),
+                    kind,
                     path: shown.clone(),
                     line: i + 1,
                     text: line.chars().take(300).collect(),
@@ -193,6 +219,23 @@ pub fn scan(root: &Path, needles: &Needles, now: SystemTime, fresh: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `kind` names of a footholds action line.
+    #[test]
+    fn kinds_serialise_to_their_stable_names() {
+        let names = FootholdKind::ALL.map(|k| serde_json::to_string(&k).unwrap());
+        assert_eq!(
+            names,
+            [
+                "\"cron\"",
+                "\"systemd\"",
+                "\"rc_local\"",
+                "\"ld_preload\"",
+                "\"shell_profile\"",
+                "\"authorized_keys\""
+            ]
+        );
+    }
 
     #[test]
     fn finds_cron_systemd_and_preload_lines_naming_the_miner() {
@@ -220,17 +263,17 @@ mod tests {
         w("/root/.ssh/authorized_keys", "ssh-ed25519 AAAA intruder\n");
         let n = Needles::for_exe(Some("/tmp/.x/kworkerd"), Some(&"ab".repeat(32)));
         let found = scan(r, &n, SystemTime::now(), Duration::from_secs(86_400));
-        let kinds: Vec<(&str, usize)> = found.iter().map(|f| (f.kind.as_str(), f.line)).collect();
-        assert!(kinds.contains(&("cron", 2)), "{found:?}");
+        let kinds: Vec<(FootholdKind, usize)> = found.iter().map(|f| (f.kind, f.line)).collect();
+        assert!(kinds.contains(&(FootholdKind::Cron, 2)), "{found:?}");
         assert!(
             found
                 .iter()
                 .any(|f| f.path.ends_with("crontabs/root") && f.line == 1),
             "name match in another dir: {found:?}"
         );
-        assert!(kinds.contains(&("systemd", 2)));
+        assert!(kinds.contains(&(FootholdKind::Systemd, 2)));
         assert!(
-            kinds.contains(&("authorized_keys", 0)),
+            kinds.contains(&(FootholdKind::AuthorizedKeys, 0)),
             "fresh authorized_keys reported"
         );
         assert!(

@@ -23,7 +23,7 @@ pub struct Identity {
     pub exe: Option<(u64, u64)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum KillOutcome {
     /// Dead, confirmed by the pidfd, this long after the kill started.
     Killed {
@@ -34,10 +34,41 @@ pub enum KillOutcome {
     /// Already gone before we got to it.
     Gone,
     /// The pid now belongs to another process (or another executable).
-    Mismatch(String),
+    Mismatch(Mismatch),
     /// A child found in /proc that a refusal protects: not signalled.
     Refused(String),
-    Failed(String),
+    Failed(KillError),
+}
+
+/// Why the process behind a pid is not the one the verdict named.
+#[derive(Debug, thiserror::Error)]
+pub enum Mismatch {
+    /// No such process (any more): not a mismatch, nothing to kill.
+    #[error("gone")]
+    Gone,
+    #[error("pid {tgid} was reused (start time {start_ns} ns, expected {expected_ns} ns)")]
+    Reused {
+        tgid: u32,
+        start_ns: u64,
+        expected_ns: u64,
+    },
+    #[error("pid {tgid} runs another executable ({dev}:{ino})")]
+    OtherExecutable { tgid: u32, dev: u64, ino: u64 },
+    #[error("pid {tgid}: {source}")]
+    Unreadable {
+        tgid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A kill the kernel refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    #[error("pidfd_open: {0}")]
+    PidfdOpen(#[source] std::io::Error),
+    #[error("pidfd_send_signal: {0}")]
+    Signal(#[source] std::io::Error),
 }
 
 fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
@@ -99,18 +130,19 @@ pub fn stat_of(proc_root: &Path, pid: u32) -> Option<(u32, u64)> {
 }
 
 /// Does the process behind `pid` (now) match the identity?
-pub fn check_identity(proc_root: &Path, id: &Identity) -> Result<(), String> {
+pub fn check_identity(proc_root: &Path, id: &Identity) -> Result<(), Mismatch> {
     let Some((_, start)) = stat_of(proc_root, id.tgid) else {
-        return Err("gone".into());
+        return Err(Mismatch::Gone);
     };
     if id.start_boottime_ns != 0 {
         let tick = 1_000_000_000 / clk_tck();
         // /proc rounds down to a clock tick.
         if start.abs_diff(id.start_boottime_ns - id.start_boottime_ns % tick) > tick {
-            return Err(format!(
-                "pid {} was reused (start time {start} ns, expected {} ns)",
-                id.tgid, id.start_boottime_ns
-            ));
+            return Err(Mismatch::Reused {
+                tgid: id.tgid,
+                start_ns: start,
+                expected_ns: id.start_boottime_ns,
+            });
         }
     }
     if let Some((dev, ino)) = id.exe {
@@ -128,14 +160,18 @@ pub fn check_identity(proc_root: &Path, id: &Identity) -> Result<(), String> {
                     &[&dir.join("mountinfo")],
                 ) => {}
             Ok(m) => {
-                return Err(format!(
-                    "pid {} runs another executable ({}:{})",
-                    id.tgid,
-                    m.dev(),
-                    m.ino()
-                ));
+                return Err(Mismatch::OtherExecutable {
+                    tgid: id.tgid,
+                    dev: m.dev(),
+                    ino: m.ino(),
+                });
             }
-            Err(e) => return Err(format!("pid {}: {e}", id.tgid)),
+            Err(source) => {
+                return Err(Mismatch::Unreadable {
+                    tgid: id.tgid,
+                    source,
+                });
+            }
         }
     }
     Ok(())
@@ -209,18 +245,18 @@ pub fn kill_tree(
                 continue;
             }
             Err(e) => {
-                outcomes.push((id.tgid, KillOutcome::Failed(format!("pidfd_open: {e}"))));
+                outcomes.push((id.tgid, KillOutcome::Failed(KillError::PidfdOpen(e))));
                 continue;
             }
         };
         match check_identity(proc_root, id) {
             Ok(()) => {}
-            Err(reason) if reason == "gone" => {
+            Err(Mismatch::Gone) => {
                 outcomes.push((id.tgid, KillOutcome::Gone));
                 continue;
             }
-            Err(reason) => {
-                outcomes.push((id.tgid, KillOutcome::Mismatch(reason)));
+            Err(m) => {
+                outcomes.push((id.tgid, KillOutcome::Mismatch(m)));
                 continue;
             }
         }
@@ -272,10 +308,7 @@ pub fn kill_tree(
         if let Err(e) = pidfd_signal(&o.fd, libc::SIGKILL)
             && e.raw_os_error() != Some(libc::ESRCH)
         {
-            outcomes.push((
-                o.tgid,
-                KillOutcome::Failed(format!("pidfd_send_signal: {e}")),
-            ));
+            outcomes.push((o.tgid, KillOutcome::Failed(KillError::Signal(e))));
         }
     }
     let deadline = started + timeout;

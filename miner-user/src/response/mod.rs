@@ -22,16 +22,101 @@ pub mod target;
 pub mod worker;
 
 pub use config::{ActionKind, Mode, ResponseConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One action, taken, refused or only planned.
+/// How an action ended. snake_case names are stable: the `result` of
+/// `"kind":"action"` lines and the `result` label of
+/// `minerwatch_actions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Done (and, for a kill, the exit confirmed).
+    Ok,
+    /// A refusal protects the target: nothing done to it.
+    Refused,
+    /// The target exited before the action reached it.
+    Gone,
+    /// The pid now names another process or executable: nothing done.
+    Mismatch,
+    Failed,
+    /// The response queue was full: not done.
+    Dropped,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Ok,
+        Outcome::Refused,
+        Outcome::Gone,
+        Outcome::Mismatch,
+        Outcome::Failed,
+        Outcome::Dropped,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Gone => "gone",
+            Outcome::Mismatch => "mismatch",
+            Outcome::Failed => "failed",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What an action line reports: one of the policy's actions, or the
+/// footholds report that follows a verdict. snake_case names are stable:
+/// the `action` of `"kind":"action"` lines and the `action` label of
+/// `minerwatch_actions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reported {
+    Kill,
+    BlockEgress,
+    Quarantine,
+    Footholds,
+}
+
+impl Reported {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reported::Kill => ActionKind::Kill.name(),
+            Reported::BlockEgress => ActionKind::BlockEgress.name(),
+            Reported::Quarantine => ActionKind::Quarantine.name(),
+            Reported::Footholds => "footholds",
+        }
+    }
+}
+
+impl From<ActionKind> for Reported {
+    fn from(a: ActionKind) -> Reported {
+        match a {
+            ActionKind::Kill => Reported::Kill,
+            ActionKind::BlockEgress => Reported::BlockEgress,
+            ActionKind::Quarantine => Reported::Quarantine,
+        }
+    }
+}
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One action, taken or refused.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActionResult {
     pub action: ActionKind,
     pub target: u32,
-    /// `ok`, `refused`, `gone`, `mismatch`, `failed`, `dropped` (the
-    /// response queue was full).
-    pub result: &'static str,
+    pub result: Outcome,
     pub reason: String,
     pub latency_ms: u64,
 }
@@ -50,8 +135,8 @@ mod tests {
         target::Target,
         *,
     };
-    use crate::detect::{Evidence, Rule, Severity, Verdict};
-    use crate::event::{Provenance, ProvenanceVerdict, Reason};
+    use crate::detect::{Evidence, Rule, Severity, Signal, Verdict};
+    use crate::event::Provenance;
     use crate::time::Mono;
 
     fn verdict(tgid: u32, rule: Rule, verified: bool) -> Verdict {
@@ -71,24 +156,13 @@ mod tests {
             exe_dev: 0,
             exe_ino: 0,
             start_boottime_ns: 0,
-            provenance: Some(Provenance {
-                verdict: if verified {
-                    ProvenanceVerdict::Verified
-                } else {
-                    ProvenanceVerdict::Unverified
-                },
-                reasons: vec![if verified {
-                    Reason::Packaged
-                } else {
-                    Reason::NotPackaged
-                }],
-                sha256: Some("ab".repeat(32)),
-                path: Some("/tmp/x".into()),
-                package: None,
-                vouched_by: None,
-            }),
+            provenance: Some(Provenance::packaged(
+                verified,
+                "ab".repeat(32),
+                Some("/tmp/x".into()),
+            )),
             evidence: vec![Evidence {
-                signal: "cpu_sustained".into(),
+                signal: Signal::CpuSustained,
                 time: Mono(0),
                 detail: String::new(),
             }],
@@ -126,6 +200,44 @@ mod tests {
 
     fn safety(protect: config::Protect) -> Safety {
         Safety::for_self(protect, Path::new("/proc"))
+    }
+
+    /// `"result"` of action lines and the `result` label of
+    /// `minerwatch_actions_total`: a rename must fail here.
+    #[test]
+    fn reported_actions_serialise_to_their_stable_names() {
+        let all = [
+            Reported::Kill,
+            Reported::BlockEgress,
+            Reported::Quarantine,
+            Reported::Footholds,
+        ];
+        assert_eq!(
+            all.map(Reported::name),
+            ["kill", "block_egress", "quarantine", "footholds"]
+        );
+        for r in all {
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{r}\""));
+        }
+        for a in [
+            ActionKind::Kill,
+            ActionKind::BlockEgress,
+            ActionKind::Quarantine,
+        ] {
+            assert_eq!(Reported::from(a).name(), a.name());
+        }
+    }
+
+    #[test]
+    fn outcomes_serialise_to_their_stable_names() {
+        let golden = ["ok", "refused", "gone", "mismatch", "failed", "dropped"];
+        assert_eq!(Outcome::ALL.map(Outcome::name), golden);
+        for o in Outcome::ALL {
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(json, format!("\"{}\"", o.name()));
+            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), o);
+            assert_eq!(o.to_string(), o.name());
+        }
     }
 
     #[test]
@@ -336,7 +448,7 @@ mod tests {
         let out = ex.run(&c, &s, &v, &step, &step.targets, &[], "t");
         let _ = sh.wait();
         assert!(t0.elapsed() < Duration::from_secs(1));
-        let killed: Vec<_> = out.iter().filter(|a| a.result == "ok").collect();
+        let killed: Vec<_> = out.iter().filter(|a| a.result == Outcome::Ok).collect();
         assert_eq!(killed.len(), 3, "{out:?}");
         // A second verdict for the same process does not act twice.
         let again = ex.run(&c, &s, &v, &step, &step.targets, &[], "t");
@@ -384,10 +496,10 @@ mod tests {
             .iter()
             .find(|a| a.target == protected_pid)
             .expect("reported");
-        assert_eq!(refused.result, "refused", "{out:?}");
+        assert_eq!(refused.result, Outcome::Refused, "{out:?}");
         assert!(refused.reason.contains("protect list"), "{out:?}");
         assert_eq!(
-            out.iter().filter(|a| a.result == "ok").count(),
+            out.iter().filter(|a| a.result == Outcome::Ok).count(),
             2,
             "sh and the plain sleep die: {out:?}"
         );

@@ -5,7 +5,9 @@
 
 use std::net::IpAddr;
 
-use super::{ActionKind, ActionResult, Mode, ResponseConfig, safety::Safety, target::Target};
+use super::{
+    ActionKind, ActionResult, Mode, Outcome, ResponseConfig, safety::Safety, target::Target,
+};
 use crate::detect::Verdict;
 
 /// One action and the targets it may touch; `targets[0]` is the flagged
@@ -70,7 +72,7 @@ fn refused(action: ActionKind, target: u32, reason: String) -> ActionResult {
     ActionResult {
         action,
         target,
-        result: "refused",
+        result: Outcome::Refused,
         reason,
         latency_ms: 0,
     }

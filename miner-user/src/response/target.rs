@@ -2,7 +2,7 @@
 //! the verdict was made: everything the refusals need, so the response
 //! thread never reads detector state.
 
-use crate::detect::{Rule, Verdict};
+use crate::detect::{Rule, Signal, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -58,5 +58,5 @@ pub fn payload_based(v: &Verdict) -> bool {
     matches!(
         v.rule,
         Rule::PoolProtocolUnverified | Rule::PoolProtocolBusy
-    ) || v.evidence.iter().any(|e| e.signal == "pool_protocol")
+    ) || v.evidence_of(Signal::PoolProtocol).is_some()
 }

@@ -11,9 +11,8 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
-        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+        mpsc::{self, SyncSender, TrySendError},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -21,6 +20,7 @@ use super::{
     ActionResult, ResponseConfig, execute::Executor, footholds, plan::Step, safety::Safety,
     target::Target,
 };
+use crate::background::Background;
 use crate::detect::Verdict;
 
 /// Jobs waiting for the response thread. Verdicts are rare; a backlog
@@ -76,35 +76,29 @@ impl Job {
 pub struct ResponseQueue {
     tx: Option<SyncSender<Job>>,
     depth: Arc<AtomicUsize>,
-    done: Receiver<()>,
-    thread: Option<JoinHandle<()>>,
+    thread: Background,
 }
 
 impl ResponseQueue {
     pub fn start(executor: Executor, reporter: impl Reporter) -> std::io::Result<ResponseQueue> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
-        let (done_tx, done_rx) = mpsc::channel();
         let depth = Arc::new(AtomicUsize::new(0));
         let d = depth.clone();
-        let thread = std::thread::Builder::new()
-            .name("response".into())
-            .spawn(move || {
-                let mut w = Worker {
-                    executor,
-                    reporter,
-                    scanned: HashSet::new(),
-                };
-                while let Ok(job) = rx.recv() {
-                    w.run(&job);
-                    d.fetch_sub(1, Ordering::Relaxed);
-                }
-                let _ = done_tx.send(());
-            })?;
+        let thread = Background::spawn("response".into(), move || {
+            let mut w = Worker {
+                executor,
+                reporter,
+                scanned: HashSet::new(),
+            };
+            while let Ok(job) = rx.recv() {
+                w.run(&job);
+                d.fetch_sub(1, Ordering::Relaxed);
+            }
+        })?;
         Ok(ResponseQueue {
             tx: Some(tx),
             depth,
-            done: done_rx,
-            thread: Some(thread),
+            thread,
         })
     }
 
@@ -134,14 +128,7 @@ impl ResponseQueue {
     /// with the process. `false` if the thread did not finish.
     pub fn close(&mut self, deadline: Duration) -> bool {
         self.tx = None;
-        let finished = !matches!(
-            self.done.recv_timeout(deadline),
-            Err(RecvTimeoutError::Timeout)
-        );
-        if finished && let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        finished
+        self.thread.finish(deadline)
     }
 }
 

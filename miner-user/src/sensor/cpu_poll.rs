@@ -179,7 +179,7 @@ impl CpuPoller {
             if delta > 0 {
                 lost.push(Lost {
                     time: now,
-                    site: site.name().to_owned(),
+                    site,
                     count: delta,
                 });
             }

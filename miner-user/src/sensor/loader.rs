@@ -136,13 +136,66 @@ fn is_fpu(h: &HookStatus) -> bool {
     h.program == FPU_PROGRAM || h.program == FPU_BTF_PROGRAM
 }
 
+/// Why a hook did not attach. Degrades the sensor (fatal with
+/// `--require-all`); the log line names the feature and what is lost.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("turned off ({key} = false)")]
+    TurnedOff { key: &'static str },
+    /// The kernel lacks what the program reads (e.g. `struct fpu` in BTF).
+    #[error(transparent)]
+    Unsupported(#[from] super::btf::BtfError),
+    #[error("no cgroup v2 mount found; set sensor.cgroup_path")]
+    NoCgroup,
+    #[error("opening {}: {source}", path.display())]
+    OpenCgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kernel BTF: {0}")]
+    KernelBtf(#[source] aya::BtfError),
+    #[error("{0} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("{program}: {source}")]
+    ProgramType {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("load: {0}")]
+    Load(#[source] ProgramError),
+    #[error("iterator program fd: {0}")]
+    ProgramFd(#[source] ProgramError),
+    #[error("BPF_LINK_CREATE for the task iterator: {0}")]
+    IterLink(#[source] std::io::Error),
+    #[error("attach to {target}: {source}")]
+    Attach {
+        /// `sched/sched_process_exec`, `raw tracepoint sched_process_fork`,
+        /// `cgroup`, …
+        target: String,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// A hook that did not attach: why, and what that costs.
+#[derive(Debug, thiserror::Error)]
+#[error("{source} (needs {needs}; without it: no {loses})")]
+pub struct HookFailure {
+    pub needs: &'static str,
+    pub loses: &'static str,
+    #[source]
+    pub source: HookError,
+}
+
 /// What happened to one hook at start.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct HookStatus {
     pub program: &'static str,
     pub attached: bool,
     /// Why not, and what it costs.
-    pub error: Option<String>,
+    pub error: Option<HookFailure>,
     /// Instructions the verifier processed (`bpf_prog_info`).
     pub verified_insns: Option<u32>,
     pub prog_id: Option<u32>,
@@ -195,7 +248,7 @@ impl Sensor {
         }
         let started = std::time::Instant::now();
         let btf = Btf::from_file(BTF_PATH)?;
-        let (offsets, fpu_error) = btf.with_fpu(btf.kernel_offsets()?, &release);
+        let (offsets, mut fpu_error) = btf.with_fpu(btf.kernel_offsets()?, &release);
         let sock_offsets = btf.sock_offsets().unwrap_or_else(|e| {
             log::warn!(
                 "degraded: listen events carry no address ({e}; the kernel's BTF lacks sock_common fields)"
@@ -235,11 +288,11 @@ impl Sensor {
         let mut hooks = Vec::new();
         let mut task_iter = None;
         for hook in HOOKS {
-            let unusable = match (hook.program, &fpu_error) {
-                (FPU_PROGRAM, _) if !cfg.fpu_fingerprint => {
-                    Some("turned off (sensor.fpu_fingerprint = false)".to_owned())
-                }
-                (FPU_PROGRAM, Some(e)) => Some(e.to_string()),
+            let unusable = match hook.program {
+                FPU_PROGRAM if !cfg.fpu_fingerprint => Some(HookError::TurnedOff {
+                    key: "sensor.fpu_fingerprint",
+                }),
+                FPU_PROGRAM => fpu_error.take().map(HookError::Unsupported),
                 _ => None,
             };
             let status = attach(
@@ -254,7 +307,10 @@ impl Sensor {
         let failed: Vec<String> = hooks
             .iter()
             .filter(|h| !h.attached)
-            .map(|h| format!("{}: {}", h.program, h.error.clone().unwrap_or_default()))
+            .map(|h| match &h.error {
+                Some(e) => format!("{}: {e}", h.program),
+                None => h.program.to_owned(),
+            })
             .collect();
         if !failed.is_empty() {
             if cfg.require_all {
@@ -403,7 +459,7 @@ fn attach(
     ebpf: &mut Ebpf,
     hook: &Hook,
     cgroup: Option<&std::path::Path>,
-    unusable: Option<String>,
+    unusable: Option<HookError>,
     task_iter: &mut Option<TaskIter>,
 ) -> Result<HookStatus, SensorError> {
     if unusable.is_none()
@@ -427,22 +483,26 @@ fn attach(
         verified_insns: None,
         prog_id: None,
     };
-    let degrade = |status: &mut HookStatus, what: String| {
-        status.error = Some(format!(
-            "{what} (needs {}; without it: no {})",
-            hook.needs, hook.loses
-        ));
+    let degrade = |status: &mut HookStatus, source: HookError| {
+        status.error = Some(HookFailure {
+            needs: hook.needs,
+            loses: hook.loses,
+            source,
+        });
     };
     if let Some(why) = unusable {
         degrade(&mut status, why);
         return Ok(status);
     }
-    let cgroup_file = || -> Result<File, String> {
-        let path =
-            cgroup.ok_or_else(|| "no cgroup v2 mount found; set sensor.cgroup_path".to_string())?;
-        File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))
+    let cgroup_file = || -> Result<File, HookError> {
+        let path = cgroup.ok_or(HookError::NoCgroup)?;
+        File::open(path).map_err(|source| HookError::OpenCgroup {
+            path: path.to_owned(),
+            source,
+        })
     };
-    let result: Result<(), String> = match hook.target {
+    let attach_error = |target: String| move |source| HookError::Attach { target, source };
+    let result: Result<(), HookError> = match hook.target {
         Target::TracePoint(category, name) => {
             let p: &mut TracePoint = prog
                 .try_into()
@@ -450,7 +510,7 @@ fn attach(
             p.load().map_err(|e| verifier_error(hook.program, e))?;
             p.attach(category, name)
                 .map(|_| ())
-                .map_err(|e| format!("attach to {category}/{name}: {e}"))
+                .map_err(attach_error(format!("{category}/{name}")))
         }
         Target::RawTracePoint(name) | Target::BtfTracePoint(name) => {
             let p: &mut RawTracePoint = prog
@@ -459,7 +519,7 @@ fn attach(
             p.load().map_err(|e| verifier_error(hook.program, e))?;
             p.attach(name)
                 .map(|_| ())
-                .map_err(|e| format!("attach to raw tracepoint {name}: {e}"))
+                .map_err(attach_error(format!("raw tracepoint {name}")))
         }
         Target::CgroupSockAddr => {
             let p: &mut CgroupSockAddr = prog
@@ -469,7 +529,7 @@ fn attach(
             cgroup_file().and_then(|f| {
                 p.attach(f, CgroupAttachMode::Single)
                     .map(|_| ())
-                    .map_err(|e| format!("attach to cgroup: {e}"))
+                    .map_err(attach_error("cgroup".into()))
             })
         }
         Target::CgroupSkbEgress => {
@@ -480,7 +540,7 @@ fn attach(
             cgroup_file().and_then(|f| {
                 p.attach(f, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
                     .map(|_| ())
-                    .map_err(|e| format!("attach to cgroup egress: {e}"))
+                    .map_err(attach_error("cgroup egress".into()))
             })
         }
         Target::Iter(kind) => {
@@ -488,15 +548,13 @@ fn attach(
                 .try_into()
                 .map_err(|_| SensorError::MissingProgram(hook.program))?;
             match aya::Btf::from_sys_fs() {
-                Err(e) => Err(format!("reading kernel BTF for the iterator: {e}")),
+                Err(e) => Err(HookError::KernelBtf(e)),
                 Ok(btf) => {
                     p.load(kind, &btf)
                         .map_err(|e| verifier_error(hook.program, e))?;
                     p.fd()
-                        .map_err(|e| format!("iterator program fd: {e}"))
-                        .and_then(|fd| {
-                            TaskIter::attach(fd).map_err(|e| format!("BPF_LINK_CREATE: {e}"))
-                        })
+                        .map_err(HookError::ProgramFd)
+                        .and_then(|fd| TaskIter::attach(fd).map_err(HookError::IterLink))
                         .map(|it| *task_iter = Some(it))
                 }
             }
@@ -515,16 +573,21 @@ fn attach(
 
 /// Loads and attaches `FPU_BTF_PROGRAM` to `tracepoint`; an error leaves
 /// the caller to the raw-tracepoint fallback.
-fn attach_btf(ebpf: &mut Ebpf, tracepoint: &str) -> Result<HookStatus, String> {
-    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+fn attach_btf(ebpf: &mut Ebpf, tracepoint: &str) -> Result<HookStatus, HookError> {
+    let btf = aya::Btf::from_sys_fs().map_err(HookError::KernelBtf)?;
     let prog = ebpf
         .program_mut(FPU_BTF_PROGRAM)
-        .ok_or_else(|| format!("{FPU_BTF_PROGRAM} missing from the object"))?;
-    let p: &mut aya::programs::BtfTracePoint = prog
-        .try_into()
-        .map_err(|e| format!("{FPU_BTF_PROGRAM}: {e}"))?;
-    p.load(tracepoint, &btf).map_err(|e| format!("load: {e}"))?;
-    p.attach().map_err(|e| format!("attach: {e}"))?;
+        .ok_or(HookError::MissingProgram(FPU_BTF_PROGRAM))?;
+    let p: &mut aya::programs::BtfTracePoint =
+        prog.try_into().map_err(|source| HookError::ProgramType {
+            program: FPU_BTF_PROGRAM,
+            source,
+        })?;
+    p.load(tracepoint, &btf).map_err(HookError::Load)?;
+    p.attach().map_err(|source| HookError::Attach {
+        target: format!("BTF tracepoint {tracepoint}"),
+        source,
+    })?;
     let info = prog.info().ok();
     Ok(HookStatus {
         program: FPU_BTF_PROGRAM,
@@ -533,4 +596,45 @@ fn attach_btf(ebpf: &mut Ebpf, tracepoint: &str) -> Result<HookStatus, String> {
         verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
         prog_id: info.as_ref().map(|i| i.id()),
     })
+}
+#[cfg(test)]
+mod tests {
+    use super::{HookError, HookFailure};
+
+    /// The log line of a hook that did not attach: the cause, the feature
+    /// it needs and what is lost; the OS error stays reachable as a source.
+    #[test]
+    fn hook_failures_say_why_what_it_needs_and_what_is_lost() {
+        let off = HookFailure {
+            needs: "x86-64",
+            loses: "the RandomX work fingerprint",
+            source: HookError::TurnedOff {
+                key: "sensor.fpu_fingerprint",
+            },
+        };
+        assert_eq!(
+            off.to_string(),
+            "turned off (sensor.fpu_fingerprint = false) (needs x86-64; without it: no the RandomX work fingerprint)"
+        );
+        let cgroup = HookFailure {
+            needs: "cgroup v2",
+            loses: "IPv4 connects",
+            source: HookError::OpenCgroup {
+                path: "/sys/fs/cgroup/none".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            },
+        };
+        assert!(
+            cgroup
+                .to_string()
+                .starts_with("opening /sys/fs/cgroup/none: No such file or directory"),
+            "{cgroup}"
+        );
+        let cause = std::error::Error::source(&cgroup).and_then(std::error::Error::source);
+        let io = cause.and_then(|e| e.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.and_then(std::io::Error::raw_os_error),
+            Some(libc::ENOENT)
+        );
+    }
 }

@@ -16,7 +16,7 @@ pub mod ringbuf;
 pub mod task_iter;
 
 pub use config::SensorConfig;
-pub use loader::{HookStatus, Sensor};
+pub use loader::{HookError, HookFailure, HookStatus, Sensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
@@ -60,14 +60,6 @@ pub enum SensorError {
     },
     #[error("hooks failed to attach and --require-all is set: {0}")]
     RequiredHooks(String),
-    #[error("no cgroup v2 mount found (looked in /proc/self/mountinfo); set sensor.cgroup_path")]
-    NoCgroup2,
-    #[error("opening cgroup {path}: {source}")]
-    Cgroup {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("ring buffer reader: {0}")]
     Io(#[from] std::io::Error),
 }

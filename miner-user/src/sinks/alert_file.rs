@@ -6,9 +6,9 @@
 //! power loss can still leave a partial last line: the next start cuts it
 //! off, keeps its bytes in `<file>.torn` for the record, and says so.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::alerts::AlertError;
@@ -26,19 +26,8 @@ impl AlertFile {
     /// Opens (creating it mode 0600, and its directory mode 0700) and
     /// repairs a torn last line.
     pub fn open(path: &Path) -> Result<AlertFile, AlertError> {
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| AlertError::CreateDir {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-        }
+        crate::sinks::create_private_parent(path)
+            .map_err(|(path, source)| AlertError::CreateDir { path, source })?;
         let file = OpenOptions::new()
             .append(true)
             .create(true)

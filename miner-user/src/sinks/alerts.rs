@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{ChainLink, Rule, Severity, Verdict};
+use crate::detect::{ChainLink, Rule, Severity, Signal, Verdict};
 use crate::event::{ProvenanceVerdict, Reason};
+use crate::response::{Outcome, Reported};
 use crate::sinks::alert_file::AlertFile;
 use crate::sinks::config::AlertsConfig;
 use crate::sinks::line_writer::{self, LineOut, LineWriter};
@@ -217,7 +218,7 @@ impl AlertChainLink {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertEvidence {
     /// `pool_protocol`, `pool_port`, `cpu_sustained`, `unverified_exec`, …
-    pub signal: String,
+    pub signal: Signal,
     /// When the signal was seen, RFC 3339 UTC with milliseconds.
     pub time: String,
     /// Human detail (`connect 1.2.3.4:3333`, `0.98 cores for 30 s`, …).
@@ -258,7 +259,7 @@ impl AlertRecord {
                 .evidence
                 .iter()
                 .map(|e| AlertEvidence {
-                    signal: e.signal.clone(),
+                    signal: e.signal,
                     time: clock.rfc3339(e.time),
                     detail: e.detail.clone(),
                 })
@@ -278,20 +279,19 @@ impl AlertRecord {
     }
 }
 
-/// One response action (or, in observe mode, one that would have been
-/// taken), written through the same sinks as alerts.
+/// One response action, taken or refused, written through the same sinks
+/// as alerts. What observe mode would do is listed in its alert (`would`),
+/// not here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionRecord {
     /// When the action completed, RFC 3339 UTC with milliseconds.
     pub time: String,
     /// Always `"action"`.
     pub kind: ActionKind,
-    /// `kill`, `freeze`, `block`, `quarantine`, …
-    pub action: String,
+    pub action: Reported,
     /// Process (tgid) acted on.
     pub target: u32,
-    /// `ok`, `failed`, `skipped`, `would` (observe mode), …
-    pub result: String,
+    pub result: Outcome,
     /// Why: the rule, or why it was skipped or failed.
     pub reason: String,
     /// Verdict to completed action.
@@ -307,18 +307,18 @@ impl ActionRecord {
     pub fn new(
         time: Mono,
         clock: &WallClock,
-        action: impl Into<String>,
+        action: Reported,
         target: u32,
-        result: impl Into<String>,
+        result: Outcome,
         reason: impl Into<String>,
         latency_ms: u64,
     ) -> ActionRecord {
         ActionRecord {
             time: clock.rfc3339(time),
             kind: ActionKind::Action,
-            action: action.into(),
+            action,
             target,
-            result: result.into(),
+            result,
             reason: reason.into(),
             latency_ms,
             footholds: Vec::new(),
@@ -424,7 +424,7 @@ impl AlertSink {
         self.inner
             .metrics
             .actions
-            .with_label_values(&[rec.action.as_str(), rec.result.as_str()])
+            .with_label_values(&[rec.action.name(), rec.result.name()])
             .inc();
         self.write(rec)
     }
@@ -506,7 +506,7 @@ pub(crate) mod tests {
                 vouched_by: None,
             }),
             evidence: vec![Evidence {
-                signal: "pool_protocol".into(),
+                signal: Signal::PoolProtocol,
                 time: Mono::from_millis(11_500),
                 detail: "login to 10.0.0.1:3333".into(),
             }],
@@ -655,9 +655,9 @@ pub(crate) mod tests {
         let rec = ActionRecord::new(
             Mono::from_secs(1),
             &clock,
-            "kill",
+            Reported::Kill,
             4242,
-            "ok",
+            Outcome::Ok,
             "pool_protocol_unverified",
             12,
         );
@@ -676,6 +676,11 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(v["kind"], "action");
+        assert_eq!(v["result"], "ok");
+        assert_eq!(
+            serde_json::from_str::<ActionRecord>(&line).expect("back"),
+            rec
+        );
     }
 
     #[test]
@@ -707,10 +712,10 @@ pub(crate) mod tests {
             let act = ActionRecord::new(
                 Mono(1),
                 &WallClock::new(),
-                "kill",
+                Reported::Kill,
                 4242,
-                "would",
-                "observe mode",
+                Outcome::Refused,
+                "protected",
                 0,
             );
             sink.emit_action(&act).expect("emit action");
@@ -748,7 +753,10 @@ pub(crate) mod tests {
             .get();
         assert_eq!(count, 2);
         assert_eq!(
-            metrics.actions.with_label_values(&["kill", "would"]).get(),
+            metrics
+                .actions
+                .with_label_values(&["kill", "refused"])
+                .get(),
             1
         );
     }

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
 use crate::defaults;
+use crate::invalid::Invalid;
 
 /// Where verdicts go. Alerts are rare and must not be lost, so the file sink
 /// syncs every line; the webhook is best effort and never slows detection.

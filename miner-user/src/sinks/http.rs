@@ -20,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use miner_ebpf_common::DropSite;
+
 use crate::sinks::metrics::Metrics;
 use crate::time::Mono;
 
@@ -50,7 +52,7 @@ pub struct Health {
     /// `Mono` ns of the last kernel-side loss; 0 = never.
     last_loss: AtomicU64,
     /// Where it was and how many records (for the message).
-    loss: Mutex<(String, u64)>,
+    loss: Mutex<(&'static str, u64)>,
 }
 
 impl Health {
@@ -72,9 +74,9 @@ impl Health {
         self.last_drain.store(now.ns().max(1), Ordering::Relaxed);
     }
 
-    /// The kernel dropped `count` records at `site` (a drop site name).
-    pub fn mark_lost(&self, now: Mono, site: &str, count: u64) {
-        *self.loss.lock().unwrap_or_else(|p| p.into_inner()) = (site.to_owned(), count);
+    /// The kernel dropped `count` records at `site`.
+    pub fn mark_lost(&self, now: Mono, site: DropSite, count: u64) {
+        *self.loss.lock().unwrap_or_else(|p| p.into_inner()) = (site.name(), count);
         self.last_loss.store(now.ns().max(1), Ordering::Relaxed);
     }
 
@@ -98,7 +100,7 @@ impl Health {
         let lost = self.last_loss.load(Ordering::Relaxed);
         let since = now.ns().saturating_sub(lost);
         if lost != 0 && since <= DEGRADED_AFTER_LOSS_NS {
-            let (site, count) = self.loss.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let (site, count) = *self.loss.lock().unwrap_or_else(|p| p.into_inner());
             return Err(format!(
                 "degraded: the kernel dropped {count} records at {site} {:.1} s ago (minerwatch_events_lost_total); ready again after {} s without losses",
                 since as f64 / 1e9,
@@ -197,7 +199,7 @@ mod tests {
         metrics.events.with_label_values(&["exec"]).inc_by(3);
         metrics.observe_event(&Event::Lost(Lost {
             time: Mono(1),
-            site: "exec_ring_full".into(),
+            site: DropSite::ExecRingFull,
             count: 7,
         }));
         metrics.decode_errors.inc();
@@ -364,7 +366,7 @@ mod tests {
         let h = Health::new();
         h.set_attached(1);
         h.mark_drained(Mono::from_secs(100));
-        h.mark_lost(Mono::from_secs(101), "exec_ring_full", 42);
+        h.mark_lost(Mono::from_secs(101), DropSite::ExecRingFull, 42);
         h.mark_drained(Mono::from_secs(103));
         assert_eq!(
             h.readiness(Mono::from_secs(103)),

@@ -5,12 +5,13 @@
 //! line and counts it; a failing output is logged once when it starts
 //! failing and once when it works again, and counted per line.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounterVec;
+
+use crate::background::Background;
 
 /// Lines waiting per output. Alerts are rare; a queue this deep is full only
 /// when the output is stuck, and then waiting would not help.
@@ -18,6 +19,27 @@ pub const QUEUE: usize = 1024;
 
 /// A queue-full message is logged at most this often.
 const FULL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Why an output lost a line: the `reason` label of
+/// `minerwatch_alert_lines_lost_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineLoss {
+    /// The write failed (disk full, read-only, closed pipe).
+    IoError,
+    /// The output was stuck; the line was dropped rather than waited for.
+    QueueFull,
+}
+
+impl LineLoss {
+    pub const ALL: [LineLoss; 2] = [LineLoss::IoError, LineLoss::QueueFull];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LineLoss::IoError => "io_error",
+            LineLoss::QueueFull => "queue_full",
+        }
+    }
+}
 
 /// Where lines go. `write_line` may block (that is what the thread is for).
 pub trait LineOut: Send + 'static {
@@ -28,8 +50,7 @@ pub struct LineWriter {
     name: &'static str,
     queue: usize,
     tx: Mutex<Option<SyncSender<Arc<[u8]>>>>,
-    done: Mutex<Receiver<()>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Background>,
     lost: IntCounterVec,
     full_logged: Mutex<Option<Instant>>,
 }
@@ -43,40 +64,35 @@ impl LineWriter {
         lost: IntCounterVec,
     ) -> std::io::Result<LineWriter> {
         let (tx, rx) = mpsc::sync_channel::<Arc<[u8]>>(queue);
-        let (done_tx, done_rx) = mpsc::channel();
-        let errors = lost.with_label_values(&[name, "io_error"]);
-        let thread = std::thread::Builder::new()
-            .name(format!("alerts-{name}"))
-            .spawn(move || {
-                let mut failing: u64 = 0;
-                while let Ok(line) = rx.recv() {
-                    match out.write_line(&line) {
-                        Ok(()) if failing > 0 => {
-                            log::warn!(
-                                "alert {name} works again; {failing} line(s) were lost to it meanwhile (minerwatch_alert_lines_lost_total)"
+        let errors = lost.with_label_values(&[name, LineLoss::IoError.name()]);
+        let thread = Background::spawn(format!("alerts-{name}"), move || {
+            let mut failing: u64 = 0;
+            while let Ok(line) = rx.recv() {
+                match out.write_line(&line) {
+                    Ok(()) if failing > 0 => {
+                        log::warn!(
+                            "alert {name} works again; {failing} line(s) were lost to it meanwhile (minerwatch_alert_lines_lost_total)"
+                        );
+                        failing = 0;
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        errors.inc();
+                        if failing == 0 {
+                            log::error!(
+                                "alert {name}: {e}; detection goes on, alerts still reach the other outputs and the tail; each new alert retries"
                             );
-                            failing = 0;
                         }
-                        Ok(()) => {}
-                        Err(e) => {
-                            errors.inc();
-                            if failing == 0 {
-                                log::error!(
-                                    "alert {name}: {e}; detection goes on, alerts still reach the other outputs and the tail; each new alert retries"
-                                );
-                            }
-                            failing += 1;
-                        }
+                        failing += 1;
                     }
                 }
-                let _ = done_tx.send(());
-            })?;
+            }
+        })?;
         Ok(LineWriter {
             name,
             queue,
             tx: Mutex::new(Some(tx)),
-            done: Mutex::new(done_rx),
-            thread: Mutex::new(Some(thread)),
+            thread: Mutex::new(thread),
             lost,
             full_logged: Mutex::new(None),
         })
@@ -94,7 +110,7 @@ impl LineWriter {
             None => return false,
         }
         self.lost
-            .with_label_values(&[self.name, "queue_full"])
+            .with_label_values(&[self.name, LineLoss::QueueFull.name()])
             .inc();
         let mut last = lock(&self.full_logged);
         if last.is_none_or(|t| t.elapsed() >= FULL_LOG_EVERY) {
@@ -113,14 +129,7 @@ impl LineWriter {
     /// process).
     pub fn close(&self, deadline: Duration) -> bool {
         lock(&self.tx).take();
-        let finished = !matches!(
-            lock(&self.done).recv_timeout(deadline),
-            Err(RecvTimeoutError::Timeout)
-        );
-        if finished && let Some(t) = lock(&self.thread).take() {
-            let _ = t.join();
-        }
-        finished
+        lock(&self.thread).finish(deadline)
     }
 }
 

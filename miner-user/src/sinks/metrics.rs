@@ -56,8 +56,8 @@ pub struct Metrics {
     registry: Registry,
     /// `minerwatch_events_total{kind}`: events decoded, by kind.
     pub events: IntCounterVec,
-    /// `minerwatch_events_lost_total{kind}`: events lost, by event kind or
-    /// drop site (`exec_ring_full`, `decode`, …).
+    /// `minerwatch_events_lost_total{site}`: events lost, by kernel drop
+    /// site (`exec_ring_full`, …).
     pub events_lost: IntCounterVec,
     /// `minerwatch_decode_errors_total`: ring-buffer records that failed to decode.
     pub decode_errors: IntCounter,
@@ -220,8 +220,8 @@ impl Metrics {
                 m.alerts.with_label_values(&[rule.name(), sev.name()]);
             }
         }
-        for result in ["sent", "retried", "failed", "dropped"] {
-            m.webhook_deliveries.with_label_values(&[result]);
+        for result in super::webhook::Delivery::ALL {
+            m.webhook_deliveries.with_label_values(&[result.name()]);
         }
         // Every series an alert rule watches exists from the start at 0:
         // `increase()` cannot see the first loss of a series born at 1.
@@ -229,8 +229,8 @@ impl Metrics {
             m.events_lost.with_label_values(&[site.name()]);
         }
         for sink in ["stdout", "file"] {
-            for reason in ["io_error", "queue_full"] {
-                m.alert_lines_lost.with_label_values(&[sink, reason]);
+            for reason in super::line_writer::LineLoss::ALL {
+                m.alert_lines_lost.with_label_values(&[sink, reason.name()]);
             }
         }
         for reason in ["expired", "capacity", "replaced"] {
@@ -276,7 +276,7 @@ impl Metrics {
         self.events.with_label_values(&[ev.kind()]).inc();
         if let Event::Lost(lost) = ev {
             self.events_lost
-                .with_label_values(&[lost.site.as_str()])
+                .with_label_values(&[lost.site.name()])
                 .inc_by(lost.count);
         }
     }

@@ -18,3 +18,23 @@ pub mod print;
 pub mod recorder;
 pub mod tail;
 pub mod webhook;
+
+use std::path::{Path, PathBuf};
+
+/// Creates the directory `path` is to live in, mode 0700, if it is
+/// missing: the alert file and the tail socket are for root alone. An
+/// existing directory is left as the operator made it.
+pub(crate) fn create_private_parent(path: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+    use std::os::unix::fs::DirBuilderExt;
+    match path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        Some(dir) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| (dir.to_owned(), e)),
+        None => Ok(()),
+    }
+}

@@ -125,33 +125,13 @@ impl Drop for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{CpuSample, CpuUsage, Exit};
     use crate::recording::Record;
 
     #[test]
     fn records_events_and_ticks_in_order_and_reads_them_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rec.jsonl");
-        let inputs = vec![
-            Record::Event(Event::Exit(Exit {
-                time: Mono(5),
-                tgid: 3,
-                status: 0,
-                signal: 9,
-                cpu_ns: 1,
-                comm: "a".into(),
-            })),
-            Record::Tick(Mono(1_000_000_000)),
-            Record::Event(Event::CpuSample(CpuSample {
-                time: Mono(1_000_000_001),
-                interval_ns: 1_000_000_000,
-                usage: vec![CpuUsage {
-                    tgid: 3,
-                    on_cpu_ns: 9,
-                }],
-            })),
-            Record::Tick(Mono(2_000_000_000)),
-        ];
+        let inputs = recording::tests::sample();
         let mut rec = Recorder::create(&path).expect("create");
         for input in &inputs {
             match input {

@@ -9,12 +9,47 @@
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use prometheus::IntCounterVec;
 
+use crate::background::Background;
 use crate::sinks::config::AlertsConfig;
+
+/// What became of one delivery attempt: the `result` label of
+/// `minerwatch_webhook_deliveries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// Failed, and will be tried again.
+    Retried,
+    /// Failed and out of retries.
+    Failed,
+    /// The queue was full: never tried.
+    Dropped,
+}
+
+impl Delivery {
+    pub const ALL: [Delivery; 4] = [
+        Delivery::Sent,
+        Delivery::Retried,
+        Delivery::Failed,
+        Delivery::Dropped,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::Sent => "sent",
+            Delivery::Retried => "retried",
+            Delivery::Failed => "failed",
+            Delivery::Dropped => "dropped",
+        }
+    }
+}
+
+fn count(deliveries: &IntCounterVec, d: Delivery) {
+    deliveries.with_label_values(&[d.name()]).inc();
+}
 
 /// Longest wait between two attempts, however many retries are configured.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -38,9 +73,8 @@ pub struct Webhook {
     queue: Option<SyncSender<Arc<[u8]>>>,
     /// Dropping it tells the worker to stop waiting between retries.
     stop: Option<mpsc::Sender<()>>,
-    done: Receiver<()>,
     deliveries: IntCounterVec,
-    thread: Option<JoinHandle<()>>,
+    thread: Background,
 }
 
 struct Worker {
@@ -61,7 +95,6 @@ impl Webhook {
     ) -> Result<Webhook, WebhookError> {
         let (queue_tx, queue_rx) = mpsc::sync_channel::<Arc<[u8]>>(cfg.webhook_queue);
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let (done_tx, done_rx) = mpsc::channel::<()>();
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_millis(cfg.webhook_timeout_ms)))
             .http_status_as_error(false)
@@ -78,19 +111,13 @@ impl Webhook {
             stop: stop_rx,
             deliveries: deliveries.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name("alert-webhook".into())
-            .spawn(move || {
-                worker.run(queue_rx);
-                let _ = done_tx.send(());
-            })
+        let thread = Background::spawn("alert-webhook".into(), move || worker.run(queue_rx))
             .map_err(WebhookError::Spawn)?;
         Ok(Webhook {
             queue: Some(queue_tx),
             stop: Some(stop_tx),
-            done: done_rx,
             deliveries,
-            thread: Some(thread),
+            thread,
         })
     }
 
@@ -103,7 +130,7 @@ impl Webhook {
         match queue.try_send(body) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.deliveries.with_label_values(&["dropped"]).inc();
+                count(&self.deliveries, Delivery::Dropped);
                 false
             }
         }
@@ -116,14 +143,7 @@ impl Webhook {
     pub fn close(&mut self, deadline: Duration) -> bool {
         self.queue = None;
         self.stop = None;
-        let finished = !matches!(
-            self.done.recv_timeout(deadline),
-            Err(RecvTimeoutError::Timeout)
-        );
-        if finished && let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        finished
+        self.thread.finish(deadline)
     }
 }
 
@@ -152,7 +172,7 @@ impl Worker {
         loop {
             match self.post(body) {
                 Ok(()) => {
-                    self.deliveries.with_label_values(&["sent"]).inc();
+                    count(&self.deliveries, Delivery::Sent);
                     return;
                 }
                 Err(e) if attempt < self.retries && !self.stopping() => {
@@ -160,14 +180,14 @@ impl Worker {
                         "alert webhook attempt {} failed: {e}; retrying in {wait:?}",
                         attempt + 1
                     );
-                    self.deliveries.with_label_values(&["retried"]).inc();
+                    count(&self.deliveries, Delivery::Retried);
                     // Wakes early (Disconnected) when the daemon shuts down.
                     if let Err(RecvTimeoutError::Disconnected) = self.stop.recv_timeout(wait) {
                         // Shutdown: one last attempt, then give up.
                         if self.post(body).is_ok() {
-                            self.deliveries.with_label_values(&["sent"]).inc();
+                            count(&self.deliveries, Delivery::Sent);
                         } else {
-                            self.deliveries.with_label_values(&["failed"]).inc();
+                            count(&self.deliveries, Delivery::Failed);
                         }
                         return;
                     }
@@ -177,7 +197,7 @@ impl Worker {
                 Err(e) => {
                     // Not the URL: webhook URLs often embed their secret.
                     log::warn!("alert webhook failed after {} attempts: {e}", attempt + 1);
-                    self.deliveries.with_label_values(&["failed"]).inc();
+                    count(&self.deliveries, Delivery::Failed);
                     return;
                 }
             }
@@ -229,8 +249,15 @@ mod tests {
     }
 
     fn counts(m: &Metrics) -> [u64; 4] {
-        ["sent", "retried", "failed", "dropped"]
-            .map(|r| m.webhook_deliveries.with_label_values(&[r]).get())
+        Delivery::ALL.map(|r| m.webhook_deliveries.with_label_values(&[r.name()]).get())
+    }
+
+    #[test]
+    fn delivery_results_keep_their_metric_names() {
+        assert_eq!(
+            Delivery::ALL.map(Delivery::name),
+            ["sent", "retried", "failed", "dropped"]
+        );
     }
 
     #[test]

@@ -14,12 +14,7 @@ use std::{
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let get = |k: &str| minerwatch_tests::flag(&args, k);
     let seconds: f64 = get("--seconds")
         .and_then(|s| s.parse().ok())
         .unwrap_or(10.0f64)

@@ -32,12 +32,7 @@ fn opts() -> Opts {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let get = |k: &str| minerwatch_tests::flag(&args, k);
     Opts {
         pool: get("--pool"),
         proto: get("--proto").unwrap_or_else(|| "xmrig".into()),

@@ -16,7 +16,6 @@
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::TcpListener,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -43,58 +42,25 @@ type Log = Arc<Mutex<Option<std::fs::File>>>;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let addr = get("--addr").unwrap_or_else(|| "127.0.0.1:0".into());
-    let secs: u64 = get("--seconds")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60)
-        .min(600);
+    let get = |k: &str| minerwatch_tests::flag(&args, k);
+    let (addr, secs) = minerwatch_tests::listen_flags(&args);
     let tls = args.iter().any(|a| a == "--tls").then(tls_config);
-    let log: Log = Arc::new(Mutex::new(get("--log").and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
-    })));
-    let listener = match TcpListener::bind(&addr) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("fake_pool: bind {addr}: {e}");
-            std::process::exit(2);
-        }
-    };
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    println!("{port}");
-    let _ = std::io::stdout().flush();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let _ = listener.set_nonblocking(true);
-    while Instant::now() < deadline {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let (tls, log) = (tls.clone(), log.clone());
-                std::thread::spawn(move || {
-                    let _ = stream.set_nonblocking(false);
-                    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-                    match tls {
-                        Some(cfg) => {
-                            let Ok(conn) = ServerConnection::new(cfg) else {
-                                return;
-                            };
-                            serve(StreamOwned::new(conn, stream), deadline, &log);
-                        }
-                        None => serve(stream, deadline, &log),
-                    }
-                });
+    let log: Log = Arc::new(Mutex::new(minerwatch_tests::append_file(get("--log"))));
+    minerwatch_tests::serve_clients(
+        "fake_pool",
+        &addr,
+        secs,
+        Duration::from_millis(500),
+        move |stream, deadline| match tls.clone() {
+            Some(cfg) => {
+                let Ok(conn) = ServerConnection::new(cfg) else {
+                    return;
+                };
+                serve(StreamOwned::new(conn, stream), deadline, &log);
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+            None => serve(stream, deadline, &log),
+        },
+    );
 }
 
 fn tls_config() -> Arc<ServerConfig> {
@@ -125,12 +91,7 @@ fn serve<S: Read + Write>(stream: S, deadline: Instant, log: &Log) {
         match reader.read_line(&mut line) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if minerwatch_tests::timed_out(&e) => {
                 continue;
             }
             Err(_) => return,

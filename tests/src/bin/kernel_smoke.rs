@@ -72,7 +72,8 @@ fn smoke() -> Value {
         .hooks
         .iter()
         .map(|h| {
-            json!({"program": h.program, "attached": h.attached, "error": h.error,
+            json!({"program": h.program, "attached": h.attached,
+                   "error": h.error.as_ref().map(|e| e.to_string()),
                    "verified_insns": h.verified_insns})
         })
         .collect();

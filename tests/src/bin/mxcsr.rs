@@ -59,12 +59,7 @@ fn work(vals: &'static [u32], until: Instant, sleep: Option<Duration>) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
+    let get = |k: &str| minerwatch_tests::flag(&args, k).and_then(|v| v.parse::<u64>().ok());
     let Some(vals) = args.get(1).and_then(|m| values(m)) else {
         eprintln!(
             "usage: mxcsr randomx|fast-math|fesetround|default [--threads N] [--seconds S] [--sleep-ms MS]"

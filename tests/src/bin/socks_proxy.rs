@@ -11,7 +11,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
+    net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -20,55 +20,24 @@ type Capture = Arc<Mutex<Option<std::fs::File>>>;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let addr = get("--addr").unwrap_or_else(|| "127.0.0.1:0".into());
-    let secs: u64 = get("--seconds")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60)
-        .min(600);
+    let get = |k: &str| minerwatch_tests::flag(&args, k);
+    let (addr, secs) = minerwatch_tests::listen_flags(&args);
     let auth: Option<(String, String)> =
         get("--auth").and_then(|a| a.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())));
-    let capture: Capture = Arc::new(Mutex::new(get("--capture").and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
-    })));
-    let listener = match TcpListener::bind(&addr) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("socks_proxy: bind {addr}: {e}");
-            std::process::exit(2);
-        }
-    };
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    println!("{port}");
-    let _ = std::io::stdout().flush();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let _ = listener.set_nonblocking(true);
-    while Instant::now() < deadline {
-        match listener.accept() {
-            Ok((client, _)) => {
-                let (auth, capture) = (auth.clone(), capture.clone());
-                std::thread::spawn(move || {
-                    let _ = client.set_nonblocking(false);
-                    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
-                    let mut seen = Vec::new();
-                    match handshake(&client, auth.as_ref(), &mut seen) {
-                        Ok(upstream) => relay(client, upstream, deadline, &capture, seen),
-                        Err(e) => eprintln!("socks_proxy: {e}"),
-                    }
-                });
+    let capture: Capture = Arc::new(Mutex::new(minerwatch_tests::append_file(get("--capture"))));
+    minerwatch_tests::serve_clients(
+        "socks_proxy",
+        &addr,
+        secs,
+        Duration::from_secs(5),
+        move |client, deadline| {
+            let mut seen = Vec::new();
+            match handshake(&client, auth.as_ref(), &mut seen) {
+                Ok(upstream) => relay(client, upstream, deadline, &capture, seen),
+                Err(e) => eprintln!("socks_proxy: {e}"),
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
+        },
+    );
 }
 
 /// Reads exactly `n` bytes, keeping a copy in `seen`.
@@ -274,11 +243,7 @@ fn copy(mut from: TcpStream, mut to: TcpStream, deadline: Instant, keep: Option<
                     break;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if minerwatch_tests::timed_out(&e) => {}
             Err(_) => break,
         }
     }

@@ -21,12 +21,7 @@ use sha2::{Digest, Sha256};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let get = |k: &str| minerwatch_tests::flag(&args, k);
     let (Some(via), Some(to)) = (get("--via"), get("--to")) else {
         eprintln!("tunnel_client: --via and --to are required");
         std::process::exit(2);

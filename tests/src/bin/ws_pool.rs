@@ -11,7 +11,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     time::{Duration, Instant},
 };
 
@@ -19,41 +19,16 @@ const BLOB: &str = "1010e0c8d7a306a8b6c1f2d3e4f50617283940a1b2c3d4e5f60718293a4b
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let addr = get("--addr").unwrap_or_else(|| "127.0.0.1:0".into());
-    let secs: u64 = get("--seconds")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60)
-        .min(600);
+    let get = |k: &str| minerwatch_tests::flag(&args, k);
+    let (addr, secs) = minerwatch_tests::listen_flags(&args);
     let pool = get("--mode").as_deref() != Some("service");
-    let listener = match TcpListener::bind(&addr) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("ws_pool: bind {addr}: {e}");
-            std::process::exit(2);
-        }
-    };
-    println!("{}", listener.local_addr().map(|a| a.port()).unwrap_or(0));
-    let _ = std::io::stdout().flush();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let _ = listener.set_nonblocking(true);
-    while Instant::now() < deadline {
-        match listener.accept() {
-            Ok((s, _)) => {
-                std::thread::spawn(move || {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                    serve(s, pool, deadline);
-                });
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
+    minerwatch_tests::serve_clients(
+        "ws_pool",
+        &addr,
+        secs,
+        Duration::from_millis(500),
+        move |s, deadline| serve(s, pool, deadline),
+    );
 }
 
 fn serve(mut s: TcpStream, pool: bool, deadline: Instant) {
@@ -91,12 +66,7 @@ fn serve(mut s: TcpStream, pool: bool, deadline: Instant) {
         match s.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if minerwatch_tests::timed_out(&e) => {
                 continue;
             }
             Err(_) => return,

@@ -157,16 +157,7 @@ impl Daemon {
         timeout: Duration,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> Option<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(a) = self.alerts().into_iter().find(|a| pred(a)) {
-                return Some(a);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for(timeout, || self.alerts().into_iter().find(|a| pred(a)))
     }
 
     /// Wait for any record (alert or action) matching `pred`.
@@ -175,16 +166,22 @@ impl Daemon {
         timeout: Duration,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> Option<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(a) = self.records().into_iter().find(|a| pred(a)) {
-                return Some(a);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        wait_for(timeout, || self.records().into_iter().find(|a| pred(a)))
+    }
+}
+
+/// Asks `probe` every 100 ms until it answers or `timeout` has passed
+/// (asked once more at the end).
+pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
         }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

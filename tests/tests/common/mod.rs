@@ -148,6 +148,32 @@ impl SpawnQuiet for std::process::Command {
     }
 }
 
+/// Starts a helper server that prints the port it listens on as its first
+/// line (fake_pool, ws_pool, socks_proxy), and returns it with the port.
+pub trait SpawnListening {
+    fn listening(&mut self) -> (std::process::Child, u16);
+}
+
+impl SpawnListening for std::process::Command {
+    fn listening(&mut self) -> (std::process::Child, u16) {
+        use std::io::{BufRead, BufReader};
+        let name = self.get_program().to_string_lossy().into_owned();
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("{name}: reading its port line: {e}"));
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} printed {line:?}, not its port"));
+        (child, port)
+    }
+}
+
 pub mod podman;
 pub mod xmrig;
 

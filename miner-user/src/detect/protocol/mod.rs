@@ -43,6 +43,19 @@ pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Whether a request can start with `method` (`GET `, `CONNECT `): `None`
+/// when `b` does, else what to answer — `NeedMore` while `b` is still a
+/// prefix of it, `No` once it cannot be.
+pub(crate) fn expect_method<T>(b: &[u8], method: &[u8]) -> Option<Parse<T>> {
+    if b.starts_with(method) {
+        None
+    } else if method.starts_with(b) {
+        Some(Parse::NeedMore)
+    } else {
+        Some(Parse::No)
+    }
+}
+
 /// HTTP header lines of a request head (after the request line, up to the
 /// blank line or the end of the buffer), as (lowercase-comparable name,
 /// trimmed value). A line cut by the end of the buffer is left out.

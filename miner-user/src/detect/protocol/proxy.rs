@@ -267,15 +267,8 @@ fn cstring(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
 /// `CONNECT host:port HTTP/1.x`, header lines, blank line.
 fn http_connect(b: &[u8]) -> Parse<ProxyRequest> {
     const M: &[u8] = b"CONNECT ";
-    if b.len() < M.len() {
-        return if M.starts_with(b) {
-            Parse::NeedMore
-        } else {
-            Parse::No
-        };
-    }
-    if !b.starts_with(M) {
-        return Parse::No;
+    if let Some(no) = super::expect_method(b, M) {
+        return no;
     }
     let Some(line_end) = super::find(b, b"\r\n") else {
         return if b.len() > 1024 {

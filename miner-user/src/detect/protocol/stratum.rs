@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::find;
+
 /// What a flow's first bytes speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -462,13 +464,6 @@ fn skip_ws(buf: &[u8], mut i: usize) -> usize {
     i
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 fn strip_prefix_ci<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     (bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix))
         .then(|| &bytes[prefix.len()..])
@@ -614,31 +609,10 @@ mod tests {
 
     const XMRIG_LOGIN: &[u8] = br#"{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A","pass":"x","agent":"XMRig/6.21.0 (Linux x86_64) libuv/1.44.2 gcc/11.4.0","rigid":"","algo":["rx/0","cn/1","cn/2","cn/r","cn/fast","cn/half","cn/xao","cn/rto","cn/rwz","cn/zls","cn/double","cn/ccx","cn-lite/1","cn-heavy/0","cn-heavy/tube","cn-heavy/xhv","cn-pico","cn-pico/tlo","cn/upx2","rx/wow","rx/arq","rx/graft","rx/sfx","rx/yada","argon2/chukwa","argon2/chukwav2","argon2/ninja","ghostrider"]}}"#;
 
+    /// A TLS 1.3 ClientHello naming `sni` (the classifier's TLS case).
     fn client_hello(sni: &str) -> Vec<u8> {
-        let name = sni.as_bytes();
-        let mut ext = Vec::new();
-        ext.extend_from_slice(&[0x00, 0x00]); // server_name
-        let list_len = 3 + name.len();
-        ext.extend_from_slice(&((list_len + 2) as u16).to_be_bytes());
-        ext.extend_from_slice(&(list_len as u16).to_be_bytes());
-        ext.push(0);
-        ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        ext.extend_from_slice(name);
-        let mut hs = vec![0x03, 0x03];
-        hs.extend_from_slice(&[0x11; 32]); // random
-        hs.push(32);
-        hs.extend_from_slice(&[0x22; 32]); // session id
-        hs.extend_from_slice(&[0x00, 0x04, 0x13, 0x01, 0x13, 0x02]); // suites
-        hs.extend_from_slice(&[0x01, 0x00]); // compression
-        hs.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-        hs.extend_from_slice(&ext);
-        let mut msg = vec![0x01];
-        msg.extend_from_slice(&(hs.len() as u32).to_be_bytes()[1..]);
-        msg.extend_from_slice(&hs);
-        let mut rec = vec![0x16, 0x03, 0x01];
-        rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-        rec.extend_from_slice(&msg);
-        rec
+        use super::super::tls::tests::{hello, sni_ext};
+        hello(&[0x1301, 0x1302], &[sni_ext(sni)])
     }
 
     fn sv2_setup_connection(protocol: u8, host: &str) -> Vec<u8> {

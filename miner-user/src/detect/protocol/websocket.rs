@@ -22,15 +22,8 @@ const MAX_HEAD: usize = 8192;
 /// A complete head without either is plain HTTP: `No`.
 pub fn upgrade(b: &[u8]) -> Parse<Upgrade> {
     const M: &[u8] = b"GET ";
-    if b.len() < M.len() {
-        return if M.starts_with(b) {
-            Parse::NeedMore
-        } else {
-            Parse::No
-        };
-    }
-    if !b.starts_with(M) {
-        return Parse::No;
+    if let Some(no) = super::expect_method(b, M) {
+        return no;
     }
     let end = find(b, b"\r\n\r\n").map(|i| i + 4);
     let head = &b[..end.unwrap_or(b.len())];

@@ -362,7 +362,7 @@ impl TailMessage {
             }
             Event::Lost(l) => TailMessage {
                 count: Some(l.count),
-                detail: format!("lost {} events ({})", l.count, l.site),
+                detail: format!("lost {} events ({})", l.count, l.site.name()),
                 ..base(TailKind::Lost)
             },
         };
@@ -571,7 +571,7 @@ mod tests {
 
         let lost = one(&Event::Lost(Lost {
             time: Mono(1),
-            site: "exec_ring_full".into(),
+            site: miner_ebpf_common::DropSite::ExecRingFull,
             count: 12,
         }));
         assert_eq!(
@@ -666,9 +666,9 @@ mod tests {
         let act = ActionRecord::new(
             Mono(1),
             &WallClock::new(),
-            "kill",
+            crate::response::Reported::Kill,
             4242,
-            "ok",
+            crate::response::Outcome::Ok,
             "pool_protocol_unverified",
             3,
         );

@@ -1,10 +1,9 @@
 //! The tail socket: bind (0700 directory, 0600 socket, stale-socket
 //! handling), admit root peers only, refuse the rest with a reason.
 
-use std::fs::DirBuilder;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,19 +71,8 @@ impl TailServer {
     /// tokio runtime.
     pub fn bind(cfg: &TailConfig, hub: TailHub) -> Result<TailServer, TailError> {
         let path = cfg.socket.clone();
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| TailError::CreateDir {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-        }
+        crate::sinks::create_private_parent(&path)
+            .map_err(|(path, source)| TailError::CreateDir { path, source })?;
         remove_stale(&path)?;
         let listener = UnixListener::bind(&path).map_err(|source| TailError::Bind {
             path: path.clone(),
