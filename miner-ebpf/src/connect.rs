@@ -26,7 +26,7 @@ use miner_ebpf_common::{
 };
 
 use crate::maps::{
-    BLOCKED_DESTS, BLOCKED_TGIDS, EVENTS, FLOWS, PENDING_CONNECT, count_drop, wake_flags,
+    BLOCKED_DESTS, BLOCKED_TGIDS, EVENTS, PENDING_CONNECT, count_drop, sock_flow_create, wake_flags,
 };
 
 const SOCK_STREAM: u32 = 1;
@@ -94,8 +94,15 @@ fn on_connect(
     };
     // LRU maps evict rather than fail; a failure here is a kernel error.
     let _ = PENDING_CONNECT.insert(pid_tgid, pending, 0);
-    if FLOWS.insert(cookie, FlowState::new(tgid), 0).is_err() {
+    // The socket's peek state, reset: a socket may connect again after a
+    // failed connect, and the new flow is peeked from its first packet.
+    let sk = unsafe { (*sa).__bindgen_anon_1.sk };
+    let mut init = FlowState::new(tgid);
+    let f = sock_flow_create(sk, &mut init);
+    if f.is_null() {
         count_drop(DropSite::FlowMapFull);
+    } else {
+        unsafe { *f = init };
     }
 
     if blocked(tgid, family, &addr, dport) {
