@@ -204,21 +204,20 @@ fn opens_tunnel(d: &[u8; PEEK_LEN], n: usize) -> bool {
 }
 
 /// Bounded scan for `websocket` (ASCII case folded) in the first `n` bytes.
-/// One 8-byte compare per position (`ebsocket`, folded with `| 0x20`)
-/// after the `w`: no inner loop, so the verifier walks 247 short
-/// iterations instead of 247 times a 9-step loop.
 #[inline(always)]
 fn mentions_websocket(d: &[u8; PEEK_LEN], n: usize) -> bool {
-    const REST: u64 = u64::from_le_bytes(*b"ebsocket");
-    const FOLD: u64 = 0x2020_2020_2020_2020;
+    const W: [u8; 9] = *b"websocket";
     let n = if n > PEEK_LEN { PEEK_LEN } else { n };
     let mut i = 4;
-    while i + 9 <= n {
-        // SAFETY: i + 9 <= n <= PEEK_LEN = d.len().
-        let w = unsafe { *d.get_unchecked(i) } | 0x20;
-        if w == b'w' {
-            let rest = unsafe { core::ptr::read_unaligned(d.as_ptr().add(i + 1) as *const u64) };
-            if u64::from_le(rest) | FOLD == REST {
+    while i + W.len() <= n {
+        // SAFETY: i + k < i + W.len() <= n <= PEEK_LEN = d.len().
+        let at = |k: usize| unsafe { *d.get_unchecked(i + k) } | 0x20;
+        if at(0) == W[0] {
+            let mut k = 1;
+            while k < W.len() && at(k) == W[k] {
+                k += 1;
+            }
+            if k == W.len() {
                 return true;
             }
         }
