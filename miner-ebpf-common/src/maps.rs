@@ -11,10 +11,6 @@ pub const EVENTS_BYTES_DEFAULT: u32 = 2 * 1024 * 1024;
 
 /// Threads between the connect hook and the connect syscall's exit.
 pub const PENDING_CONNECT_MAX: u32 = 8_192;
-/// TCP flows whose first payload has not been peeked yet (socket cookie key).
-pub const FLOWS_MAX: u32 = 16_384;
-/// Flows that started before the agent (not in FLOWS) and were peeked once.
-pub const SEEN_FLOWS_MAX: u32 = 16_384;
 /// Blocked tgids and blocked pool endpoints (response).
 pub const BLOCKED_TGIDS_MAX: u32 = 4_096;
 pub const BLOCKED_DESTS_MAX: u32 = 4_096;
@@ -38,6 +34,12 @@ pub const PEEK_PACKETS_PER_FLOW: u8 = 3;
 /// greeting, auth, request, then the tunnelled bytes at index 3; a miner's
 /// login over WebSocket through a proxy comes at index 4 or 5.
 pub const PEEK_PACKETS_TUNNEL: u8 = 8;
+/// Payload-bearing packets looked at of a socket we did not see connect (it
+/// predates the agent, or it was accepted): the first that starts like JSON
+/// is peeked, then the socket is done. A miner running before the agent
+/// writes each share and keepalive as its own packet, so its next one is
+/// among them.
+pub const PEEK_PACKETS_UNTRACKED: u8 = 4;
 /// Chunks of `PEEK_LEN` copied of a packet that starts a TLS ClientHello
 /// (the first plus continuations): OpenSSL and rustls hellos fit in 1 KiB,
 /// and the extensions at their end carry ALPN and the JA4 counts.
@@ -48,6 +50,8 @@ pub const FLOW_REPORT_NS: u64 = 10_000_000_000;
 /// `FlowState.flags`: the flow sent a ClientHello; its payload is counted
 /// and reported in `FlowStatsRecord`s.
 pub const FLOW_COUNT: u8 = 1;
+/// `FlowState.flags`: a socket we did not see connect (`PEEK_PACKETS_UNTRACKED`).
+pub const FLOW_UNTRACKED: u8 = 2;
 
 /// `bpf_ringbuf_submit` flags (uapi `BPF_RB_*`).
 pub const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -70,6 +74,8 @@ pub enum DropSite {
     ExecRead = 5,
     // 6 was `cpu_map_full`: CPU time now comes from the task iterator,
     // which has no map to fill.
+    /// A socket's flow state could not be created (socket storage: the
+    /// kernel's allocation failed); its payload is not peeked.
     FlowMapFull = 7,
     FpuRingFull = 8,
     /// The per-thread MXCSR set could not be stored (LRU insert failed).
@@ -157,12 +163,15 @@ pub struct PendingConnect {
 }
 const _: () = assert!(core::mem::size_of::<PendingConnect>() == 32);
 
-/// Value of `FLOWS`: a new outbound TCP flow and who opened it.
+/// Socket-local state (`SOCK_FLOWS`, socket storage) of a TCP socket whose
+/// payload is peeked: a connect we saw, or an untracked socket's look-out
+/// for JSON. Freed with the socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowState {
+    /// The process that connected (0: untracked).
     pub tgid: u32,
-    /// Payload-bearing packets already peeked.
+    /// Payload-bearing packets already peeked (untracked: looked at).
     pub peeked: u8,
     /// Packets to peek: `PEEK_PACKETS_PER_FLOW`, raised to
     /// `PEEK_PACKETS_TUNNEL` by a proxy or WebSocket first packet, cut to
@@ -184,11 +193,20 @@ const _: () = assert!(core::mem::size_of::<FlowState>() == 40);
 impl FlowState {
     /// A flow just opened by `tgid`.
     pub const fn new(tgid: u32) -> FlowState {
+        FlowState::with(tgid, PEEK_PACKETS_PER_FLOW, 0)
+    }
+
+    /// A socket we did not see connect, at its first payload packet.
+    pub const fn untracked() -> FlowState {
+        FlowState::with(0, PEEK_PACKETS_UNTRACKED, FLOW_UNTRACKED)
+    }
+
+    const fn with(tgid: u32, budget: u8, flags: u8) -> FlowState {
         FlowState {
             tgid,
             peeked: 0,
-            budget: PEEK_PACKETS_PER_FLOW,
-            flags: 0,
+            budget,
+            flags,
             _pad: 0,
             packets: 0,
             max_len: 0,

@@ -543,4 +543,19 @@ mod tests {
         assert_eq!(size_of::<crate::FpuSeen>(), 16);
         assert_eq!(size_of::<crate::HintSeen>(), 16);
     }
+
+    #[test]
+    fn flow_states_start_with_their_budgets() {
+        let tracked = crate::FlowState::new(42);
+        assert_eq!(
+            (tracked.tgid, tracked.peeked, tracked.budget, tracked.flags),
+            (42, 0, crate::PEEK_PACKETS_PER_FLOW, 0)
+        );
+        let untracked = crate::FlowState::untracked();
+        assert_eq!(
+            (untracked.tgid, untracked.budget, untracked.flags),
+            (0, crate::PEEK_PACKETS_UNTRACKED, crate::FLOW_UNTRACKED)
+        );
+        assert_eq!(crate::FLOW_UNTRACKED & crate::FLOW_COUNT, 0);
+    }
 }

@@ -2,14 +2,17 @@
 //! miner-ebpf-common so the loader and tests see the same numbers.
 
 use aya_ebpf::{
-    macros::map,
+    bindings::bpf_sock,
+    btf_maps::SkStorage,
+    helpers::generated::bpf_sk_storage_get,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use miner_ebpf_common::{
     ABI_VERSION, BLOCKED_DESTS_MAX, BLOCKED_TGIDS_MAX, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP,
-    BPF_RB_NO_WAKEUP, DROP_SITES, DestKey, DropSite, EVENTS_BYTES_DEFAULT, FLOWS_MAX,
-    FPU_THREADS_MAX, FlowState, FpuSeen, HINT_PROCS_MAX, HintSeen, KernelOffsets,
-    PENDING_CONNECT_MAX, PendingConnect, SEEN_FLOWS_MAX, SockOffsets,
+    BPF_RB_NO_WAKEUP, DROP_SITES, DestKey, DropSite, EVENTS_BYTES_DEFAULT, FPU_THREADS_MAX,
+    FlowState, FpuSeen, HINT_PROCS_MAX, HintSeen, KernelOffsets, PENDING_CONNECT_MAX,
+    PendingConnect, SockOffsets,
 };
 
 /// All records to user space. The loader resizes it (`ring_buffer_bytes`).
@@ -25,13 +28,40 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SITES, 0
 pub static PENDING_CONNECT: LruHashMap<u64, PendingConnect> =
     LruHashMap::with_max_entries(PENDING_CONNECT_MAX, 0);
 
-/// Socket cookie -> new outbound TCP flow whose first payload we peek.
-#[map]
-pub static FLOWS: LruHashMap<u64, FlowState> = LruHashMap::with_max_entries(FLOWS_MAX, 0);
+/// Socket -> its peek state, in the socket's own storage: the egress hook
+/// finds it with one socket-local lookup (no cookie, no hash), and it dies
+/// with the socket, so nothing leaks and no bound is needed (a socket
+/// storage map has no `max_entries`; it holds one value per live socket
+/// that has one). Needs BTF for the map (Linux 5.2+; from `cgroup/connect*`
+/// 5.8+).
+#[btf_map]
+pub static SOCK_FLOWS: SkStorage<FlowState> = SkStorage::new();
 
-/// Untracked flows (opened before the agent) already peeked once.
-#[map]
-pub static SEEN_FLOWS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(SEEN_FLOWS_MAX, 0);
+/// The socket's `SOCK_FLOWS` entry, if it has one. `sk` must be a full
+/// socket.
+#[inline(always)]
+pub fn sock_flow(sk: *mut bpf_sock) -> *mut FlowState {
+    let map = core::ptr::from_ref(&SOCK_FLOWS).cast_mut();
+    unsafe { bpf_sk_storage_get(map.cast(), sk.cast(), core::ptr::null_mut(), 0) }.cast()
+}
+
+/// The socket's `SOCK_FLOWS` entry, created as a copy of `init` if it has
+/// none (an existing entry is returned as it is). Null if the kernel could
+/// not allocate it.
+#[inline(always)]
+pub fn sock_flow_create(sk: *mut bpf_sock, init: &mut FlowState) -> *mut FlowState {
+    let map = core::ptr::from_ref(&SOCK_FLOWS).cast_mut();
+    let init: *mut FlowState = init;
+    unsafe {
+        bpf_sk_storage_get(
+            map.cast(),
+            sk.cast(),
+            init.cast(),
+            aya_ebpf::bindings::BPF_SK_STORAGE_GET_F_CREATE as u64,
+        )
+    }
+    .cast()
+}
 
 /// Response: tgids whose TCP connects are refused with EPERM.
 #[map]

@@ -2,11 +2,17 @@
 //! each new outbound TCP flow, so user space can recognise a pool protocol
 //! on any port, through a proxy or WebSocket, and fingerprint TLS.
 //!
+//! The hook runs on every egress packet of every socket, so what it does
+//! per packet is bounded by the socket, not by the flow's life: the state
+//! sits in the socket's own storage (`SOCK_FLOWS`), found with one lookup
+//! and freed with the socket; once a socket's peek is done, each later
+//! packet costs that lookup and one compare. UDP, request and timewait
+//! sockets leave at the first test.
+//!
 //! skb data starts at the IP header. The IP version comes from the first
-//! nibble, not `skb->family` (INET6 for v4-mapped sockets). Flows opened
-//! while we watch are in `FLOWS` (from connect): their first `budget`
-//! payload packets are copied with their TCP sequence numbers, then the
-//! entry stays so later packets cost one lookup. The budget is
+//! nibble, not `skb->family` (INET6 for v4-mapped sockets). Sockets opened
+//! by a connect we saw get their state there: their first `budget` payload
+//! packets are copied with their TCP sequence numbers. The budget is
 //! `PEEK_PACKETS_PER_FLOW`; a first packet that opens a proxy handshake
 //! (SOCKS4/5, HTTP `CONNECT`) or a WebSocket upgrade raises it to
 //! `PEEK_PACKETS_TUNNEL`, so the tunnelled bytes after the handshake are
@@ -17,25 +23,28 @@
 //! reported every `FLOW_REPORT_NS` (how long a TLS flow stays open, and
 //! how small its records are).
 //!
-//! Flows we did not see open (the process predates the agent) are peeked
-//! once if their payload starts like JSON (`{"`), the shape of Stratum and
-//! XMRig's protocol: that catches a miner that was running before us at its
-//! next share or keepalive.
+//! Sockets we did not see connect (the process predates the agent, or the
+//! socket was accepted) get their state at their first payload packet:
+//! of their first `PEEK_PACKETS_UNTRACKED` payload packets, the first that
+//! starts like JSON (`{"`) is peeked, which catches a miner that was
+//! running before us at its next share or keepalive; then they are done.
 
 use aya_ebpf::{
+    bindings::bpf_sock,
     helpers::{
-        bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_load_bytes,
+        bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sk_fullsock,
+        bpf_skb_load_bytes,
     },
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use miner_ebpf_common::{
-    AF_INET, AF_INET6, DropSite, FLOW_COUNT, FLOW_REPORT_NS, FlowState, FlowStatsRecord,
-    HELLO_CHUNKS, Header, PAYLOAD_FLAG_CONTINUATION, PAYLOAD_FLAG_UNTRACKED_FLOW, PEEK_LEN,
-    PEEK_PACKETS_TUNNEL, PayloadRecord, RecordKind,
+    AF_INET, AF_INET6, DropSite, FLOW_COUNT, FLOW_REPORT_NS, FLOW_UNTRACKED, FlowState,
+    FlowStatsRecord, HELLO_CHUNKS, Header, PAYLOAD_FLAG_CONTINUATION, PAYLOAD_FLAG_UNTRACKED_FLOW,
+    PEEK_LEN, PEEK_PACKETS_TUNNEL, PayloadRecord, RecordKind,
 };
 
-use crate::maps::{EVENTS, FLOWS, SEEN_FLOWS, count_drop, wake_flags};
+use crate::maps::{EVENTS, count_drop, sock_flow, sock_flow_create, wake_flags};
 
 const PASS: i32 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -60,66 +69,83 @@ struct Tcp {
 }
 
 fn try_egress(ctx: &SkBuffContext) -> Result<(), DropSite> {
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) };
-    let flow = FLOWS.get_ptr_mut(cookie);
-    if let Some(f) = flow {
+    let Some(sk) = tcp_socket(ctx) else {
+        return Ok(());
+    };
+    let f = sock_flow(sk);
+    if !f.is_null() {
         let f = unsafe { &mut *f };
         if f.peeked >= f.budget {
             if f.flags & FLOW_COUNT == 0 {
-                return Ok(()); // the steady state: one lookup per packet
+                return Ok(()); // the steady state: one socket-local lookup
             }
-            return count(ctx, cookie, f);
+            return count(ctx, f);
         }
+        let Some(tcp) = parse(ctx) else { return Ok(()) };
+        if f.flags & FLOW_UNTRACKED != 0 {
+            return look(ctx, f, &tcp);
+        }
+        let index = f.peeked;
+        f.peeked = index + 1;
+        return peek(ctx, f, index, &tcp);
     }
+    // A socket we did not see connect: it predates the agent, or it was
+    // accepted. Its state is made at its first payload packet (pure ACKs
+    // of a receiving socket never allocate any).
     let Some(tcp) = parse(ctx) else { return Ok(()) };
-    if tcp.payload_len == 0 {
+    let mut init = FlowState::untracked();
+    let f = sock_flow_create(sk, &mut init);
+    if f.is_null() {
+        return Err(DropSite::FlowMapFull);
+    }
+    look(ctx, unsafe { &mut *f }, &tcp)
+}
+
+/// The packet's full TCP socket: request and timewait sockets (SYN-ACKs,
+/// their RSTs) carry no payload of a flow, and UDP is not peeked.
+#[inline(always)]
+fn tcp_socket(ctx: &SkBuffContext) -> Option<*mut bpf_sock> {
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return None;
+    }
+    let sk = unsafe { bpf_sk_fullsock(sk) };
+    if sk.is_null() || unsafe { (*sk).protocol } != IPPROTO_TCP as u32 {
+        return None;
+    }
+    Some(sk)
+}
+
+/// One payload packet of an untracked socket among its first
+/// `PEEK_PACKETS_UNTRACKED`: peeked once if it starts like JSON (`{"`, the
+/// shape of Stratum and XMRig's protocol), which ends the look-out.
+#[inline(always)]
+fn look(ctx: &SkBuffContext, f: &mut FlowState, tcp: &Tcp) -> Result<(), DropSite> {
+    f.peeked += 1;
+    let first: u16 = ctx.load(tcp.payload_off as usize).unwrap_or(0);
+    if first != u16::from_ne_bytes(*b"{\"") {
         return Ok(());
     }
-    match flow {
-        Some(f) => {
-            let f = unsafe { &mut *f };
-            let index = f.peeked;
-            f.peeked = index + 1;
-            peek(ctx, cookie, f, index, &tcp)
-        }
-        None => {
-            let first: u16 = ctx.load(tcp.payload_off as usize).unwrap_or(0);
-            if first != u16::from_ne_bytes(*b"{\"") {
-                return Ok(());
-            }
-            if SEEN_FLOWS
-                .insert(cookie, 1u8, aya_ebpf::bindings::BPF_NOEXIST as u64)
-                .is_err()
-            {
-                return Ok(()); // already peeked
-            }
-            let mut rec = EVENTS
-                .reserve::<PayloadRecord>(0)
-                .ok_or(DropSite::PayloadRingFull)?;
-            let r = unsafe { &mut *rec.as_mut_ptr() };
-            fill(ctx, r, cookie, 0, 0, PAYLOAD_FLAG_UNTRACKED_FLOW, &tcp, 0);
-            rec.submit(wake_flags());
-            Ok(())
-        }
-    }
+    f.budget = f.peeked;
+    let mut rec = EVENTS
+        .reserve::<PayloadRecord>(0)
+        .ok_or(DropSite::PayloadRingFull)?;
+    let r = unsafe { &mut *rec.as_mut_ptr() };
+    fill(ctx, r, 0, 0, PAYLOAD_FLAG_UNTRACKED_FLOW, tcp, 0);
+    rec.submit(wake_flags());
+    Ok(())
 }
 
 /// Copies packet `index` of a tracked flow; decides from its bytes whether
 /// the flow is a tunnel (peek further) or TLS (stop, count, continue the
 /// ClientHello).
 #[inline(always)]
-fn peek(
-    ctx: &SkBuffContext,
-    cookie: u64,
-    f: &mut FlowState,
-    index: u8,
-    t: &Tcp,
-) -> Result<(), DropSite> {
+fn peek(ctx: &SkBuffContext, f: &mut FlowState, index: u8, t: &Tcp) -> Result<(), DropSite> {
     let mut rec = EVENTS
         .reserve::<PayloadRecord>(0)
         .ok_or(DropSite::PayloadRingFull)?;
     let r = unsafe { &mut *rec.as_mut_ptr() };
-    fill(ctx, r, cookie, f.tgid, index, 0, t, 0);
+    fill(ctx, r, f.tgid, index, 0, t, 0);
     let hello = r.captured >= 6
         && r.data[0] == 0x16
         && r.data[1] == 0x03
@@ -149,16 +175,7 @@ fn peek(
                 .reserve::<PayloadRecord>(0)
                 .ok_or(DropSite::PayloadRingFull)?;
             let r = unsafe { &mut *rec.as_mut_ptr() };
-            fill(
-                ctx,
-                r,
-                cookie,
-                f.tgid,
-                index,
-                PAYLOAD_FLAG_CONTINUATION,
-                t,
-                skip,
-            );
+            fill(ctx, r, f.tgid, index, PAYLOAD_FLAG_CONTINUATION, t, skip);
             rec.submit(wake_flags());
             k += 1;
         }
@@ -212,7 +229,7 @@ fn mentions_websocket(d: &[u8; PEEK_LEN], n: usize) -> bool {
 /// A counted (TLS) flow after its peek: add its payload, report at most
 /// every `FLOW_REPORT_NS`.
 #[inline(always)]
-fn count(ctx: &SkBuffContext, cookie: u64, f: &mut FlowState) -> Result<(), DropSite> {
+fn count(ctx: &SkBuffContext, f: &mut FlowState) -> Result<(), DropSite> {
     let Some(len) = payload_len(ctx) else {
         return Ok(());
     };
@@ -239,7 +256,7 @@ fn count(ctx: &SkBuffContext, cookie: u64, f: &mut FlowState) -> Result<(), Drop
             cpu: unsafe { bpf_get_smp_processor_id() },
             ktime_ns: now,
         },
-        cookie,
+        cookie: unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) },
         tgid: f.tgid,
         packets: f.packets,
         bytes: f.bytes,
@@ -264,52 +281,54 @@ fn payload_len(ctx: &SkBuffContext) -> Option<u32> {
     Some(ctx.len().saturating_sub(l4 + ((doff >> 4) as u32) * 4))
 }
 
+/// The packet's TCP header and addresses; None for a packet without
+/// payload (SYN, pure ACK, FIN), before the addresses are loaded.
 #[inline(always)]
 fn parse(ctx: &SkBuffContext) -> Option<Tcp> {
     let b0: u8 = ctx.load(0).ok()?;
-    let skb_len = ctx.len();
-    let mut t = Tcp {
-        family: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        sport: 0,
-        dport: 0,
-        seq: 0,
-        payload_off: 0,
-        payload_len: 0,
-    };
-    let l4: u32 = match b0 >> 4 {
+    let (family, l4): (u16, u32) = match b0 >> 4 {
         4 => {
             if ctx.load::<u8>(9).ok()? != IPPROTO_TCP {
                 return None;
             }
-            t.family = AF_INET;
-            let s: [u8; 4] = ctx.load(12).ok()?;
-            let d: [u8; 4] = ctx.load(16).ok()?;
-            t.saddr[..4].copy_from_slice(&s);
-            t.daddr[..4].copy_from_slice(&d);
-            ((b0 & 0x0f) as u32) * 4
+            (AF_INET, ((b0 & 0x0f) as u32) * 4)
         }
+        // No extension headers: TCP straight after the fixed header.
         6 => {
-            // No extension headers: TCP straight after the fixed header.
             if ctx.load::<u8>(6).ok()? != IPPROTO_TCP {
                 return None;
             }
-            t.family = AF_INET6;
-            t.saddr = ctx.load(8).ok()?;
-            t.daddr = ctx.load(24).ok()?;
-            40
+            (AF_INET6, 40)
         }
         _ => return None,
     };
     // Ports, sequence number, ack number, data offset: one load.
     let hdr: [u8; 13] = ctx.load(l4 as usize).ok()?;
-    t.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
-    t.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
-    t.seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-    t.payload_off = l4 + ((hdr[12] >> 4) as u32) * 4;
+    let payload_off = l4 + ((hdr[12] >> 4) as u32) * 4;
     // skb->len, not the IP length field: a GSO skb carries many segments.
-    t.payload_len = skb_len.saturating_sub(t.payload_off);
+    let payload_len = ctx.len().saturating_sub(payload_off);
+    if payload_len == 0 {
+        return None;
+    }
+    let mut t = Tcp {
+        family,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        sport: u16::from_be_bytes([hdr[0], hdr[1]]),
+        dport: u16::from_be_bytes([hdr[2], hdr[3]]),
+        seq: u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]),
+        payload_off,
+        payload_len,
+    };
+    if family == AF_INET {
+        let s: [u8; 4] = ctx.load(12).ok()?;
+        let d: [u8; 4] = ctx.load(16).ok()?;
+        t.saddr[..4].copy_from_slice(&s);
+        t.daddr[..4].copy_from_slice(&d);
+    } else {
+        t.saddr = ctx.load(8).ok()?;
+        t.daddr = ctx.load(24).ok()?;
+    }
     Some(t)
 }
 
@@ -319,7 +338,6 @@ fn parse(ctx: &SkBuffContext) -> Option<Tcp> {
 fn fill(
     ctx: &SkBuffContext,
     rec: &mut PayloadRecord,
-    cookie: u64,
     tgid: u32,
     index: u8,
     flags: u8,
@@ -333,7 +351,8 @@ fn fill(
         ktime_ns: unsafe { bpf_ktime_get_ns() },
     };
     let left = t.payload_len - skip;
-    rec.cookie = cookie;
+    // The cookie links the payload to its connect record (same socket).
+    rec.cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) };
     rec.tgid = tgid;
     rec.payload_len = left;
     rec.family = t.family;

@@ -256,6 +256,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     rows.extend(idle_rows(bins, mw, quick)?);
 
     rows.extend(context_switch_rows(bins, mw, pairs, quick)?);
+    rows.extend(network_rows(bins, mw, pairs)?);
 
     let n = if quick { 10_000 } else { 20_000 };
     rows.extend(storm_rows(bins, mw, pairs, n)?);
@@ -725,6 +726,106 @@ fn storm_rows(bins: &Bins, mw: &Path, pairs: usize, n: u32) -> anyhow::Result<Ve
             ));
         }
     }
+    Ok(rows)
+}
+
+/// The network programs' cost: a bulk loopback transfer (1 GiB from a
+/// connecting socket to an accepted one, then 1 GiB back) in interleaved
+/// pairs without and with the agent, and each network program's run time
+/// per call (bpf_stats) on that transfer and on a short connect storm.
+fn network_rows(bins: &Bins, mw: &Path, pairs: usize) -> anyhow::Result<Vec<Row>> {
+    const PROGRAMS: [&str; 5] = [
+        "cgroup_skb_egress",
+        "connect4",
+        "sys_exit_connect",
+        "inet_sock_set_state",
+        "inet_csk_listen_start",
+    ];
+    let mib = "1024";
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    let mut cost = Vec::new();
+    let mut egress = Vec::new();
+    let mut per_call: Vec<(&str, u64, u64)> = PROGRAMS.iter().map(|p| (*p, 0, 0)).collect();
+    let mut storm_cost = Vec::new();
+    for i in 0..pairs {
+        eprintln!("bench: bulk loopback transfer round {}/{pairs}", i + 1);
+        let (r_off, _) = workload(&bins.get("bulkxfer"), &[mib])?;
+        let d = start_daemon(mw, &[])?;
+        let ids: Vec<Option<u32>> = PROGRAMS.iter().map(|p| prog_id(&d, p)).collect();
+        let snap = |ids: &[Option<u32>]| -> Vec<(u64, u64)> {
+            ids.iter()
+                .map(|id| id.map_or((0, 0), |id| bpf_prog_stats(d.pid(), id)))
+                .collect()
+        };
+        let (c0, b0, s0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()), snap(&ids));
+        let (r_on, wcpu) = workload(&bins.get("bulkxfer"), &[mib])?;
+        let (c1, b1, s1) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()), snap(&ids));
+        let (_, scpu) = workload(&bins.get("connstorm"), &["5000"])?;
+        let (b2, s2) = (bpf_run_ns(d.pid()), snap(&ids));
+        d.stop();
+        let agent = (c1 - c0) + (b1 - b0) as f64 / 1e9;
+        off.push(r_off);
+        on.push(r_on);
+        cost.push(agent / wcpu.max(1e-9) * 100.0);
+        storm_cost.push((b2 - b1) as f64 / 1e9 / scpu.max(1e-9) * 100.0);
+        let (e_ns, e_n) = (s1[0].0 - s0[0].0, s1[0].1 - s0[0].1);
+        if e_n > 0 {
+            egress.push((
+                e_ns as f64 / e_n as f64,
+                e_n,
+                e_ns as f64 / 1e9 / wcpu * 100.0,
+            ));
+        }
+        for (k, slot) in per_call.iter_mut().enumerate() {
+            slot.1 += s2[k].0 - s0[k].0;
+            slot.2 += s2[k].1 - s0[k].1;
+        }
+    }
+    let ratio: Vec<f64> = on
+        .iter()
+        .zip(&off)
+        .map(|(a, b)| (a / b - 1.0) * 100.0)
+        .collect();
+    let mut rows = vec![Row(
+        "bulk loopback transfer (1 GiB each way; a connected and an accepted socket): agent CPU / workload CPU".into(),
+        format!(
+            "{:.2}% (median of {pairs}; daemon + eBPF); throughput with agent / without: median {:+.1}% (spread {:+.1}…{:+.1}%), {:.0} vs {:.0} MiB/s",
+            median(&mut cost.clone()),
+            median(&mut ratio.clone()),
+            min(&ratio),
+            max(&ratio),
+            median(&mut on.clone()),
+            median(&mut off.clone())
+        ),
+        "≤ 1%".into(),
+    )];
+    let mut e_ns: Vec<f64> = egress.iter().map(|e| e.0).collect();
+    let mut e_share: Vec<f64> = egress.iter().map(|e| e.2).collect();
+    rows.push(Row(
+        "egress payload peek (cgroup_skb/egress) on the bulk transfer".into(),
+        format!(
+            "{:.0} ns per packet (median of {pairs}, {} packets per run), {:.3}% of the workload's CPU",
+            median(&mut e_ns),
+            egress.first().map_or(0, |e| e.1),
+            median(&mut e_share)
+        ),
+        "part of the 1%".into(),
+    ));
+    let calls: Vec<String> = per_call
+        .iter()
+        .filter(|(_, _, n)| *n > 0)
+        .map(|(p, ns, n)| format!("{p} {:.0} ns × {n}", *ns as f64 / *n as f64))
+        .collect();
+    rows.push(Row(
+        "network programs per call (bulk transfers + 5k-connect storms, bpf_stats)".into(),
+        format!(
+            "{}; eBPF / workload CPU on the 5k-connect storm {:.1}% (median of {pairs})",
+            calls.join(", "),
+            median(&mut storm_cost)
+        ),
+        "connect storm ≤ 2%".into(),
+    ));
     Ok(rows)
 }
 

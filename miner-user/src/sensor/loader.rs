@@ -34,6 +34,13 @@ enum Target {
     BtfTracePoint(&'static str),
     /// A BPF iterator (`iter/<kind>`), run by user space on demand.
     Iter(&'static str),
+    /// An fentry program on a kernel function, falling back to the hook's
+    /// raw tracepoint program where fentry does not load or attach.
+    FEntryOrRawTracePoint {
+        fentry: &'static str,
+        function: &'static str,
+        tracepoint: &'static str,
+    },
 }
 
 struct Hook {
@@ -72,9 +79,15 @@ const HOOKS: &[Hook] = &[
     },
     Hook {
         program: "inet_sock_set_state",
-        target: Target::RawTracePoint("inet_sock_set_state"),
+        // fentry runs once per listen(2); the tracepoint at every TCP
+        // state change of every socket.
+        target: Target::FEntryOrRawTracePoint {
+            fentry: "inet_csk_listen_start",
+            function: "inet_csk_listen_start",
+            tracepoint: "inet_sock_set_state",
+        },
         loses: "listen events (which ancestors in a verdict's chain are listening servers)",
-        needs: "raw tracepoint inet_sock_set_state (Linux 4.16+)",
+        needs: "fentry (BTF trampolines) or raw tracepoint inet_sock_set_state (Linux 4.16+)",
     },
     Hook {
         program: "sys_exit_connect",
@@ -473,6 +486,16 @@ fn attach(
             ),
         }
     }
+    if unusable.is_none()
+        && let Target::FEntryOrRawTracePoint {
+            fentry, function, ..
+        } = hook.target
+    {
+        match attach_fentry(ebpf, fentry, function) {
+            Ok(status) => return Ok(status),
+            Err(e) => log::debug!("{fentry} unavailable ({e}); using {}", hook.program),
+        }
+    }
     let prog = ebpf
         .program_mut(hook.program)
         .ok_or(SensorError::MissingProgram(hook.program))?;
@@ -512,7 +535,11 @@ fn attach(
                 .map(|_| ())
                 .map_err(attach_error(format!("{category}/{name}")))
         }
-        Target::RawTracePoint(name) | Target::BtfTracePoint(name) => {
+        Target::RawTracePoint(name)
+        | Target::BtfTracePoint(name)
+        | Target::FEntryOrRawTracePoint {
+            tracepoint: name, ..
+        } => {
             let p: &mut RawTracePoint = prog
                 .try_into()
                 .map_err(|_| SensorError::MissingProgram(hook.program))?;
@@ -597,6 +624,31 @@ fn attach_btf(ebpf: &mut Ebpf, tracepoint: &str) -> Result<HookStatus, HookError
         prog_id: info.as_ref().map(|i| i.id()),
     })
 }
+
+/// Loads and attaches the fentry program `program` to `function`; an error
+/// leaves the caller to its raw-tracepoint fallback.
+fn attach_fentry(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    function: &str,
+) -> Result<HookStatus, String> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("{program} missing from the object"))?;
+    let p: &mut aya::programs::FEntry = prog.try_into().map_err(|e| format!("{program}: {e}"))?;
+    p.load(function, &btf).map_err(|e| format!("load: {e}"))?;
+    p.attach().map_err(|e| format!("attach: {e}"))?;
+    let info = prog.info().ok();
+    Ok(HookStatus {
+        program,
+        attached: true,
+        error: None,
+        verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
+        prog_id: info.as_ref().map(|i| i.id()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::{HookError, HookFailure};
