@@ -64,6 +64,7 @@ pub struct Pipeline {
     memo_hits: Vec<ProvenanceEvent>,
     evictions_seen: EvictionCounts,
     trimmer: Trimmer,
+    short_lived: super::short_lived::Scanner,
 }
 
 /// The v2 root cgroup (kernfs root inode). On hybrid hosts every process
@@ -86,6 +87,7 @@ impl Pipeline {
             memo_hits: Vec::new(),
             evictions_seen: EvictionCounts::default(),
             trimmer: Trimmer::default(),
+            short_lived: Default::default(),
         }
     }
 
@@ -108,9 +110,10 @@ impl Pipeline {
     /// recording.
     pub fn batch(&mut self, events: Vec<Event>, drained_at: Mono) {
         let detector = &self.parts.detector;
-        let short = super::short_lived::short_lived(&events, |e| detector.needs_exec(e));
+        let mut scanner = std::mem::take(&mut self.short_lived);
+        let short = scanner.scan(&events, |e| detector.needs_exec(e));
         for ev in events {
-            if super::short_lived::is_own(&ev, &short) {
+            if super::short_lived::is_own(&ev, short) {
                 self.parts.metrics.observe_poll_lag(ev.time(), drained_at);
                 if let Event::Exit(x) = &ev {
                     self.parts.poller.on_exit(x.tgid, x.cpu_ns);
@@ -120,6 +123,7 @@ impl Pipeline {
                 self.event(ev, Some(drained_at));
             }
         }
+        self.short_lived = scanner;
     }
 
     /// A sensor or sweep event. `drained_at` is when the ring reader read

@@ -23,8 +23,44 @@ struct Seen {
 /// The tgids of `events` that exec'd and then exited in this batch and did
 /// nothing else; `needed` says which execs are evidence by themselves (a
 /// `modprobe msr` is a hint about its parent).
+#[cfg(test)]
 pub fn short_lived(events: &[Event], needed: impl Fn(&Exec) -> bool) -> HashSet<u32> {
-    let mut seen: HashMap<u32, Seen> = HashMap::new();
+    let mut s = Scanner::default();
+    s.scan(events, needed);
+    s.short
+}
+
+/// [`short_lived`] with its maps kept from batch to batch: a storm's
+/// batches are thousands of events, and growing fresh maps for each was a
+/// tenth of the daemon's storm CPU.
+#[derive(Default)]
+pub struct Scanner {
+    seen: HashMap<u32, Seen>,
+    short: HashSet<u32>,
+}
+
+impl Scanner {
+    pub fn scan(&mut self, events: &[Event], needed: impl Fn(&Exec) -> bool) -> &HashSet<u32> {
+        self.seen.clear();
+        self.short.clear();
+        // Nothing exited: nothing is short-lived (an idle drain costs this).
+        if !events.iter().any(|e| matches!(e, Event::Exit(_))) {
+            return &self.short;
+        }
+        fill(&mut self.seen, events, needed);
+        self.short.extend(
+            self.seen
+                .iter()
+                .filter(|(_, s)| s.exec && s.exited && !s.needed)
+                .map(|(t, _)| *t),
+        );
+        // A storm's peak capacity is not kept for the rest of the day.
+        crate::shrink::map(&mut self.seen);
+        &self.short
+    }
+}
+
+fn fill(seen: &mut HashMap<u32, Seen>, events: &[Event], needed: impl Fn(&Exec) -> bool) {
     for ev in events {
         match ev {
             Event::Exec(e) => {
@@ -49,10 +85,6 @@ pub fn short_lived(events: &[Event], needed: impl Fn(&Exec) -> bool) -> HashSet<
             }
         }
     }
-    seen.into_iter()
-        .filter(|(_, s)| s.exec && s.exited && !s.needed)
-        .map(|(t, _)| t)
-        .collect()
 }
 
 /// Whether this event is one of a short-lived process's own.
@@ -168,5 +200,15 @@ mod tests {
         assert!(short_lived(&reused, |_| false).is_empty());
         // Exited without an exec in this batch (exec drained earlier).
         assert!(short_lived(&[exit(80)], |_| false).is_empty());
+    }
+
+    #[test]
+    fn the_scanner_forgets_the_previous_batch() {
+        let mut s = Scanner::default();
+        let first = [fork(10, 100), exec(100, 10), exit(100)];
+        assert_eq!(sorted(s.scan(&first, |_| false).clone()), vec![100]);
+        // Its exit in the next batch: the exec was in the last one.
+        let second = [exec(101, 10), exit(100)];
+        assert!(s.scan(&second, |_| false).is_empty());
     }
 }
