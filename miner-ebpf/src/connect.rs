@@ -19,18 +19,19 @@ use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_ns,
+        bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
     macros::{cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, TracePointContext},
 };
 use miner_ebpf_common::{
-    AF_INET, AF_INET6, CONNECT_FLAG_V4_MAPPED, ConnectRecord, DestKey, DropSite, FlowState, Header,
+    AF_INET, AF_INET6, CONNECT_FLAG_V4_MAPPED, ConnectRecord, DestKey, DropSite, FlowState,
     PendingConnect, RecordKind,
 };
 
 use crate::maps::{
-    BLOCKED_DESTS, BLOCKED_TGIDS, EVENTS, PENDING_CONNECT, count_drop, sock_flow_create, wake_flags,
+    BLOCKED_DESTS, BLOCKED_TGIDS, EVENTS, PENDING_CONNECT, count_drop, header, sock_flow_create,
+    wake_flags,
 };
 
 const SOCK_STREAM: u32 = 1;
@@ -158,12 +159,7 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), DropSite> {
     let _ = PENDING_CONNECT.remove(pid_tgid);
     let ret: i64 = unsafe { ctx.read_at(SYS_EXIT_RET_OFFSET) }.unwrap_or(0);
     let rec = ConnectRecord {
-        header: Header {
-            kind: RecordKind::Connect as u16,
-            _pad: 0,
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ktime_ns: unsafe { bpf_ktime_get_ns() },
-        },
+        header: header(RecordKind::Connect, unsafe { bpf_ktime_get_ns() }),
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
         uid: bpf_get_current_uid_gid() as u32,

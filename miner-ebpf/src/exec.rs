@@ -9,8 +9,8 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user_buf,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -18,11 +18,11 @@ use aya_ebpf::{
 use aya_log_ebpf::info;
 use miner_ebpf_common::{
     ARGS_LEN, DropSite, EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_EXE_UNKNOWN, EXEC_FLAG_MEMFD,
-    ExecRecord, Header, KernelOffsets, RecordKind,
+    ExecRecord, KernelOffsets, RecordKind,
 };
 
 use crate::{
-    maps::{EVENTS, ONCE, abi, count_drop, offsets, wake_flags},
+    maps::{EVENTS, ONCE, abi, count_drop, header, offsets, wake_flags},
     task,
 };
 
@@ -47,12 +47,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), DropSite> {
 
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    rec.header = Header {
-        kind: RecordKind::Exec as u16,
-        _pad: 0,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-    };
+    rec.header = header(RecordKind::Exec, unsafe { bpf_ktime_get_ns() });
     rec.tgid = (pid_tgid >> 32) as u32;
     rec.pid = pid_tgid as u32;
     rec.uid = uid_gid as u32;

@@ -11,16 +11,14 @@
 //! kernels before 6.x lack.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
-use miner_ebpf_common::{DropSite, ExitRecord, Header, RecordKind};
+use miner_ebpf_common::{DropSite, ExitRecord, RecordKind};
 
 use crate::{
-    maps::{EVENTS, FPU_SEEN, count_drop, offsets, wake_flags},
+    maps::{EVENTS, FPU_SEEN, count_drop, header, offsets, wake_flags},
     task,
 };
 
@@ -57,12 +55,7 @@ fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<(), DropSite> {
     let mine = task::read::<u64>(t, o.task_sum_exec_runtime).unwrap_or(0);
     let cpu_ns = dead + mine;
     let rec = ExitRecord {
-        header: Header {
-            kind: RecordKind::Exit as u16,
-            _pad: 0,
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ktime_ns: now,
-        },
+        header: header(RecordKind::Exit, now),
         tgid,
         exit_code: task::read::<u32>(t, o.task_exit_code).unwrap_or(0),
         cpu_ns,

@@ -7,16 +7,14 @@
 //! fields cannot.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use miner_ebpf_common::{DropSite, ForkRecord, Header, RecordKind};
+use miner_ebpf_common::{DropSite, ForkRecord, RecordKind};
 
 use crate::{
-    maps::{EVENTS, count_drop, offsets, wake_flags},
+    maps::{EVENTS, count_drop, header, offsets, wake_flags},
     task,
 };
 
@@ -43,12 +41,7 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) -> Result<(), DropSite> {
         return Ok(()); // a thread
     }
     let rec = ForkRecord {
-        header: Header {
-            kind: RecordKind::Fork as u16,
-            _pad: 0,
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ktime_ns: unsafe { bpf_ktime_get_ns() },
-        },
+        header: header(RecordKind::Fork, unsafe { bpf_ktime_get_ns() }),
         parent_tgid,
         child_tgid,
         child_start_boottime_ns: task::start_boottime(&o, child).unwrap_or(0),

@@ -18,19 +18,17 @@
 //! `FPU_REPORT_INTERVAL_NS`.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use miner_ebpf_common::{
     DropSite, FPU_LAYOUT_EMBEDDED, FPU_LAYOUT_FPSTATE, FPU_REPORT_CLASSES, FPU_REPORT_INTERVAL_NS,
-    FpuRecord, FpuSeen, Header, MXCSR_DEFAULT, MXCSR_STATE_MASK, RecordKind, mxcsr_class,
+    FpuRecord, FpuSeen, MXCSR_DEFAULT, MXCSR_STATE_MASK, RecordKind, mxcsr_class,
 };
 
 use crate::{
-    maps::{EVENTS, FPU_SEEN, count_drop, fpu_offsets, wake_flags},
+    maps::{EVENTS, FPU_SEEN, count_drop, fpu_offsets, header, wake_flags},
     task,
 };
 
@@ -142,12 +140,7 @@ fn observe(mxcsr: u32) -> Result<(), DropSite> {
         .ok_or(DropSite::FpuRingFull)?;
     state.reported = seen;
     let rec = FpuRecord {
-        header: Header {
-            kind: RecordKind::Fpu as u16,
-            _pad: 0,
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ktime_ns: now,
-        },
+        header: header(RecordKind::Fpu, now),
         tgid: (pid_tgid >> 32) as u32,
         pid,
         mxcsr,

@@ -22,20 +22,19 @@
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user_buf,
-        bpf_probe_read_user_str_bytes,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use miner_ebpf_common::{
-    DropSite, HINT_DATA_LEN, HUGETLB_HINT_MIN_BYTES, Header, HintKind, HintRecord, HintSeen,
-    MAP_HUGETLB, RecordKind,
+    DropSite, HINT_DATA_LEN, HUGETLB_HINT_MIN_BYTES, HintKind, HintRecord, HintSeen, MAP_HUGETLB,
+    RecordKind,
 };
 
 use crate::{
-    maps::{EVENTS, HINT_SEEN, count_drop, offsets, wake_flags},
+    maps::{EVENTS, HINT_SEEN, count_drop, header, offsets, wake_flags},
     task,
 };
 
@@ -209,12 +208,7 @@ fn try_report(h: &Hint) -> Result<(), DropSite> {
         .reserve::<HintRecord>(0)
         .ok_or(DropSite::HintRingFull)?;
     let rec = unsafe { &mut *entry.as_mut_ptr() };
-    rec.header = Header {
-        kind: RecordKind::Hint as u16,
-        _pad: 0,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-    };
+    rec.header = header(RecordKind::Hint, unsafe { bpf_ktime_get_ns() });
     rec.tgid = tgid;
     rec.pid = pid_tgid as u32;
     rec.uid = bpf_get_current_uid_gid() as u32;

@@ -23,18 +23,17 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
     },
     macros::{fentry, raw_tracepoint},
     programs::{FEntryContext, RawTracePointContext},
 };
 use miner_ebpf_common::{
-    AF_INET, AF_INET6, DropSite, Header, LISTEN_FLAG_ADDR_UNKNOWN, ListenRecord, RecordKind,
+    AF_INET, AF_INET6, DropSite, LISTEN_FLAG_ADDR_UNKNOWN, ListenRecord, RecordKind,
 };
 
 use crate::{
-    maps::{EVENTS, count_drop, sock_offsets, wake_flags},
+    maps::{EVENTS, count_drop, header, sock_offsets, wake_flags},
     task,
 };
 
@@ -67,12 +66,7 @@ fn report(sk: *const u8) -> Result<(), DropSite> {
     let (family, port, addr, flags) = local_address(sk);
     let pid_tgid = bpf_get_current_pid_tgid();
     let rec = ListenRecord {
-        header: Header {
-            kind: RecordKind::Listen as u16,
-            _pad: 0,
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ktime_ns: unsafe { bpf_ktime_get_ns() },
-        },
+        header: header(RecordKind::Listen, unsafe { bpf_ktime_get_ns() }),
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
         uid: bpf_get_current_uid_gid() as u32,

@@ -150,3 +150,14 @@ pub fn count_drop(site: DropSite) {
         unsafe { *slot += 1 };
     }
 }
+
+/// The header every record starts with: its kind, this CPU and when.
+#[inline(always)]
+pub fn header(kind: miner_ebpf_common::RecordKind, ktime_ns: u64) -> miner_ebpf_common::Header {
+    miner_ebpf_common::Header {
+        kind: kind as u16,
+        _pad: 0,
+        cpu: unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() },
+        ktime_ns,
+    }
+}

@@ -31,20 +31,17 @@
 
 use aya_ebpf::{
     bindings::bpf_sock,
-    helpers::{
-        bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sk_fullsock,
-        bpf_skb_load_bytes,
-    },
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sk_fullsock, bpf_skb_load_bytes},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use miner_ebpf_common::{
     AF_INET, AF_INET6, DropSite, FLOW_COUNT, FLOW_REPORT_NS, FLOW_UNTRACKED, FlowState,
-    FlowStatsRecord, HELLO_CHUNKS, Header, PAYLOAD_FLAG_CONTINUATION, PAYLOAD_FLAG_UNTRACKED_FLOW,
+    FlowStatsRecord, HELLO_CHUNKS, PAYLOAD_FLAG_CONTINUATION, PAYLOAD_FLAG_UNTRACKED_FLOW,
     PEEK_LEN, PEEK_PACKETS_TUNNEL, PayloadRecord, RecordKind,
 };
 
-use crate::maps::{EVENTS, count_drop, sock_flow, sock_flow_create, wake_flags};
+use crate::maps::{EVENTS, count_drop, header, sock_flow, sock_flow_create, wake_flags};
 
 const PASS: i32 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -250,12 +247,7 @@ fn count(ctx: &SkBuffContext, f: &mut FlowState) -> Result<(), DropSite> {
         .reserve::<FlowStatsRecord>(0)
         .ok_or(DropSite::FlowStatsRingFull)?;
     rec.write(FlowStatsRecord {
-        header: Header {
-            kind: RecordKind::FlowStats as u16,
-            _pad: 0,
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ktime_ns: now,
-        },
+        header: header(RecordKind::FlowStats, now),
         cookie: unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) },
         tgid: f.tgid,
         packets: f.packets,
@@ -344,12 +336,7 @@ fn fill(
     t: &Tcp,
     skip: u32,
 ) {
-    rec.header = Header {
-        kind: RecordKind::Payload as u16,
-        _pad: 0,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-    };
+    rec.header = header(RecordKind::Payload, unsafe { bpf_ktime_get_ns() });
     let left = t.payload_len - skip;
     // The cookie links the payload to its connect record (same socket).
     rec.cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) };
