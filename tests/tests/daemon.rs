@@ -296,7 +296,16 @@ fn enforce_kills_the_miner_tree_within_a_second_and_reports_footholds() {
             && f["kind"] == "cron"),
         "crontab line reported: {footholds:?}"
     );
-    // Quarantined, restorable.
+    // Quarantined, restorable. The footholds line may come from an earlier
+    // (high) verdict's job, so the quarantine is awaited on its own line.
+    let saved = d
+        .wait_record(Duration::from_secs(10), |r| {
+            r["kind"] == "action"
+                && r["action"] == "quarantine"
+                && r["target"].as_u64() == Some(pid as u64)
+        })
+        .expect("quarantine action line");
+    assert_eq!(saved["result"], "ok", "{saved}");
     let q = Command::new(minerwatch_bin())
         .args(["quarantine", "list", "--json", "--config"])
         .arg(d.dir.join("minerwatch.toml"))

@@ -31,6 +31,16 @@ use crate::{
 /// another start time and is acted on afresh.
 const DONE_MAX: usize = 65_536;
 
+/// A memfd or deleted executable exists only as `/proc/PID/exe`: its copy
+/// must be taken while the process lives, so before any kill.
+pub fn runs_without_a_file(v: &Verdict) -> bool {
+    v.provenance.as_ref().is_some_and(|p| {
+        p.reasons
+            .iter()
+            .any(|r| matches!(r, Reason::Memfd | Reason::Deleted))
+    })
+}
+
 pub struct Executor {
     blocklist: Option<Blocklist>,
     proc_root: PathBuf,
@@ -148,11 +158,7 @@ impl Executor {
 
     fn quarantine(&mut self, cfg: &ResponseConfig, v: &Verdict, now: &str) -> ActionResult {
         let started = Instant::now();
-        let fileless = v.provenance.as_ref().is_some_and(|p| {
-            p.reasons
-                .iter()
-                .any(|r| matches!(r, Reason::Memfd | Reason::Deleted))
-        });
+        let fileless = runs_without_a_file(v);
         let path = v
             .provenance
             .as_ref()

@@ -17,7 +17,11 @@ use std::{
 };
 
 use super::{
-    ActionResult, ResponseConfig, execute::Executor, footholds, plan::Step, safety::Safety,
+    ActionKind, ActionResult, ResponseConfig,
+    execute::{self, Executor},
+    footholds,
+    plan::Step,
+    safety::Safety,
     target::Target,
 };
 use crate::background::Background;
@@ -149,7 +153,12 @@ impl<R: Reporter> Worker<R> {
             self.scanned.clear();
         }
         let waited = job.queued.elapsed().as_millis() as u64;
-        for step in &job.steps {
+        let mut steps: Vec<&Step> = job.steps.iter().collect();
+        if execute::runs_without_a_file(v) {
+            // Stable: the other steps keep the policy's order.
+            steps.sort_by_key(|s| s.action != ActionKind::Quarantine);
+        }
+        for step in steps {
             for mut r in self.executor.run(
                 &s.cfg,
                 &s.safety,
@@ -249,6 +258,66 @@ mod tests {
             }),
             verdict: v,
         }
+    }
+
+    /// Records every report in order.
+    struct Log(mpsc::Sender<String>);
+    impl Reporter for Log {
+        fn action(&self, a: &ActionResult) {
+            let _ = self.0.send(format!("{} {}", a.action.name(), a.result));
+        }
+        fn footholds(&self, _: u32, _: &[footholds::Foothold], _: u64) {}
+    }
+
+    #[test]
+    fn a_fileless_executable_is_saved_before_the_kill_takes_it_away() {
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let (_, start) =
+            super::super::kill::stat_of(std::path::Path::new("/proc"), pid).expect("stat");
+        let dir = std::env::temp_dir().join(format!("mw-fileless-{pid}"));
+        let mut j = job(pid);
+        j.verdict.start_boottime_ns = start;
+        j.verdict.exe = None;
+        j.verdict.provenance = Some(crate::event::Provenance {
+            verdict: crate::event::ProvenanceVerdict::Unverified,
+            reasons: vec![crate::event::Reason::Memfd],
+            sha256: None,
+            path: None,
+            package: None,
+            vouched_by: None,
+        });
+        let t = Target::of_verdict(&j.verdict);
+        // The policy's order: kill first, quarantine last.
+        j.steps = vec![
+            Step {
+                action: ActionKind::Kill,
+                targets: vec![t.clone()],
+            },
+            Step {
+                action: ActionKind::Quarantine,
+                targets: vec![t.clone()],
+            },
+        ];
+        j.scope = vec![t];
+        Arc::make_mut(&mut j.settings).cfg.quarantine_dir = dir.clone();
+        let (tx, rx) = mpsc::channel();
+        let mut q = ResponseQueue::start(Executor::new(None, None), Log(tx)).expect("start");
+        assert!(q.submit(j).is_ok());
+        let first = rx.recv_timeout(Duration::from_secs(10)).expect("first");
+        let second = rx.recv_timeout(Duration::from_secs(10)).expect("second");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(first, "quarantine ok");
+        assert_eq!(second, "kill ok");
+        let saved = super::super::quarantine::list(&dir).expect("list");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(saved.len(), 1, "{saved:?}");
+        assert_eq!(saved[0].size, std::fs::metadata("/bin/sleep").expect("sleep").len());
+        assert!(q.close(Duration::from_secs(5)));
     }
 
     #[test]
