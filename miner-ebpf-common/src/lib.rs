@@ -19,4 +19,4 @@ pub use records::*;
 
 /// Bumped on every change of a record or map layout. The eBPF object exports
 /// it as a global; the loader refuses an object built for another version.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;

@@ -9,6 +9,20 @@
 /// (`sensor.ring_buffer_bytes`).
 pub const EVENTS_BYTES_DEFAULT: u32 = 2 * 1024 * 1024;
 
+/// Children whose fork record is held back in the kernel (`PENDING_FORK`)
+/// until they prove worth a record: an exec, a fork of their own, any other
+/// record, or a task-iterator pass that finds them alive. A fork storm
+/// fills it only as fast as its children outlive their parents' next
+/// fork; when full, fork records go out at once as before.
+pub const PENDING_FORKS_MAX: u32 = 8_192;
+/// A held-back child that exits within this long of its fork, having
+/// done nothing else that makes a record, costs no record at all: it is
+/// counted in `QUIET` (default of `sensor.quiet_fork_ms`).
+pub const QUIET_FORK_NS_DEFAULT: u64 = 100_000_000;
+/// `CONTROL` slots, written by the loader after the programs attach.
+pub const CONTROL_QUIET_FORK_NS: u32 = 0;
+pub const CONTROL_SLOTS: u32 = 1;
+
 /// Threads between the connect hook and the connect syscall's exit.
 pub const PENDING_CONNECT_MAX: u32 = 8_192;
 /// Blocked tgids and blocked pool endpoints (response).

@@ -157,6 +157,7 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), DropSite> {
         return Ok(());
     };
     let _ = PENDING_CONNECT.remove(pid_tgid);
+    crate::pending::release((pid_tgid >> 32) as u32);
     let ret: i64 = unsafe { ctx.read_at(SYS_EXIT_RET_OFFSET) }.unwrap_or(0);
     let rec = ConnectRecord {
         header: header(RecordKind::Connect, unsafe { bpf_ktime_get_ns() }),

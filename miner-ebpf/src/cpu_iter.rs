@@ -58,6 +58,10 @@ pub extern "C" fn task_cpu(ctx: *mut c_void) -> i32 {
     ) else {
         return 0;
     };
+    if pid == tgid {
+        // Alive at a poll: a parked child is worth its fork record now.
+        crate::pending::release(tgid);
+    }
     let dead_threads_ns = if pid == tgid {
         task::read_ptr(t, o.task_signal)
             .and_then(|s| task::read::<u64>(s, o.signal_sum_sched_runtime))

@@ -23,7 +23,7 @@ use miner_ebpf_common::{
 
 use crate::{
     maps::{EVENTS, ONCE, abi, count_drop, header, offsets, wake_flags},
-    task,
+    pending, task,
 };
 
 const FILENAME_LOC_OFFSET: usize = 8;
@@ -39,6 +39,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
 fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), DropSite> {
     announce_once(ctx);
+    pending::release((bpf_get_current_pid_tgid() >> 32) as u32);
     // 640 bytes do not fit the 512-byte eBPF stack: build in ring memory.
     let mut entry = EVENTS
         .reserve::<ExecRecord>(0)

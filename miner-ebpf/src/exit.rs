@@ -19,7 +19,7 @@ use miner_ebpf_common::{DropSite, ExitRecord, RecordKind};
 
 use crate::{
     maps::{EVENTS, FPU_SEEN, count_drop, header, offsets, wake_flags},
-    task,
+    pending, task,
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -35,7 +35,11 @@ fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<(), DropSite> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // Every exiting thread: a reused tid must not inherit its MXCSR set.
-    let _ = FPU_SEEN.remove(pid_tgid as u32);
+    // Looked up first: most threads never had an entry, and a lookup is
+    // lock-free where a delete takes the bucket lock.
+    if unsafe { FPU_SEEN.get(pid_tgid as u32) }.is_some() {
+        let _ = FPU_SEEN.remove(pid_tgid as u32);
+    }
 
     let o = offsets();
     if o.valid == 0 {
@@ -48,6 +52,9 @@ fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<(), DropSite> {
         .unwrap_or(0);
     if live != 0 {
         return Ok(()); // another thread of the process lives on
+    }
+    if pending::quiet_exit(tgid, now) {
+        return Ok(()); // forked, did nothing, died young: counted, not sent
     }
     let dead = signal
         .and_then(|s| task::read::<u64>(s, o.signal_sum_sched_runtime))

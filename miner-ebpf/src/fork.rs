@@ -4,7 +4,9 @@
 //! struct task_struct *child), fired in the parent after copy_process. The
 //! raw tracepoint gives the child's task_struct, so we can tell a thread
 //! (same tgid as the parent) from a process, which the classic tracepoint's
-//! fields cannot.
+//! fields cannot. The record may be parked (`pending.rs`). The hook runs
+//! before the child is first woken, so nothing of the child's can come
+//! before it.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -15,7 +17,7 @@ use miner_ebpf_common::{DropSite, ForkRecord, RecordKind};
 
 use crate::{
     maps::{EVENTS, count_drop, header, offsets, wake_flags},
-    task,
+    pending, task,
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
@@ -40,6 +42,8 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) -> Result<(), DropSite> {
     if child_tgid == parent_tgid {
         return Ok(()); // a thread
     }
+    // A parked child that forks is somebody's ancestor now.
+    pending::release(parent_tgid);
     let rec = ForkRecord {
         header: header(RecordKind::Fork, unsafe { bpf_ktime_get_ns() }),
         parent_tgid,
@@ -47,6 +51,9 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) -> Result<(), DropSite> {
         child_start_boottime_ns: task::start_boottime(&o, child).unwrap_or(0),
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
+    if pending::hold(&rec) {
+        return Ok(());
+    }
     let mut entry = EVENTS
         .reserve::<ForkRecord>(0)
         .ok_or(DropSite::ForkRingFull)?;

@@ -135,6 +135,7 @@ fn observe(mxcsr: u32) -> Result<(), DropSite> {
     // Retried after the interval if the ring is full: `reported` moves
     // only once the record is out.
     state.last_report_ns = now;
+    crate::pending::release((pid_tgid >> 32) as u32);
     let mut entry = EVENTS
         .reserve::<FpuRecord>(0)
         .ok_or(DropSite::FpuRingFull)?;

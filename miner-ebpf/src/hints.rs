@@ -204,6 +204,7 @@ fn try_report(h: &Hint) -> Result<(), DropSite> {
     if !first_time(tgid, h.bit) {
         return Ok(());
     }
+    crate::pending::release(tgid);
     let mut entry = EVENTS
         .reserve::<HintRecord>(0)
         .ok_or(DropSite::HintRingFull)?;

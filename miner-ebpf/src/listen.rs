@@ -65,6 +65,7 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 fn report(sk: *const u8) -> Result<(), DropSite> {
     let (family, port, addr, flags) = local_address(sk);
     let pid_tgid = bpf_get_current_pid_tgid();
+    crate::pending::release((pid_tgid >> 32) as u32);
     let rec = ListenRecord {
         header: header(RecordKind::Listen, unsafe { bpf_ktime_get_ns() }),
         tgid: (pid_tgid >> 32) as u32,

@@ -12,6 +12,7 @@ mod fpu;
 mod hints;
 mod listen;
 mod maps;
+mod pending;
 mod stratum_peek;
 mod task;
 

@@ -66,6 +66,12 @@ struct Tcp {
 }
 
 fn try_egress(ctx: &SkBuffContext) -> Result<(), DropSite> {
+    // Most packets of a short connection (handshake, ACKs, FIN) carry no
+    // payload: they leave here, read straight from the packet, before any
+    // helper call or socket lookup.
+    let Some(len) = tcp_payload_len(ctx) else {
+        return Ok(());
+    };
     let Some(sk) = tcp_socket(ctx) else {
         return Ok(());
     };
@@ -76,7 +82,7 @@ fn try_egress(ctx: &SkBuffContext) -> Result<(), DropSite> {
             if f.flags & FLOW_COUNT == 0 {
                 return Ok(()); // the steady state: one socket-local lookup
             }
-            return count(ctx, f);
+            return count(ctx, f, len);
         }
         let Some(tcp) = parse(ctx) else { return Ok(()) };
         if f.flags & FLOW_UNTRACKED != 0 {
@@ -138,6 +144,11 @@ fn look(ctx: &SkBuffContext, f: &mut FlowState, tcp: &Tcp) -> Result<(), DropSit
 /// ClientHello).
 #[inline(always)]
 fn peek(ctx: &SkBuffContext, f: &mut FlowState, index: u8, t: &Tcp) -> Result<(), DropSite> {
+    // Usually sent at the connect's exit already; a payload in the SYN
+    // (TCP Fast Open) comes before it.
+    if index == 0 {
+        crate::pending::release(f.tgid);
+    }
     let mut rec = EVENTS
         .reserve::<PayloadRecord>(0)
         .ok_or(DropSite::PayloadRingFull)?;
@@ -226,13 +237,7 @@ fn mentions_websocket(d: &[u8; PEEK_LEN], n: usize) -> bool {
 /// A counted (TLS) flow after its peek: add its payload, report at most
 /// every `FLOW_REPORT_NS`.
 #[inline(always)]
-fn count(ctx: &SkBuffContext, f: &mut FlowState) -> Result<(), DropSite> {
-    let Some(len) = payload_len(ctx) else {
-        return Ok(());
-    };
-    if len == 0 {
-        return Ok(()); // a pure ACK
-    }
+fn count(ctx: &SkBuffContext, f: &mut FlowState, len: u32) -> Result<(), DropSite> {
     f.packets += 1;
     f.bytes += len as u64;
     if len > f.max_len {
@@ -260,17 +265,56 @@ fn count(ctx: &SkBuffContext, f: &mut FlowState) -> Result<(), DropSite> {
     Ok(())
 }
 
-/// TCP payload length of a packet of a known TCP flow (two loads).
+/// The TCP payload length of the packet, None for anything else or no
+/// payload. Read with direct packet access (the headers of an egress skb
+/// are in its linear part: plain loads, no helper); a packet whose headers
+/// are not falls back to `bpf_skb_load_bytes`.
 #[inline(always)]
-fn payload_len(ctx: &SkBuffContext) -> Option<u32> {
-    let b0: u8 = ctx.load(0).ok()?;
-    let l4: u32 = match b0 >> 4 {
-        4 => ((b0 & 0x0f) as u32) * 4,
-        6 => 40,
+fn tcp_payload_len(ctx: &SkBuffContext) -> Option<u32> {
+    let skb = ctx.skb.skb;
+    let data = unsafe { (*skb).data } as usize;
+    let end = unsafe { (*skb).data_end } as usize;
+    // The shortest IPv4 + TCP header prefix that holds the data offset;
+    // one test the verifier can use (LLVM turns `+ 1 >` into `>=`, which
+    // it cannot).
+    if data + 33 > end {
+        return tcp_payload_len_loaded(ctx);
+    }
+    let b0 = unsafe { *(data as *const u8) };
+    let (proto_at, l4) = match b0 >> 4 {
+        4 => (9, ((b0 & 0x0f) as usize) * 4),
+        6 => (6, 40),
         _ => return None,
     };
+    // Bounded for the verifier: an IPv4 header is at most 60 bytes (and
+    // 40 & 0x3c is 40).
+    let l4 = l4 & 0x3c;
+    if data + l4 + 13 > end {
+        return tcp_payload_len_loaded(ctx);
+    }
+    if unsafe { *((data + proto_at) as *const u8) } != IPPROTO_TCP {
+        return None;
+    }
+    let doff = unsafe { *((data + l4 + 12) as *const u8) } >> 4;
+    let len = ctx.len().saturating_sub(l4 as u32 + doff as u32 * 4);
+    (len > 0).then_some(len)
+}
+
+/// `tcp_payload_len` through `bpf_skb_load_bytes`.
+#[inline(always)]
+fn tcp_payload_len_loaded(ctx: &SkBuffContext) -> Option<u32> {
+    let b0: u8 = ctx.load(0).ok()?;
+    let (proto_at, l4): (usize, u32) = match b0 >> 4 {
+        4 => (9, ((b0 & 0x0f) as u32) * 4),
+        6 => (6, 40),
+        _ => return None,
+    };
+    if ctx.load::<u8>(proto_at).ok()? != IPPROTO_TCP {
+        return None;
+    }
     let doff: u8 = ctx.load(l4 as usize + 12).ok()?;
-    Some(ctx.len().saturating_sub(l4 + ((doff >> 4) as u32) * 4))
+    let len = ctx.len().saturating_sub(l4 + ((doff >> 4) as u32) * 4);
+    (len > 0).then_some(len)
 }
 
 /// The packet's TCP header and addresses; None for a packet without

@@ -368,3 +368,158 @@ fn wait_rusage_ns(pid: u32) -> u64 {
     let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
     ns(ru.ru_utime) + ns(ru.ru_stime)
 }
+
+/// Fork a child that runs `child` (async-signal-safe calls only: the test
+/// process has threads) and then `_exit(0)`s; returns its pid.
+fn fork_child(child: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the child only makes raw syscalls and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        child();
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+fn sleep_ms(ms: u64) {
+    // SAFETY: nanosleep with a valid timespec; async-signal-safe.
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as _,
+    };
+    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+}
+
+fn records_of(h: &Harness, pid: u32) -> Vec<Event> {
+    h.matching(|e| match e {
+        Event::Fork(f) => f.child_tgid == pid,
+        other => other.tgid() == Some(pid) && !matches!(other, Event::CpuSample(_)),
+    })
+}
+
+#[test]
+fn a_child_that_forks_and_dies_at_once_costs_no_record_and_is_counted() {
+    let h = Harness::start();
+    let _ = h.poll_quiet();
+    let pids: Vec<u32> = (0..20)
+        .map(|_| {
+            let p = fork_child(|| {});
+            reap(p);
+            p as u32
+        })
+        .collect();
+    // A child that execs is sent, fork first: the exec releases it.
+    let mut c = Command::new("/bin/true").spawn().expect("spawn");
+    let exec_pid = c.id();
+    c.wait().expect("wait");
+    h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == exec_pid))
+        .expect("exit of the exec'd child");
+    let seq = records_of(&h, exec_pid);
+    assert!(
+        matches!(seq.first(), Some(Event::Fork(f)) if f.parent_tgid == me()),
+        "an exec'd child's fork record comes first: {seq:?}"
+    );
+    let quiet = h.poll_quiet();
+    for p in &pids {
+        let got = records_of(&h, *p);
+        assert!(got.is_empty(), "quiet child {p} sent {got:?}");
+    }
+    assert!(
+        quiet >= pids.len() as u64,
+        "counted {quiet} of {}",
+        pids.len()
+    );
+}
+
+#[test]
+fn a_child_that_outlives_the_quiet_time_sends_fork_and_exit_in_order() {
+    let h = Harness::start();
+    let t0 = minerwatch::time::Mono::now();
+    let pid = fork_child(|| sleep_ms(300)) as u32;
+    reap(pid as i32);
+    h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == pid))
+        .expect("exit of a child that lived 300 ms");
+    let seq = records_of(&h, pid);
+    let Some(Event::Fork(f)) = seq.first() else {
+        panic!("fork record first: {seq:?}");
+    };
+    assert_eq!(f.parent_tgid, me());
+    // Sent late, stamped with the fork's own time.
+    assert!(
+        f.time.ns().saturating_sub(t0.ns()) < 100_000_000,
+        "fork time {} ns after the test's clock",
+        f.time.ns().saturating_sub(t0.ns())
+    );
+    assert!(matches!(seq.last(), Some(Event::Exit(_))), "{seq:?}");
+}
+
+#[test]
+fn a_child_that_only_computes_is_sent_at_the_next_cpu_poll() {
+    let h = Harness::start();
+    let _ = h.poll_cpu();
+    let pid = fork_child(|| sleep_ms(3000)) as u32;
+    sleep_ms(200);
+    assert!(
+        records_of(&h, pid).is_empty(),
+        "held back until something happens"
+    );
+    let _ = h.poll_cpu(); // the iterator finds it alive
+    let fork = h.wait_for(WAIT, |e| matches!(e, Event::Fork(f) if f.child_tgid == pid));
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    reap(pid as i32);
+    let Some(Event::Fork(f)) = fork else {
+        panic!("no fork record after a poll found the child alive");
+    };
+    assert_eq!(f.parent_tgid, me());
+    assert!(f.child_start_boottime_ns > 0);
+}
+
+#[test]
+fn a_child_that_connects_is_sent_before_its_connect() {
+    let h = Harness::start();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let pid = fork_child(move || {
+        // SAFETY: raw socket calls on our own stack; async-signal-safe.
+        unsafe {
+            let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            libc::connect(
+                s,
+                &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            libc::close(s);
+        }
+    }) as u32;
+    reap(pid as i32);
+    h.wait_for(WAIT, |e| matches!(e, Event::Connect(c) if c.tgid == pid))
+        .expect("connect of the forked child");
+    let seq = records_of(&h, pid);
+    assert!(
+        matches!(seq.first(), Some(Event::Fork(_))),
+        "fork before connect: {seq:?}"
+    );
+    assert!(
+        seq.iter().any(|e| matches!(e, Event::Exit(_))) || {
+            h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == pid))
+                .is_some()
+        },
+        "a child that did something is not quiet at its exit"
+    );
+}

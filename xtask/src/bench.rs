@@ -210,7 +210,15 @@ fn workload(bin: &Path, args: &[&str]) -> anyhow::Result<(f64, f64)> {
 
 struct Row(String, String, String);
 
-pub fn bench(quick: bool, switch_only: bool) -> anyhow::Result<()> {
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Only {
+    Idle,
+    Switch,
+    Network,
+    Storms,
+}
+
+pub fn bench(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
     if !util::is_root() {
         bail!("cargo xtask bench loads eBPF programs: run it as root");
     }
@@ -230,10 +238,13 @@ pub fn bench(quick: bool, switch_only: bool) -> anyhow::Result<()> {
     let stats_before =
         fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_else(|_| "0".into());
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
-    let result = if switch_only {
-        context_switch_rows(&bins, &mw, if quick { 3 } else { 5 }, quick)
-    } else {
-        run_all(&bins, &mw, quick)
+    let pairs = if quick { 3 } else { 5 };
+    let result = match only {
+        None => run_all(&bins, &mw, quick),
+        Some(Only::Idle) => idle_rows(&bins, &mw, quick),
+        Some(Only::Switch) => context_switch_rows(&bins, &mw, pairs, quick),
+        Some(Only::Network) => network_rows(&bins, &mw, pairs),
+        Some(Only::Storms) => storm_rows(&bins, &mw, pairs, storm_size(quick)),
     };
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
     let rows = result?;
@@ -248,6 +259,10 @@ pub fn bench(quick: bool, switch_only: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn storm_size(quick: bool) -> u32 {
+    if quick { 10_000 } else { 20_000 }
+}
+
 fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let pairs = if quick { 3 } else { 5 };
@@ -258,8 +273,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     rows.extend(context_switch_rows(bins, mw, pairs, quick)?);
     rows.extend(network_rows(bins, mw, pairs)?);
 
-    let n = if quick { 10_000 } else { 20_000 };
-    rows.extend(storm_rows(bins, mw, pairs, n)?);
+    rows.extend(storm_rows(bins, mw, pairs, storm_size(quick))?);
 
     // Pipeline ceiling from a recording.
     eprintln!("bench: pipeline ceiling (replay)");

@@ -58,9 +58,11 @@ enum Cmd {
         /// Shorter runs (for a quick look; the README quotes full runs).
         #[arg(long)]
         quick: bool,
-        /// Only the context-switch rows (agent and fpu hook cost).
-        #[arg(long)]
-        switch_only: bool,
+        /// Only one group of rows, for a quick look at one cost: `idle`,
+        /// `switch` (context switches and the fpu hook), `network` (bulk
+        /// transfer) or `storms` (exec, fork, connect).
+        #[arg(long, value_enum)]
+        only: Option<bench::Only>,
     },
     /// Build the agent image with podman from deploy/Dockerfile, offline
     /// (installs podman when missing; base image from a local debootstrap).
@@ -101,9 +103,9 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             test::e2e()
         }
-        Cmd::Bench { quick, switch_only } => {
+        Cmd::Bench { quick, only } => {
             setup::setup()?;
-            bench::bench(quick, switch_only)
+            bench::bench(quick, only)
         }
         Cmd::Image => {
             setup::setup()?;

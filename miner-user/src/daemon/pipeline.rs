@@ -194,6 +194,8 @@ impl Pipeline {
         if let Some(sample) = self.parts.poller.poll_cpu(now) {
             self.feed(Event::CpuSample(sample));
         }
+        let quiet = self.parts.poller.poll_quiet();
+        self.parts.metrics.observe_quiet_forks(quiet);
         for lost in self.parts.poller.poll_drops(now) {
             log::warn!(
                 "kernel dropped {} records at {}",

@@ -126,7 +126,8 @@ pub async fn start(cfg: Config, opts: &Options) -> anyhow::Result<Daemon> {
     health.set_attached(attached);
     metrics.programs_attached.set(i64::from(attached));
     let ring = sensor.take_ring()?;
-    let poller = CpuPoller::new(sensor.take_task_iter(), sensor.take_drops()?);
+    let poller = CpuPoller::new(sensor.take_task_iter(), sensor.take_drops()?)
+        .with_quiet(sensor.take_quiet()?);
     let blocklist = if sensor.attached("connect4") || sensor.attached("connect6") {
         Some(sensor.take_blocklist()?)
     } else {

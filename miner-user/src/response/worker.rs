@@ -316,7 +316,10 @@ mod tests {
         let saved = super::super::quarantine::list(&dir).expect("list");
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(saved.len(), 1, "{saved:?}");
-        assert_eq!(saved[0].size, std::fs::metadata("/bin/sleep").expect("sleep").len());
+        assert_eq!(
+            saved[0].size,
+            std::fs::metadata("/bin/sleep").expect("sleep").len()
+        );
         assert!(q.close(Duration::from_secs(5)));
     }
 

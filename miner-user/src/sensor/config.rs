@@ -26,6 +26,14 @@ pub struct SensorConfig {
     /// never leaves its core on its own is switched out and its saved
     /// MXCSR seen (the RandomX fingerprint). 0 turns it off.
     pub fpu_nudge_ms: u64,
+    /// A child that forks, does nothing that makes a record (no exec, no
+    /// fork, no socket, no fingerprint or hint) and exits within this many
+    /// ms costs no record: the kernel counts it (`minerwatch_quiet_forks_total`,
+    /// and in `minerwatch_events_total` as a fork and an exit) and the tail
+    /// does not show it. Needs the task iterator (CPU accounting), which
+    /// sends the fork record of any such child found alive at a poll.
+    /// 0 sends every fork and exit.
+    pub quiet_fork_ms: u64,
 }
 
 impl Default for SensorConfig {
@@ -38,6 +46,7 @@ impl Default for SensorConfig {
             require_all: false,
             fpu_fingerprint: true,
             fpu_nudge_ms: 250,
+            quiet_fork_ms: miner_ebpf_common::QUIET_FORK_NS_DEFAULT / 1_000_000,
         }
     }
 }
@@ -66,6 +75,15 @@ impl SensorConfig {
                 format!(
                     "{} is out of range; use 100..=10000 (default 1000)",
                     self.cpu_poll_interval_ms
+                ),
+            ));
+        }
+        if self.quiet_fork_ms > 1000 {
+            return Err(Invalid::new(
+                "sensor.quiet_fork_ms",
+                format!(
+                    "{} is out of range; use 0 (off) or 1..=1000 (default 100)",
+                    self.quiet_fork_ms
                 ),
             ));
         }

@@ -110,6 +110,9 @@ pub struct CpuPoller {
     /// tgid → total this poll (kept to reuse its allocation).
     totals: HashMap<u32, u64>,
     read_errors: u64,
+    /// Children that forked and exited without a record (`QUIET`), and the
+    /// total already reported.
+    quiet: Option<(PerCpuArray<MapData, u64>, u64)>,
 }
 
 impl CpuPoller {
@@ -124,7 +127,29 @@ impl CpuPoller {
             last_drops: [0; DROP_SITES as usize],
             totals: HashMap::new(),
             read_errors: 0,
+            quiet: None,
         }
+    }
+
+    /// Also poll the kernel's count of quiet forks (`Sensor::take_quiet`).
+    pub fn with_quiet(mut self, quiet: PerCpuArray<MapData, u64>) -> Self {
+        self.quiet = Some((quiet, 0));
+        self
+    }
+
+    /// Quiet forks since the previous call: children the kernel saw fork
+    /// and exit, with no record sent for either.
+    pub fn poll_quiet(&mut self) -> u64 {
+        let Some((map, seen)) = self.quiet.as_mut() else {
+            return 0;
+        };
+        let Ok(values) = map.get(&0, 0) else {
+            return 0;
+        };
+        let total: u64 = values.iter().sum();
+        let delta = total.saturating_sub(*seen);
+        *seen = total;
+        delta
     }
 
     /// Feed an exit's final CPU total; the next sample carries whatever of

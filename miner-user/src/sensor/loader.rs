@@ -336,6 +336,9 @@ impl Sensor {
         if !hooks.iter().any(|h| h.attached) {
             return Err(SensorError::RequiredHooks("no hook attached".into()));
         }
+        if task_iter.is_some() && cfg.quiet_fork_ms > 0 {
+            hold_quiet_forks(&mut ebpf, cfg.quiet_fork_ms * 1_000_000)?;
+        }
         let fpu = hooks.iter().any(|h| is_fpu(h) && h.attached);
         let nudger = if fpu && cfg.fpu_nudge_ms > 0 {
             match super::nudge::Nudger::start(std::time::Duration::from_millis(cfg.fpu_nudge_ms)) {
@@ -394,6 +397,15 @@ impl Sensor {
     /// The CPU iterator, if it attached (no CPU residency otherwise).
     pub fn take_task_iter(&mut self) -> Option<TaskIter> {
         self.task_iter.take()
+    }
+
+    /// Children that forked and exited without a record (per CPU).
+    pub fn take_quiet(&mut self) -> Result<PerCpuArray<MapData, u64>, SensorError> {
+        let map = self
+            .ebpf
+            .take_map("QUIET")
+            .ok_or(SensorError::MissingMap("QUIET"))?;
+        PerCpuArray::try_from(map).map_err(map_error("QUIET"))
     }
 
     pub fn take_drops(&mut self) -> Result<PerCpuArray<MapData, u64>, SensorError> {
@@ -689,4 +701,18 @@ mod tests {
             Some(libc::ENOENT)
         );
     }
+}
+
+/// Turn on holding back fork records (`pending.rs` in miner-ebpf). Only
+/// with the task iterator attached: it is what sends the record of a child
+/// that lives on without doing anything else.
+fn hold_quiet_forks(ebpf: &mut aya::Ebpf, ns: u64) -> Result<(), SensorError> {
+    let map = ebpf
+        .map_mut("CONTROL")
+        .ok_or(SensorError::MissingMap("CONTROL"))?;
+    let mut control: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(map).map_err(map_error("CONTROL"))?;
+    control
+        .set(miner_ebpf_common::CONTROL_QUIET_FORK_NS, ns, 0)
+        .map_err(map_error("CONTROL"))
 }

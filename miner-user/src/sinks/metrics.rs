@@ -39,6 +39,7 @@ const EVENT_KINDS: &[&str] = &[
     "cpu_sample",
     "provenance",
     "lost",
+    "listen",
     "fpu",
     "hint",
 ];
@@ -56,6 +57,13 @@ pub struct Metrics {
     registry: Registry,
     /// `minerwatch_events_total{kind}`: events decoded, by kind.
     pub events: IntCounterVec,
+    /// `events{kind}` per kind, in `EVENT_KINDS` order: a label lookup
+    /// hashes under a lock, once per event at tens of thousands a second.
+    events_by_kind: Vec<IntCounter>,
+    /// `minerwatch_quiet_forks_total`: children the kernel saw fork and
+    /// exit within `sensor.quiet_fork_ms`, having done nothing else; no
+    /// record was sent for them (counted in `events{fork,exit}` too).
+    pub quiet_forks: IntCounter,
     /// `minerwatch_events_lost_total{site}`: events lost, by kernel drop
     /// site (`exec_ring_full`, …).
     pub events_lost: IntCounterVec,
@@ -105,12 +113,22 @@ impl Metrics {
     pub fn new() -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
         let r = &registry;
+        let events = counter_vec(
+            r,
+            "minerwatch_events_total",
+            "Events decoded, by kind (quiet forks counted in the kernel included).",
+            &["kind"],
+        )?;
         let m = Metrics {
-            events: counter_vec(
+            events_by_kind: EVENT_KINDS
+                .iter()
+                .map(|k| events.with_label_values(&[k]))
+                .collect(),
+            events,
+            quiet_forks: counter(
                 r,
-                "minerwatch_events_total",
-                "Events decoded, by kind.",
-                &["kind"],
+                "minerwatch_quiet_forks_total",
+                "Children that forked and exited within sensor.quiet_fork_ms having done nothing else: counted in the kernel, no record sent.",
             )?,
             events_lost: counter_vec(
                 r,
@@ -212,9 +230,6 @@ impl Metrics {
             },
             registry,
         };
-        for kind in EVENT_KINDS {
-            m.events.with_label_values(&[kind]);
-        }
         for rule in Rule::ALL {
             for sev in Severity::ALL {
                 m.alerts.with_label_values(&[rule.name(), sev.name()]);
@@ -273,11 +288,28 @@ impl Metrics {
 
     /// Counts one decoded event; a `Lost` report adds its count per site.
     pub fn observe_event(&self, ev: &Event) {
-        self.events.with_label_values(&[ev.kind()]).inc();
+        self.count_kind(ev.kind(), 1);
         if let Event::Lost(lost) = ev {
             self.events_lost
                 .with_label_values(&[lost.site.name()])
                 .inc_by(lost.count);
+        }
+    }
+
+    /// Forks and exits the kernel counted without sending records.
+    pub fn observe_quiet_forks(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.quiet_forks.inc_by(n);
+        self.count_kind("fork", n);
+        self.count_kind("exit", n);
+    }
+
+    fn count_kind(&self, kind: &str, n: u64) {
+        match EVENT_KINDS.iter().position(|k| *k == kind) {
+            Some(i) => self.events_by_kind[i].inc_by(n),
+            None => self.events.with_label_values(&[kind]).inc_by(n),
         }
     }
 

@@ -44,7 +44,8 @@ impl Harness {
             }
             let ring = sensor.take_ring().expect("ring");
             let poller =
-                CpuPoller::new(sensor.take_task_iter(), sensor.take_drops().expect("drops"));
+                CpuPoller::new(sensor.take_task_iter(), sensor.take_drops().expect("drops"))
+                    .with_quiet(sensor.take_quiet().expect("quiet"));
             let (tx, mut rx) = tokio::sync::mpsc::channel::<ringbuf::Batch>(1024);
             let stats = Arc::new(ringbuf::ReaderStats::default());
             tokio::spawn(ringbuf::run(
@@ -107,6 +108,10 @@ impl Harness {
 
     pub fn sensor(&self) -> &Sensor {
         &self._sensor
+    }
+
+    pub fn poll_quiet(&self) -> u64 {
+        self.poller.lock().expect("lock").poll_quiet()
     }
 
     pub fn poll_drops(&self) -> Vec<minerwatch::event::Lost> {
