@@ -661,6 +661,20 @@ fn attach_fentry(
     })
 }
 
+/// Turn on holding back fork records (`pending.rs` in miner-ebpf). Only
+/// with the task iterator attached: it is what sends the record of a child
+/// that lives on without doing anything else.
+fn hold_quiet_forks(ebpf: &mut aya::Ebpf, ns: u64) -> Result<(), SensorError> {
+    let map = ebpf
+        .map_mut("CONTROL")
+        .ok_or(SensorError::MissingMap("CONTROL"))?;
+    let mut control: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(map).map_err(map_error("CONTROL"))?;
+    control
+        .set(miner_ebpf_common::CONTROL_QUIET_FORK_NS, ns, 0)
+        .map_err(map_error("CONTROL"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{HookError, HookFailure};
@@ -701,18 +715,4 @@ mod tests {
             Some(libc::ENOENT)
         );
     }
-}
-
-/// Turn on holding back fork records (`pending.rs` in miner-ebpf). Only
-/// with the task iterator attached: it is what sends the record of a child
-/// that lives on without doing anything else.
-fn hold_quiet_forks(ebpf: &mut aya::Ebpf, ns: u64) -> Result<(), SensorError> {
-    let map = ebpf
-        .map_mut("CONTROL")
-        .ok_or(SensorError::MissingMap("CONTROL"))?;
-    let mut control: aya::maps::Array<_, u64> =
-        aya::maps::Array::try_from(map).map_err(map_error("CONTROL"))?;
-    control
-        .set(miner_ebpf_common::CONTROL_QUIET_FORK_NS, ns, 0)
-        .map_err(map_error("CONTROL"))
 }
