@@ -520,6 +520,10 @@ mod tests {
                 "key `sensor.fpu_nudge_ms`: 5 is out of range; use 0 (off) or 10..=10000 (default 250)",
             ),
             (
+                "[sensor]\nquiet_fork_ms = 5000\n",
+                "key `sensor.quiet_fork_ms`: 5000 is out of range; use 0 (off) or 1..=1000 (default 100)",
+            ),
+            (
                 "[detector.fingerprint_allow]\npaths = [\"monerod\"]\n",
                 "key `detector.fingerprint_allow.paths[0]`: \"monerod\" is not an absolute path; use e.g. \"/usr/bin/monerod\" or a directory ending in /",
             ),
