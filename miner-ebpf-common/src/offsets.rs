@@ -47,8 +47,16 @@ pub struct KernelOffsets {
     /// `signal_struct.sum_sched_runtime`: on-CPU ns of the process's
     /// threads that already exited.
     pub signal_sum_sched_runtime: u32,
+    /// `signal_struct.nr_threads`: threads not yet folded into
+    /// `sum_sched_runtime` (still on `thread_head`).
+    pub signal_nr_threads: u32,
+    /// `signal_struct.thread_head` and `task_struct.thread_node`: the list
+    /// of those threads. 0 when the kernel's BTF lacks them: the exit total
+    /// then misses threads still exiting beside the last.
+    pub signal_thread_head: u32,
+    pub task_thread_node: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 116);
 
 /// The FPU layout is unknown: the fpu program does nothing.
 pub const FPU_LAYOUT_UNKNOWN: u32 = 0;
@@ -86,6 +94,9 @@ impl KernelOffsets {
             task_pid: 0,
             task_sum_exec_runtime: 0,
             signal_sum_sched_runtime: 0,
+            signal_nr_threads: 0,
+            signal_thread_head: 0,
+            task_thread_node: 0,
         }
     }
 }

@@ -523,3 +523,43 @@ fn a_child_that_connects_is_sent_before_its_connect() {
         "a child that did something is not quiet at its exit"
     );
 }
+
+#[test]
+fn exit_cpu_counts_workers_still_exiting_when_the_main_thread_returns() {
+    // `burn` joins its workers and returns: each worker wakes the main
+    // thread early in its own exit and folds its runtime into the process
+    // later, so the last thread's exit must count workers still on their
+    // way out. A third busy process keeps both cores contended, which
+    // widens that window as a loaded node does.
+    let h = Harness::start();
+    #[allow(clippy::zombie_processes)] // killed and reaped below
+    let mut hog = Command::new(env!("CARGO_BIN_EXE_burn"))
+        .args(["30", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut short = Vec::new();
+    for _ in 0..15 {
+        #[allow(clippy::zombie_processes)] // reaped by wait_rusage_ns
+        let c = Command::new(env!("CARGO_BIN_EXE_burn"))
+            .args(["0.2", "2"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = c.id();
+        let rusage = wait_rusage_ns(pid);
+        let exit = match h.wait_for(WAIT, |e| matches!(e, Event::Exit(x) if x.tgid == pid)) {
+            Some(Event::Exit(x)) => x.cpu_ns,
+            _ => panic!("no exit for burner {pid}"),
+        };
+        if (exit as f64) < 0.95 * rusage as f64 - 10e6 {
+            short.push((pid, exit, rusage));
+        }
+    }
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert!(
+        short.is_empty(),
+        "exit totals short of rusage (pid, exit ns, rusage ns): {short:?}"
+    );
+}

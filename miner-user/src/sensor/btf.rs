@@ -310,6 +310,10 @@ impl Btf {
             task_sum_exec_runtime: self.offset("task_struct", "se")?
                 + self.offset("sched_entity", "sum_exec_runtime")?,
             signal_sum_sched_runtime: self.offset("signal_struct", "sum_sched_runtime")?,
+            // Optional: without them only the exit total's accuracy suffers.
+            signal_nr_threads: self.offset("signal_struct", "nr_threads").unwrap_or(0),
+            signal_thread_head: self.offset("signal_struct", "thread_head").unwrap_or(0),
+            task_thread_node: self.offset("task_struct", "thread_node").unwrap_or(0),
             // Filled by `with_fpu` (optional: a kernel without a known FPU
             // layout keeps every other sensor).
             ..KernelOffsets::zeroed()
