@@ -530,7 +530,9 @@ mod tests {
         assert_eq!(offset_of!(TaskCpuRecord, pid), 4);
         assert_eq!(offset_of!(TaskCpuRecord, runtime_ns), 8);
         assert_eq!(offset_of!(TaskCpuRecord, dead_threads_ns), 16);
-        assert_eq!(size_of::<crate::KernelOffsets>(), 104);
+        assert_eq!(size_of::<crate::KernelOffsets>(), 116);
+        assert_eq!(offset_of!(crate::KernelOffsets, signal_nr_threads), 104);
+        assert_eq!(offset_of!(crate::KernelOffsets, task_thread_node), 112);
     }
 
     #[test]
