@@ -60,7 +60,7 @@ pub extern "C" fn task_cpu(ctx: *mut c_void) -> i32 {
     };
     if pid == tgid {
         // Alive at a poll: a parked child is worth its fork record now.
-        crate::pending::release(tgid);
+        crate::pending::release_own(tgid);
     }
     let dead_threads_ns = if pid == tgid {
         task::read_ptr(t, o.task_signal)

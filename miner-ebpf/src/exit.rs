@@ -57,6 +57,7 @@ fn try_sched_process_exit(_ctx: &TracePointContext) -> Result<(), DropSite> {
     if live != 0 {
         return Ok(()); // another thread of the process lives on
     }
+    pending::forget_parent(tgid);
     if pending::quiet_exit(tgid, now) {
         return Ok(()); // forked, did nothing, died young: counted, not sent
     }

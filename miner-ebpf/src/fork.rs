@@ -43,7 +43,7 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) -> Result<(), DropSite> {
         return Ok(()); // a thread
     }
     // A parked child that forks is somebody's ancestor now.
-    pending::release(parent_tgid);
+    pending::release_own(parent_tgid);
     let rec = ForkRecord {
         header: header(RecordKind::Fork, unsafe { bpf_ktime_get_ns() }),
         parent_tgid,

@@ -12,6 +12,10 @@
 //! - it execs, forks a child of its own, or any hook is about to send a
 //!   record for it (connect, listen, payload, fpu, hint): [`release`] runs
 //!   first, so the fork record always precedes the child's other records;
+//! - its parent forks again while it lives (a miner's workers, a pre-fork
+//!   server's: a fork storm's children are dead by then), or its parent
+//!   makes a record while it is the parent's latest held child: a verdict
+//!   on the parent then already knows its workers;
 //! - the task iterator (read once per CPU poll) finds it alive: a child
 //!   that only computes is known within one poll;
 //! - it exits after `CONTROL[CONTROL_QUIET_FORK_NS]`: both records go out.
@@ -35,6 +39,12 @@ use crate::maps::{EVENTS, count_drop, wake_flags};
 #[map]
 pub static PENDING_FORK: HashMap<u32, ForkRecord> = HashMap::with_max_entries(PENDING_FORKS_MAX, 0);
 
+/// Parent tgid -> its latest child whose fork record was held back (it
+/// may have been sent or died since). Deleted at the parent's exit; when
+/// full, children wait for the iterator.
+#[map]
+pub static LAST_HELD: HashMap<u32, u32> = HashMap::with_max_entries(PENDING_FORKS_MAX, 0);
+
 /// Loader-written settings (`CONTROL_*` slots).
 #[map]
 pub static CONTROL: Array<u64> = Array::with_max_entries(CONTROL_SLOTS, 0);
@@ -53,13 +63,45 @@ pub fn quiet_ns() -> u64 {
 /// (holding back is off, or the map is full).
 #[inline(always)]
 pub fn hold(rec: &ForkRecord) -> bool {
-    quiet_ns() != 0 && PENDING_FORK.insert(rec.child_tgid, rec, 0).is_ok()
+    if quiet_ns() == 0 {
+        return false;
+    }
+    match LAST_HELD.get_ptr_mut(rec.parent_tgid) {
+        Some(last) => {
+            // Still held means still alive while its parent forks again.
+            let previous = unsafe { *last };
+            unsafe { *last = rec.child_tgid };
+            release_own(previous);
+        }
+        None => {
+            let _ = LAST_HELD.insert(rec.parent_tgid, rec.child_tgid, 0);
+        }
+    }
+    PENDING_FORK.insert(rec.child_tgid, rec, 0).is_ok()
 }
 
-/// Send `tgid`'s parked fork record, if it has one. Only the caller whose
-/// delete succeeds sends it, so two CPUs racing send it once.
+/// Send `tgid`'s parked fork record, and its latest held child's, before
+/// a record of `tgid` goes out.
 #[inline(always)]
 pub fn release(tgid: u32) {
+    release_own(tgid);
+    if let Some(child) = unsafe { LAST_HELD.get(tgid) }.copied() {
+        release_own(child);
+    }
+}
+
+/// The parent's exit: its latest held child is on its own from here.
+#[inline(always)]
+pub fn forget_parent(tgid: u32) {
+    if unsafe { LAST_HELD.get(tgid) }.is_some() {
+        let _ = LAST_HELD.remove(tgid);
+    }
+}
+
+/// Send `tgid`'s own parked fork record, if it has one. Only the caller
+/// whose delete succeeds sends it, so two CPUs racing send it once.
+#[inline(always)]
+pub fn release_own(tgid: u32) {
     let Some(rec) = (unsafe { PENDING_FORK.get(tgid) }).copied() else {
         return;
     };

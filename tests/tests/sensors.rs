@@ -563,3 +563,35 @@ fn exit_cpu_counts_workers_still_exiting_when_the_main_thread_returns() {
         "exit totals short of rusage (pid, exit ns, rusage ns): {short:?}"
     );
 }
+
+#[test]
+fn workers_forked_by_a_parent_are_sent_before_the_parents_next_record() {
+    // A miner's holder forks workers that only hash, then talks to its
+    // pool: a verdict on the holder must already know its workers.
+    let h = Harness::start();
+    let a = fork_child(|| sleep_ms(3000)) as u32;
+    let b = fork_child(|| sleep_ms(3000)) as u32;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let _s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let connect = h.wait_for(
+        WAIT,
+        |e| matches!(e, Event::Connect(c) if c.dport == port && c.tgid == me()),
+    );
+    let events = h.matching(|_| true);
+    for p in [a, b] {
+        // SAFETY: our own children.
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        reap(p as i32);
+    }
+    assert!(connect.is_some(), "no connect event");
+    let at = |pred: &dyn Fn(&Event) -> bool| events.iter().position(|e| pred(e));
+    let c = at(&|e| matches!(e, Event::Connect(c) if c.dport == port)).expect("connect");
+    for p in [a, b] {
+        let f = at(&|e| matches!(e, Event::Fork(f) if f.child_tgid == p));
+        assert!(
+            f.is_some_and(|f| f < c),
+            "worker {p}'s fork at {f:?}, the parent's connect at {c}"
+        );
+    }
+}
