@@ -585,7 +585,7 @@ fn workers_forked_by_a_parent_are_sent_before_the_parents_next_record() {
         reap(p as i32);
     }
     assert!(connect.is_some(), "no connect event");
-    let at = |pred: &dyn Fn(&Event) -> bool| events.iter().position(|e| pred(e));
+    let at = |pred: &dyn Fn(&Event) -> bool| events.iter().position(pred);
     let c = at(&|e| matches!(e, Event::Connect(c) if c.dport == port)).expect("connect");
     for p in [a, b] {
         let f = at(&|e| matches!(e, Event::Fork(f) if f.child_tgid == p));
