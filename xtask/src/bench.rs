@@ -218,7 +218,7 @@ pub enum Only {
     Storms,
 }
 
-pub fn bench(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
+pub fn bench(quick: bool, only: Option<Only>, baseline: Option<&Path>) -> anyhow::Result<()> {
     if !util::is_root() {
         bail!("cargo xtask bench loads eBPF programs: run it as root");
     }
@@ -240,11 +240,11 @@ pub fn bench(quick: bool, only: Option<Only>) -> anyhow::Result<()> {
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let pairs = if quick { 3 } else { 5 };
     let result = match only {
-        None => run_all(&bins, &mw, quick),
+        None => run_all(&bins, &mw, quick, baseline),
         Some(Only::Idle) => idle_rows(&bins, &mw, quick),
         Some(Only::Switch) => context_switch_rows(&bins, &mw, pairs, quick),
         Some(Only::Network) => network_rows(&bins, &mw, pairs),
-        Some(Only::Storms) => storm_rows(&bins, &mw, pairs, storm_size(quick)),
+        Some(Only::Storms) => storm_rows(&bins, &mw, pairs, storm_size(quick), baseline),
     };
     let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
     let rows = result?;
@@ -263,7 +263,12 @@ fn storm_size(quick: bool) -> u32 {
     if quick { 10_000 } else { 20_000 }
 }
 
-fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+fn run_all(
+    bins: &Bins,
+    mw: &Path,
+    quick: bool,
+    baseline: Option<&Path>,
+) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let pairs = if quick { 3 } else { 5 };
 
@@ -273,7 +278,7 @@ fn run_all(bins: &Bins, mw: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     rows.extend(context_switch_rows(bins, mw, pairs, quick)?);
     rows.extend(network_rows(bins, mw, pairs)?);
 
-    rows.extend(storm_rows(bins, mw, pairs, storm_size(quick))?);
+    rows.extend(storm_rows(bins, mw, pairs, storm_size(quick), baseline)?);
 
     // Pipeline ceiling from a recording.
     eprintln!("bench: pipeline ceiling (replay)");
@@ -617,7 +622,73 @@ const FALCO_PCT_PER_K: f64 = 8.7;
 /// The storms, each as interleaved pairs (without the agent, then with a
 /// fresh agent): CPU-time ratios, wall-clock ratios with their spread,
 /// events seen and lost, and the eBPF programs' cost per call.
-fn storm_rows(bins: &Bins, mw: &Path, pairs: usize, n: u32) -> anyhow::Result<Vec<Row>> {
+/// One storm under a fresh agent `mw`: what it cost and what it saw.
+struct Pass {
+    agent_s: f64,
+    bpf_s: f64,
+    workload_s: f64,
+    secs: f64,
+    rate: f64,
+    seen: f64,
+    all: f64,
+    lost: f64,
+}
+
+impl Pass {
+    /// Agent CPU in % of a core per 1,000 events/s of `events` over the run.
+    fn per_k(&self, events: f64) -> f64 {
+        let core_pct = self.agent_s / self.secs * 100.0;
+        core_pct / (events / self.secs / 1000.0).max(1e-3)
+    }
+}
+
+fn storm_pass(
+    mw: &Path,
+    bin: &Path,
+    args: &[&str],
+    kind: &str,
+    cost: &mut ProgCost,
+) -> anyhow::Result<Pass> {
+    let d = start_daemon(mw, &[])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let label = format!("kind=\"{kind}\"");
+    let seen0 = counter(&d, "minerwatch_events_total", Some(&label));
+    let all0 = counter(&d, "minerwatch_events_total", None);
+    let lost0 = counter(&d, "minerwatch_events_lost_total", None);
+    let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
+    let p0 = ProgCost::snapshot(&d);
+    let t0 = Instant::now();
+    let (rate, workload_s) = workload(bin, args)?;
+    let secs = t0.elapsed().as_secs_f64();
+    // The daemon's share includes draining what the storm left.
+    std::thread::sleep(Duration::from_millis(1500));
+    let daemon = proc_cpu_s(d.pid()) - c0;
+    let bpf_s = (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
+    cost.add(&p0, &ProgCost::snapshot(&d));
+    let pass = Pass {
+        agent_s: daemon + bpf_s,
+        bpf_s,
+        workload_s,
+        secs,
+        rate,
+        seen: counter(&d, "minerwatch_events_total", Some(&label)) - seen0,
+        all: counter(&d, "minerwatch_events_total", None) - all0,
+        lost: counter(&d, "minerwatch_events_lost_total", None) - lost0,
+    };
+    d.stop();
+    Ok(pass)
+}
+
+/// With `baseline`, another minerwatch binary (an earlier build) runs the
+/// same storms in the same pairs, right after this one: a before/after
+/// measured side by side on a noisy machine.
+fn storm_rows(
+    bins: &Bins,
+    mw: &Path,
+    pairs: usize,
+    n: u32,
+    baseline: Option<&Path>,
+) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let count = n.to_string();
     for (name, bin, args, kind, per_k_budget) in [
@@ -651,37 +722,42 @@ fn storm_rows(bins: &Bins, mw: &Path, pairs: usize, n: u32) -> anyhow::Result<Ve
         let mut per_k_all = Vec::new();
         let (mut seen, mut lost, mut rate_on) = (0.0, 0.0, Vec::new());
         let mut cost = ProgCost::default();
+        let mut base_of_workload = Vec::new();
+        let mut base_per_k = Vec::new();
+        let mut base_cost = ProgCost::default();
         for i in 0..pairs {
             eprintln!("bench: {name}, pair {}/{pairs}", i + 1);
             let (r_off, _) = workload(&bins.get(bin), &args)?;
-            let d = start_daemon(mw, &[])?;
-            std::thread::sleep(Duration::from_millis(500));
-            let label = format!("kind=\"{kind}\"");
-            let seen0 = counter(&d, "minerwatch_events_total", Some(&label));
-            let all0 = counter(&d, "minerwatch_events_total", None);
-            let lost0 = counter(&d, "minerwatch_events_lost_total", None);
-            let (c0, b0) = (proc_cpu_s(d.pid()), bpf_run_ns(d.pid()));
-            let p0 = ProgCost::snapshot(&d);
-            let t0 = Instant::now();
-            let (r_on, wcpu) = workload(&bins.get(bin), &args)?;
-            let secs = t0.elapsed().as_secs_f64();
-            // The daemon's share includes draining what the storm left.
-            std::thread::sleep(Duration::from_millis(1500));
-            let daemon = proc_cpu_s(d.pid()) - c0;
-            let bpf = (bpf_run_ns(d.pid()) - b0) as f64 / 1e9;
-            cost.add(&p0, &ProgCost::snapshot(&d));
-            let s = counter(&d, "minerwatch_events_total", Some(&label)) - seen0;
-            let all = counter(&d, "minerwatch_events_total", None) - all0;
-            lost += counter(&d, "minerwatch_events_lost_total", None) - lost0;
-            seen += s;
-            d.stop();
-            let core_pct = (daemon + bpf) / secs * 100.0;
-            wall.push((r_on / r_off - 1.0) * 100.0);
-            of_workload.push((daemon + bpf) / wcpu.max(1e-9) * 100.0);
-            bpf_of_workload.push(bpf / wcpu.max(1e-9) * 100.0);
-            per_k.push(core_pct / (s / secs / 1000.0).max(1e-3));
-            per_k_all.push(core_pct / (all / secs / 1000.0).max(1e-3));
-            rate_on.push(r_on);
+            let p = storm_pass(mw, &bins.get(bin), &args, kind, &mut cost)?;
+            lost += p.lost;
+            seen += p.seen;
+            wall.push((p.rate / r_off - 1.0) * 100.0);
+            of_workload.push(p.agent_s / p.workload_s.max(1e-9) * 100.0);
+            bpf_of_workload.push(p.bpf_s / p.workload_s.max(1e-9) * 100.0);
+            per_k.push(p.per_k(p.seen));
+            per_k_all.push(p.per_k(p.all));
+            rate_on.push(p.rate);
+            if let Some(b) = baseline {
+                let p = storm_pass(b, &bins.get(bin), &args, kind, &mut base_cost)?;
+                base_of_workload.push(p.agent_s / p.workload_s.max(1e-9) * 100.0);
+                base_per_k.push(p.per_k(p.seen));
+            }
+        }
+        if let Some(b) = baseline {
+            let spread = |v: &[f64]| format!("{:.2}…{:.2}", min(v), max(v));
+            let med = |v: &[f64]| median(&mut v.to_vec());
+            rows.push(Row(
+                format!("{name}: baseline {} beside it, same pairs", b.display()),
+                format!(
+                    "agent CPU / storm CPU {:.2}% (spread {}), per 1k {kind}s/s {:.3}% of a core (spread {}); eBPF ns per call: {}",
+                    med(&base_of_workload),
+                    spread(&base_of_workload),
+                    med(&base_per_k),
+                    spread(&base_per_k),
+                    base_cost.describe()
+                ),
+                "-".into(),
+            ));
         }
         let spread = |v: &[f64]| format!("{:.2}…{:.2}", min(v), max(v));
         let med = |v: &[f64]| median(&mut v.to_vec());

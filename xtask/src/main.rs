@@ -63,6 +63,10 @@ enum Cmd {
         /// transfer) or `storms` (exec, fork, connect).
         #[arg(long, value_enum)]
         only: Option<bench::Only>,
+        /// Another minerwatch binary (an earlier build) to run the storms
+        /// beside this one, pair by pair: a before/after in one run.
+        #[arg(long)]
+        baseline: Option<std::path::PathBuf>,
     },
     /// Build the agent image with podman from deploy/Dockerfile, offline
     /// (installs podman when missing; base image from a local debootstrap).
@@ -103,9 +107,13 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             test::e2e()
         }
-        Cmd::Bench { quick, only } => {
+        Cmd::Bench {
+            quick,
+            only,
+            baseline,
+        } => {
             setup::setup()?;
-            bench::bench(quick, only)
+            bench::bench(quick, only, baseline.as_deref())
         }
         Cmd::Image => {
             setup::setup()?;
