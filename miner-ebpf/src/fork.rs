@@ -16,7 +16,7 @@ use aya_ebpf::{
 use miner_ebpf_common::{DropSite, ForkRecord, RecordKind};
 
 use crate::{
-    maps::{EVENTS, count_drop, header, offsets, wake_flags},
+    maps::{count_drop, header, offsets},
     pending, task,
 };
 
@@ -51,13 +51,8 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) -> Result<(), DropSite> {
         child_start_boottime_ns: task::start_boottime(&o, child).unwrap_or(0),
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if pending::hold(&rec) {
-        return Ok(());
+    if !pending::hold(&rec) {
+        pending::send(&rec);
     }
-    let mut entry = EVENTS
-        .reserve::<ForkRecord>(0)
-        .ok_or(DropSite::ForkRingFull)?;
-    entry.write(rec);
-    entry.submit(wake_flags());
     Ok(())
 }

@@ -401,19 +401,22 @@ impl Sensor {
 
     /// Children that forked and exited without a record (per CPU).
     pub fn take_quiet(&mut self) -> Result<PerCpuArray<MapData, u64>, SensorError> {
-        let map = self
-            .ebpf
-            .take_map("QUIET")
-            .ok_or(SensorError::MissingMap("QUIET"))?;
-        PerCpuArray::try_from(map).map_err(map_error("QUIET"))
+        self.take_counters("QUIET")
     }
 
     pub fn take_drops(&mut self) -> Result<PerCpuArray<MapData, u64>, SensorError> {
+        self.take_counters("DROPS")
+    }
+
+    fn take_counters(
+        &mut self,
+        name: &'static str,
+    ) -> Result<PerCpuArray<MapData, u64>, SensorError> {
         let map = self
             .ebpf
-            .take_map("DROPS")
-            .ok_or(SensorError::MissingMap("DROPS"))?;
-        PerCpuArray::try_from(map).map_err(map_error("DROPS"))
+            .take_map(name)
+            .ok_or(SensorError::MissingMap(name))?;
+        PerCpuArray::try_from(map).map_err(map_error(name))
     }
 
     pub fn take_blocklist(&mut self) -> Result<Blocklist, SensorError> {
