@@ -117,8 +117,22 @@ pub struct SockOffsets {
     pub skc_num: u32,
     pub skc_rcv_saddr: u32,
     pub skc_v6_rcv_saddr: u32,
+    /// Non-zero when the fd path below is known: `listen(2)`'s fd to its
+    /// `struct sock`, for the `sys_enter_listen` fallback (`task->files->fdt
+    /// ->fd[fd]->private_data` is the `struct socket` when its `file` points
+    /// back). Kept apart from `valid`: without it the fentry hook or the
+    /// state-change fallback still see listens.
+    pub fd_valid: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_type: u32,
+    pub socket_file: u32,
+    pub socket_sk: u32,
 }
-const _: () = assert!(core::mem::size_of::<SockOffsets>() == 20);
+const _: () = assert!(core::mem::size_of::<SockOffsets>() == 56);
 
 impl SockOffsets {
     pub const fn zeroed() -> Self {
@@ -128,6 +142,15 @@ impl SockOffsets {
             skc_num: 0,
             skc_rcv_saddr: 0,
             skc_v6_rcv_saddr: 0,
+            fd_valid: 0,
+            task_files: 0,
+            files_fdt: 0,
+            fdt_max_fds: 0,
+            fdt_fd: 0,
+            file_private_data: 0,
+            socket_type: 0,
+            socket_file: 0,
+            socket_sk: 0,
         }
     }
 }

@@ -541,7 +541,9 @@ mod tests {
         assert_eq!(size_of::<crate::FlowState>(), 40);
         assert_eq!(core::mem::offset_of!(crate::FlowState, bytes), 16);
         assert_eq!(size_of::<crate::DestKey>(), 24);
-        assert_eq!(size_of::<crate::SockOffsets>(), 20);
+        assert_eq!(size_of::<crate::SockOffsets>(), 56);
+        assert_eq!(core::mem::offset_of!(crate::SockOffsets, fd_valid), 20);
+        assert_eq!(core::mem::offset_of!(crate::SockOffsets, socket_sk), 52);
         assert_eq!(size_of::<crate::FpuSeen>(), 16);
         assert_eq!(size_of::<crate::HintSeen>(), 16);
     }

@@ -438,9 +438,48 @@ fn listen_hook_reports_the_listening_process_and_its_address() {
         .is_some(),
         "listen() without bind reports port 0 (the port is chosen after the hook)"
     );
+    // A child whose only TCP listen is the last of its listen(2) calls:
+    // a UNIX socket, a pipe (ENOTSOCK), a bad fd and a UDP socket must add
+    // no listen event (the syscall fallback resolves the fd itself).
+    // SAFETY: the child only makes async-signal-safe calls, then _exits.
+    let child = unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let unix = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            libc::listen(unix, 1);
+            let mut pipe = [0; 2];
+            libc::pipe(pipe.as_mut_ptr());
+            libc::listen(pipe[0], 1);
+            libc::listen(-1, 1);
+            libc::listen(4096, 1);
+            let udp = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            libc::listen(udp, 1);
+            let tcp = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            libc::listen(tcp, 1);
+            libc::usleep(200_000);
+            libc::_exit(0);
+        }
+        pid as u32
+    };
+    assert!(
+        h.wait_for(Duration::from_secs(5), |e| {
+            matches!(e, Event::Listen(l) if l.tgid == child)
+        })
+        .is_some(),
+        "no listen event for the child's TCP socket"
+    );
+    // SAFETY: reaping the child forked above.
+    unsafe { libc::waitpid(child as i32, std::ptr::null_mut(), 0) };
     // Let the ring drain, then count: the accept added no listen event.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(listens_of(Some(addr4)).len(), 1);
+    let of_child = h.matching(|e| matches!(e, Event::Listen(l) if l.tgid == child));
+    assert_eq!(
+        of_child.len(),
+        1,
+        "only the child's TCP socket listens: {of_child:?}"
+    );
     drop(client);
     // SAFETY: closing the descriptor opened above.
     unsafe { libc::close(unbound) };

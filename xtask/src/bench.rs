@@ -824,12 +824,13 @@ fn storm_rows(
 /// pairs without and with the agent, and each network program's run time
 /// per call (bpf_stats) on that transfer and on a short connect storm.
 fn network_rows(bins: &Bins, mw: &Path, pairs: usize) -> anyhow::Result<Vec<Row>> {
-    const PROGRAMS: [&str; 5] = [
+    const PROGRAMS: [&str; 6] = [
         "cgroup_skb_egress",
         "connect4",
         "sys_exit_connect",
         "inet_sock_set_state",
         "inet_csk_listen_start",
+        "sys_enter_listen",
     ];
     let mib = "1024";
     let mut on = Vec::new();

@@ -325,12 +325,37 @@ impl Btf {
     pub fn sock_offsets(&self) -> Result<SockOffsets, BtfError> {
         let base = self.offset("sock", "__sk_common")?;
         let common = |m: &str| self.offset("sock_common", m).map(|o| base + o);
-        Ok(SockOffsets {
+        let o = SockOffsets {
             valid: 1,
             skc_family: common("skc_family")?,
             skc_num: common("skc_num")?,
             skc_rcv_saddr: common("skc_rcv_saddr")?,
             skc_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+            ..SockOffsets::zeroed()
+        };
+        Ok(match self.fd_offsets(o) {
+            Ok(with_fd) => with_fd,
+            Err(e) => {
+                log::debug!("no fd-to-socket path for the listen syscall fallback: {e}");
+                o
+            }
+        })
+    }
+
+    /// `o` with the path from a file descriptor to its `struct sock` (the
+    /// `sys_enter_listen` fallback), or why the BTF lacks it.
+    fn fd_offsets(&self, o: SockOffsets) -> Result<SockOffsets, BtfError> {
+        Ok(SockOffsets {
+            fd_valid: 1,
+            task_files: self.offset("task_struct", "files")?,
+            files_fdt: self.offset("files_struct", "fdt")?,
+            fdt_max_fds: self.offset("fdtable", "max_fds")?,
+            fdt_fd: self.offset("fdtable", "fd")?,
+            file_private_data: self.offset("file", "private_data")?,
+            socket_type: self.offset("socket", "type")?,
+            socket_file: self.offset("socket", "file")?,
+            socket_sk: self.offset("socket", "sk")?,
+            ..o
         })
     }
 

@@ -34,11 +34,14 @@ enum Target {
     BtfTracePoint(&'static str),
     /// A BPF iterator (`iter/<kind>`), run by user space on demand.
     Iter(&'static str),
-    /// An fentry program on a kernel function, falling back to the hook's
-    /// raw tracepoint program where fentry does not load or attach.
+    /// An fentry program on a kernel function, then a syscall tracepoint
+    /// program (when its BTF offsets are known), falling back to the hook's
+    /// raw tracepoint program where neither loads or attaches.
     FEntryOrRawTracePoint {
         fentry: &'static str,
         function: &'static str,
+        /// Program on `syscalls/<syscall>`, named like it.
+        syscall: &'static str,
         tracepoint: &'static str,
     },
 }
@@ -79,15 +82,16 @@ const HOOKS: &[Hook] = &[
     },
     Hook {
         program: "inet_sock_set_state",
-        // fentry runs once per listen(2); the tracepoint at every TCP
-        // state change of every socket.
+        // fentry and the syscall run once per listen(2); the raw
+        // tracepoint at every TCP state change of every socket.
         target: Target::FEntryOrRawTracePoint {
             fentry: "inet_csk_listen_start",
             function: "inet_csk_listen_start",
+            syscall: "sys_enter_listen",
             tracepoint: "inet_sock_set_state",
         },
         loses: "listen events (which ancestors in a verdict's chain are listening servers)",
-        needs: "fentry (BTF trampolines) or raw tracepoint inet_sock_set_state (Linux 4.16+)",
+        needs: "fentry (BTF trampolines), syscall tracepoints or raw tracepoint inet_sock_set_state (Linux 4.16+)",
     },
     Hook {
         program: "sys_exit_connect",
@@ -314,6 +318,7 @@ impl Sensor {
                 cgroup_path.as_deref(),
                 unusable,
                 &mut task_iter,
+                sock_offsets.fd_valid != 0,
             )?;
             hooks.push(status);
         }
@@ -489,6 +494,7 @@ fn attach(
     cgroup: Option<&std::path::Path>,
     unusable: Option<HookError>,
     task_iter: &mut Option<TaskIter>,
+    fd_path: bool,
 ) -> Result<HookStatus, SensorError> {
     if unusable.is_none()
         && let Target::BtfTracePoint(tracepoint) = hook.target
@@ -503,12 +509,22 @@ fn attach(
     }
     if unusable.is_none()
         && let Target::FEntryOrRawTracePoint {
-            fentry, function, ..
+            fentry,
+            function,
+            syscall,
+            ..
         } = hook.target
     {
         match attach_fentry(ebpf, fentry, function) {
             Ok(status) => return Ok(status),
+            Err(e) if fd_path => log::debug!("{fentry} unavailable ({e}); trying {syscall}"),
             Err(e) => log::debug!("{fentry} unavailable ({e}); using {}", hook.program),
+        }
+        if fd_path {
+            match attach_syscall(ebpf, syscall) {
+                Ok(status) => return Ok(status),
+                Err(e) => log::debug!("{syscall} unavailable ({e}); using {}", hook.program),
+            }
         }
     }
     let prog = ebpf
@@ -630,14 +646,7 @@ fn attach_btf(ebpf: &mut Ebpf, tracepoint: &str) -> Result<HookStatus, HookError
         target: format!("BTF tracepoint {tracepoint}"),
         source,
     })?;
-    let info = prog.info().ok();
-    Ok(HookStatus {
-        program: FPU_BTF_PROGRAM,
-        attached: true,
-        error: None,
-        verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
-        prog_id: info.as_ref().map(|i| i.id()),
-    })
+    Ok(attached_status(FPU_BTF_PROGRAM, prog))
 }
 
 /// Loads and attaches the fentry program `program` to `function`; an error
@@ -654,14 +663,31 @@ fn attach_fentry(
     let p: &mut aya::programs::FEntry = prog.try_into().map_err(|e| format!("{program}: {e}"))?;
     p.load(function, &btf).map_err(|e| format!("load: {e}"))?;
     p.attach().map_err(|e| format!("attach: {e}"))?;
+    Ok(attached_status(program, prog))
+}
+
+/// An attached program's status, with what the verifier reported.
+fn attached_status(program: &'static str, prog: &aya::programs::Program) -> HookStatus {
     let info = prog.info().ok();
-    Ok(HookStatus {
+    HookStatus {
         program,
         attached: true,
         error: None,
         verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
         prog_id: info.as_ref().map(|i| i.id()),
-    })
+    }
+}
+
+/// A program on `syscalls/<program>`, named like its tracepoint.
+fn attach_syscall(ebpf: &mut Ebpf, program: &'static str) -> Result<HookStatus, String> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("{program} missing from the object"))?;
+    let p: &mut TracePoint = prog.try_into().map_err(|e| format!("{program}: {e}"))?;
+    p.load().map_err(|e| format!("load: {e}"))?;
+    p.attach("syscalls", program)
+        .map_err(|e| format!("attach: {e}"))?;
+    Ok(attached_status(program, prog))
 }
 
 /// Turn on holding back fork records (`pending.rs` in miner-ebpf). Only
