@@ -21,7 +21,11 @@ pub const PENDING_FORKS_MAX: u32 = 8_192;
 pub const QUIET_FORK_NS_DEFAULT: u64 = 100_000_000;
 /// `CONTROL` slots, written by the loader after the programs attach.
 pub const CONTROL_QUIET_FORK_NS: u32 = 0;
-pub const CONTROL_SLOTS: u32 = 1;
+/// Non-zero while the ring reader sleeps without its drain timer (the ring
+/// was empty for a while): the next record's submit wakes it and clears
+/// the slot. Written by the reader (`sensor/ringbuf.rs`).
+pub const CONTROL_READER_ASLEEP: u32 = 1;
+pub const CONTROL_SLOTS: u32 = 2;
 
 /// Threads between the connect hook and the connect syscall's exit.
 pub const PENDING_CONNECT_MAX: u32 = 8_192;

@@ -10,14 +10,18 @@ use aya_ebpf::{
 };
 use miner_ebpf_common::{
     ABI_VERSION, BLOCKED_DESTS_MAX, BLOCKED_TGIDS_MAX, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP,
-    BPF_RB_NO_WAKEUP, DROP_SITES, DestKey, DropSite, EVENTS_BYTES_DEFAULT, FPU_THREADS_MAX,
-    FlowState, FpuSeen, HINT_PROCS_MAX, HintSeen, KernelOffsets, PENDING_CONNECT_MAX,
-    PendingConnect, SockOffsets,
+    BPF_RB_NO_WAKEUP, CONTROL_READER_ASLEEP, CONTROL_SLOTS, DROP_SITES, DestKey, DropSite,
+    EVENTS_BYTES_DEFAULT, FPU_THREADS_MAX, FlowState, FpuSeen, HINT_PROCS_MAX, HintSeen,
+    KernelOffsets, PENDING_CONNECT_MAX, PendingConnect, SockOffsets,
 };
 
 /// All records to user space. The loader resizes it (`ring_buffer_bytes`).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES_DEFAULT, 0);
+
+/// Settings and state written from user space (`CONTROL_*` slots).
+#[map]
+pub static CONTROL: Array<u64> = Array::with_max_entries(CONTROL_SLOTS, 0);
 
 /// Per-CPU drop counters indexed by `DropSite`: no atomics on the hot path.
 #[map]
@@ -132,9 +136,17 @@ pub fn abi() -> u32 {
     unsafe { core::ptr::read_volatile(&MINERWATCH_ABI) }
 }
 
-/// Submit flags: wake the reader only past the fill threshold.
+/// Submit flags: wake the reader past the fill threshold, or for the first
+/// record after it went to sleep on an empty ring (it then has no timer).
+/// Two CPUs racing past the check both wake it: harmless.
 #[inline(always)]
 pub fn wake_flags() -> u64 {
+    if let Some(asleep) = CONTROL.get_ptr_mut(CONTROL_READER_ASLEEP)
+        && unsafe { *asleep } != 0
+    {
+        unsafe { *asleep = 0 };
+        return BPF_RB_FORCE_WAKEUP;
+    }
     let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
     if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
         BPF_RB_FORCE_WAKEUP

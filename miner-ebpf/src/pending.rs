@@ -27,13 +27,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray},
 };
-use miner_ebpf_common::{
-    CONTROL_QUIET_FORK_NS, CONTROL_SLOTS, DropSite, ForkRecord, PENDING_FORKS_MAX,
-};
+use miner_ebpf_common::{CONTROL_QUIET_FORK_NS, DropSite, ForkRecord, PENDING_FORKS_MAX};
 
-use crate::maps::{EVENTS, count_drop, wake_flags};
+use crate::maps::{CONTROL, EVENTS, count_drop, wake_flags};
 
 /// Child tgid -> its fork record, not yet sent.
 #[map]
@@ -44,10 +42,6 @@ pub static PENDING_FORK: HashMap<u32, ForkRecord> = HashMap::with_max_entries(PE
 /// full, children wait for the iterator.
 #[map]
 pub static LAST_HELD: HashMap<u32, u32> = HashMap::with_max_entries(PENDING_FORKS_MAX, 0);
-
-/// Loader-written settings (`CONTROL_*` slots).
-#[map]
-pub static CONTROL: Array<u64> = Array::with_max_entries(CONTROL_SLOTS, 0);
 
 /// Per-CPU count of children that forked and exited without a record.
 #[map]

@@ -20,6 +20,38 @@ fn me() -> u32 {
     std::process::id()
 }
 
+/// On a quiet host the reader stops its drain timer; the next record's
+/// submit must wake it at once. Without the kernel's wakeup the exec below
+/// would wait in the ring until it filled.
+#[test]
+fn the_first_record_after_a_quiet_spell_wakes_the_sleeping_reader() {
+    let h = Harness::start();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !h.reader_asleep() {
+        assert!(
+            Instant::now() < deadline,
+            "the ring was never empty for 1 s in 15 s: something on this host execs, \
+             forks or connects without pause"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let mut child = Command::new("/bin/true").spawn().expect("spawn");
+    let pid = child.id();
+    let got = h.wait_for(
+        Duration::from_secs(1),
+        |e| matches!(e, Event::Exec(x) if x.tgid == pid),
+    );
+    let latency = started.elapsed();
+    let _ = child.wait();
+    assert!(
+        got.is_some(),
+        "exec not read within 1 s of a sleeping reader"
+    );
+    assert!(!h.reader_asleep(), "the wakeup woke the reader");
+    eprintln!("first record after a quiet spell read in {latency:?}");
+}
+
 #[test]
 fn exec_event_arrives_with_pid_ppid_and_filename() {
     let h = Harness::start();

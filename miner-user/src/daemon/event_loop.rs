@@ -30,7 +30,10 @@ pub async fn run(d: &mut Daemon, opts: &Options) {
             _ = tick.tick() => {
                 let now = Mono::now();
                 let last = d.stats.last_drain_ns.load(Ordering::Relaxed);
-                if last > 0 {
+                if d.stats.asleep.load(Ordering::Relaxed) && !d.reader.is_finished() {
+                    // Waiting for the kernel's wakeup on an empty ring.
+                    d.health.mark_drained(now);
+                } else if last > 0 {
                     d.health.mark_drained(Mono(last));
                 }
                 let errors = d.stats.decode_errors.load(Ordering::Relaxed);

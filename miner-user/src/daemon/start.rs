@@ -126,8 +126,10 @@ pub async fn start(cfg: Config, opts: &Options) -> anyhow::Result<Daemon> {
     health.set_attached(attached);
     metrics.programs_attached.set(i64::from(attached));
     let ring = sensor.take_ring()?;
+    let wake = sensor.take_wake_flag()?;
     let poller = CpuPoller::new(sensor.take_task_iter(), sensor.take_drops()?)
-        .with_quiet(sensor.take_quiet()?);
+        .with_quiet(sensor.take_quiet()?)
+        .with_nudges(sensor.nudger.as_ref().map(|n| n.switch()));
     let blocklist = if sensor.attached("connect4") || sensor.attached("connect6") {
         Some(sensor.take_blocklist()?)
     } else {
@@ -204,6 +206,7 @@ pub async fn start(cfg: Config, opts: &Options) -> anyhow::Result<Daemon> {
         Duration::from_millis(cfg.sensor.drain_interval_ms),
         tx,
         stats.clone(),
+        Some(wake),
     ));
     log::info!(
         "minerwatch running ({} of {} hooks attached)",

@@ -9,7 +9,9 @@ use crate::invalid::Invalid;
 pub struct SensorConfig {
     /// Ring buffer size in bytes; a power of two, at least one page.
     pub ring_buffer_bytes: u32,
-    /// How often the reader drains records submitted without a wakeup.
+    /// How often the reader drains records submitted without a wakeup
+    /// (while records flow: on an empty ring it sleeps until the next
+    /// record wakes it, `sensor/ringbuf.rs`).
     pub drain_interval_ms: u64,
     /// How often per-process CPU time is polled from the kernel.
     pub cpu_poll_interval_ms: u64,
@@ -24,7 +26,8 @@ pub struct SensorConfig {
     pub fpu_fingerprint: bool,
     /// Every this many ms each CPU is briefly preempted, so a thread that
     /// never leaves its core on its own is switched out and its saved
-    /// MXCSR seen (the RandomX fingerprint). 0 turns it off.
+    /// MXCSR seen (the RandomX fingerprint); only while some process used
+    /// a quarter of a core in the last CPU poll. 0 turns it off.
     pub fpu_nudge_ms: u64,
     /// A child that forks, does nothing that makes a record (no exec, no
     /// fork, no socket, no fingerprint or hint) and exits within this many

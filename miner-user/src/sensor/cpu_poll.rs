@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use aya::maps::{MapData, PerCpuArray};
 use miner_ebpf_common::{DROP_SITES, DropSite};
 
-use super::task_iter::TaskIter;
+use super::{nudge::NudgeSwitch, task_iter::TaskIter};
 use crate::event::{CpuSample, CpuUsage, Lost};
 use crate::time::Mono;
 
@@ -113,6 +113,19 @@ pub struct CpuPoller {
     /// Children that forked and exited without a record (`QUIET`), and the
     /// total already reported.
     quiet: Option<(PerCpuArray<MapData, u64>, u64)>,
+    /// The fpu nudges, on only while some process is busy (`nudge.rs`).
+    nudges: Option<NudgeSwitch>,
+}
+
+/// A process using at least this share of one core in a poll keeps the
+/// fpu nudges on: a thread alone on its core may never be switched out.
+/// Below it, threads sleep often enough to be seen at their own switches.
+const NUDGE_BUSY_SHARE: f64 = 0.25;
+
+/// Whether a poll's usage calls for nudges.
+pub fn busy(usage: &[CpuUsage], interval_ns: u64) -> bool {
+    let floor = (interval_ns as f64 * NUDGE_BUSY_SHARE) as u64;
+    usage.iter().any(|u| u.on_cpu_ns >= floor.max(1))
 }
 
 impl CpuPoller {
@@ -128,7 +141,14 @@ impl CpuPoller {
             totals: HashMap::new(),
             read_errors: 0,
             quiet: None,
+            nudges: None,
         }
+    }
+
+    /// Switch the fpu nudges by each poll's usage.
+    pub fn with_nudges(mut self, nudges: Option<NudgeSwitch>) -> Self {
+        self.nudges = nudges;
+        self
     }
 
     /// Also poll the kernel's count of quiet forks (`Sensor::take_quiet`).
@@ -186,6 +206,9 @@ impl CpuPoller {
             interval_ns: now.saturating_sub(prev),
             usage,
         });
+        if let (Some(s), Some(n)) = (&sample, &self.nudges) {
+            n.set(busy(&s.usage, s.interval_ns));
+        }
         self.last_time = Some(now);
         sample
     }
@@ -220,6 +243,28 @@ impl CpuPoller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nudges_stay_on_only_while_a_process_uses_a_quarter_of_a_core() {
+        let u = |tgid, on_cpu_ns| CpuUsage { tgid, on_cpu_ns };
+        let second = 1_000_000_000;
+        assert!(!busy(&[], second), "idle host");
+        assert!(
+            !busy(&[u(1, 100_000_000), u(2, 240_000_000)], second),
+            "several light processes"
+        );
+        assert!(
+            busy(&[u(1, 1), u(2, 250_000_000)], second),
+            "a quarter core"
+        );
+        assert!(busy(&[u(3, 2 * second)], second), "two cores");
+        assert!(
+            busy(&[u(4, 500_000_000)], 2 * second),
+            "a quarter over a 2 s poll"
+        );
+        assert!(!busy(&[u(4, 400_000_000)], 2 * second));
+        assert!(!busy(&[u(5, 0)], 0), "a zero-length interval is not busy");
+    }
 
     fn of(usage: &[CpuUsage], tgid: u32) -> u64 {
         usage

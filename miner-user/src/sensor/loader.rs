@@ -399,6 +399,17 @@ impl Sensor {
         RingBuf::try_from(map).map_err(map_error("EVENTS"))
     }
 
+    /// The `CONTROL` slot that lets the ring reader sleep on an idle host.
+    /// Taken after the loader's own writes (`hold_quiet_forks`).
+    pub fn take_wake_flag(&mut self) -> Result<super::ringbuf::WakeFlag, SensorError> {
+        let map = self
+            .ebpf
+            .take_map("CONTROL")
+            .ok_or(SensorError::MissingMap("CONTROL"))?;
+        let control = aya::maps::Array::try_from(map).map_err(map_error("CONTROL"))?;
+        Ok(super::ringbuf::WakeFlag::new(control))
+    }
+
     /// The CPU iterator, if it attached (no CPU residency otherwise).
     pub fn take_task_iter(&mut self) -> Option<TaskIter> {
         self.task_iter.take()

@@ -10,6 +10,13 @@
 //! sensor sees it. Real-time priority 1 (when allowed) makes the preemption
 //! immediate; otherwise it comes at the end of the running task's slice.
 //! Cost: two context switches per CPU per interval.
+//!
+//! Only a busy thread needs a nudge (one that sleeps is switched out by
+//! itself), and on a VM each wakeup costs tens of µs, so the CPU poller
+//! turns the nudges off while no process used a quarter of a core in its
+//! last poll ([`NudgeSwitch`]) and back on at the first that did: the
+//! threads then sleep untimed. They start on, so whatever runs before the
+//! first poll is nudged.
 
 use std::{
     sync::{Arc, Condvar, Mutex},
@@ -17,9 +24,33 @@ use std::{
     time::Duration,
 };
 
+/// (stopped, active) and the condvar the nudging threads wait on.
+type Shared = Arc<(Mutex<(bool, bool)>, Condvar)>;
+
+/// Turns the nudges on and off from the CPU poller.
+#[derive(Clone)]
+pub struct NudgeSwitch(Shared);
+
+impl NudgeSwitch {
+    pub fn set(&self, active: bool) {
+        let (lock, cv) = &*self.0;
+        let Ok(mut state) = lock.lock() else {
+            return;
+        };
+        if state.1 != active {
+            state.1 = active;
+            cv.notify_all();
+        }
+    }
+
+    pub fn active(&self) -> bool {
+        self.0.0.lock().map(|s| s.1).unwrap_or(false)
+    }
+}
+
 /// The nudging threads; dropping it stops and joins them.
 pub struct Nudger {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: Shared,
     threads: Vec<JoinHandle<()>>,
     /// CPUs with a nudger (those this process may run on).
     pub cpus: Vec<usize>,
@@ -57,7 +88,7 @@ fn pin_and_raise(cpu: usize) -> bool {
 
 impl Nudger {
     pub fn start(interval: Duration) -> std::io::Result<Nudger> {
-        let stop: Arc<(Mutex<bool>, Condvar)> = Arc::default();
+        let stop: Shared = Arc::new((Mutex::new((false, true)), Condvar::new()));
         let cpus = allowed_cpus();
         let (tx, rx) = std::sync::mpsc::channel();
         let mut threads = Vec::with_capacity(cpus.len());
@@ -68,16 +99,23 @@ impl Nudger {
                 .spawn(move || {
                     let _ = tx.send(pin_and_raise(cpu));
                     let (lock, cv) = &*stop;
-                    let Ok(mut stopped) = lock.lock() else {
+                    let Ok(mut state) = lock.lock() else {
                         return;
                     };
-                    while !*stopped {
-                        // Each wakeup is the nudge: the scheduler switches
-                        // this CPU's running thread out to run us.
-                        match cv.wait_timeout(stopped, interval) {
-                            Ok((s, _)) => stopped = s,
-                            Err(_) => return,
-                        }
+                    while !state.0 {
+                        // Each timed wakeup is the nudge: the scheduler
+                        // switches this CPU's running thread out to run us.
+                        state = if state.1 {
+                            match cv.wait_timeout(state, interval) {
+                                Ok((s, _)) => s,
+                                Err(_) => return,
+                            }
+                        } else {
+                            match cv.wait(state) {
+                                Ok(s) => s,
+                                Err(_) => return,
+                            }
+                        };
                     }
                 })?;
             threads.push(t);
@@ -93,11 +131,17 @@ impl Nudger {
     }
 }
 
+impl Nudger {
+    pub fn switch(&self) -> NudgeSwitch {
+        NudgeSwitch(self.stop.clone())
+    }
+}
+
 impl Drop for Nudger {
     fn drop(&mut self) {
         let (lock, cv) = &*self.stop;
         if let Ok(mut s) = lock.lock() {
-            *s = true;
+            s.0 = true;
         }
         cv.notify_all();
         for t in self.threads.drain(..) {
@@ -110,8 +154,12 @@ impl Drop for Nudger {
 mod tests {
     use super::*;
 
+    /// The tests count every nudging thread of this process: one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     #[test]
     fn one_thread_per_allowed_cpu_and_a_prompt_stop() {
+        let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let n = Nudger::start(Duration::from_secs(3600)).unwrap();
         assert!(!n.cpus.is_empty());
         assert_eq!(n.threads.len(), n.cpus.len());
@@ -121,5 +169,52 @@ mod tests {
             t0.elapsed() < Duration::from_secs(5),
             "stop wakes the sleepers"
         );
+    }
+
+    /// Voluntary switches of the nudging threads over `d`.
+    fn switches(d: Duration) -> u64 {
+        let count = || -> u64 {
+            let me = std::process::id();
+            let mut n = 0;
+            for t in std::fs::read_dir(format!("/proc/{me}/task"))
+                .unwrap()
+                .flatten()
+            {
+                let p = t.path();
+                let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+                if !comm.starts_with("mw-nudge") {
+                    continue;
+                }
+                let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
+                n += status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            n
+        };
+        let before = count();
+        std::thread::sleep(d);
+        count().saturating_sub(before)
+    }
+
+    #[test]
+    fn switched_off_the_threads_sleep_untimed_and_switched_on_they_nudge_again() {
+        let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let n = Nudger::start(Duration::from_millis(10)).unwrap();
+        let switch = n.switch();
+        assert!(switch.active(), "nudges start on");
+        let on = switches(Duration::from_millis(300));
+        switch.set(false);
+        std::thread::sleep(Duration::from_millis(50));
+        let off = switches(Duration::from_millis(300));
+        switch.set(true);
+        let again = switches(Duration::from_millis(300));
+        let per_cpu = n.cpus.len() as u64;
+        // 300 ms at 10 ms: ~30 wakeups per thread; allow for a loaded host.
+        assert!(on >= 10 * per_cpu, "on: {on} switches");
+        assert_eq!(off, 0, "off: no wakeups at all");
+        assert!(again >= 10 * per_cpu, "on again: {again} switches");
     }
 }

@@ -3,16 +3,25 @@
 //! Most records are submitted without a wakeup (a wakeup per record cost the
 //! hooked task 20–30 µs here), so the reader drains on a short timer and
 //! also whenever the kernel wakes it past its fill threshold.
+//!
+//! An idle host has nothing to drain, and each timer wakeup costs the
+//! daemon tens of µs on a VM: after [`SLEEP_AFTER_EMPTY`] empty drains in a
+//! row the reader stops its timer and raises `CONTROL_READER_ASLEEP`; the
+//! next record's submit wakes it (and lowers the flag), so the first record
+//! after a quiet spell is read at once instead of at the next tick. The
+//! reader drains once more after raising the flag: a record submitted just
+//! before the kernel could see it is read then, not stranded.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{Array, MapData, RingBuf};
+use miner_ebpf_common::CONTROL_READER_ASLEEP;
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use super::{SensorError, decode};
@@ -21,12 +30,38 @@ use crate::{event::Event, time::Mono};
 /// Records decoded per batch at most, so one burst cannot starve the pipeline.
 const MAX_BATCH: usize = 4096;
 
+/// Empty timer drains in a row before the reader sleeps until woken.
+pub const SLEEP_AFTER_EMPTY: u32 = 10;
+
 #[derive(Debug, Default)]
 pub struct ReaderStats {
     pub records: AtomicU64,
     pub decode_errors: AtomicU64,
     /// `Mono` ns of the last completed drain (readiness: "ring flowing").
     pub last_drain_ns: AtomicU64,
+    /// The reader sleeps until the kernel wakes it (no drain timer): its
+    /// silence is not a stall.
+    pub asleep: AtomicBool,
+}
+
+/// The kernel-side half of sleeping: the `CONTROL` slot the next submit
+/// reads. Without it (a test's reader, an old object) the timer never stops.
+pub struct WakeFlag(Array<MapData, u64>);
+
+impl WakeFlag {
+    pub fn new(control: Array<MapData, u64>) -> Self {
+        WakeFlag(control)
+    }
+
+    fn set(&mut self, asleep: bool) -> bool {
+        match self.0.set(CONTROL_READER_ASLEEP, u64::from(asleep), 0) {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("ring reader stays on its timer: writing CONTROL failed ({e})");
+                false
+            }
+        }
+    }
 }
 
 /// A drain's worth of events, with when it was read (for poll lag).
@@ -41,6 +76,7 @@ pub async fn run(
     interval: Duration,
     tx: mpsc::Sender<Batch>,
     stats: Arc<ReaderStats>,
+    mut wake: Option<WakeFlag>,
 ) -> Result<(), SensorError> {
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd
     // owns the ring buffer, and `as_raw_fd` always returns that fd.
@@ -48,30 +84,64 @@ pub async fn run(
         .map_err(std::io::Error::from)?;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut empty = 0u32;
+    let mut asleep = false;
     loop {
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                if !drain(guard.get_inner_mut(), &tx, &stats).await {
+                let Some(_) = drain(guard.get_inner_mut(), &tx, &stats).await else {
                     return Ok(());
-                }
+                };
                 guard.clear_ready();
+                if asleep {
+                    // Woken by a submit, which lowered the flag.
+                    asleep = false;
+                    stats.asleep.store(false, Ordering::Relaxed);
+                    tick.reset();
+                }
+                empty = 0;
             }
-            _ = tick.tick() => {
-                if !drain(fd.get_mut(), &tx, &stats).await {
+            _ = tick.tick(), if !asleep => {
+                let Some(n) = drain(fd.get_mut(), &tx, &stats).await else {
                     return Ok(());
+                };
+                empty = if n == 0 { empty + 1 } else { 0 };
+                if empty >= SLEEP_AFTER_EMPTY
+                    && let Some(flag) = wake.as_mut()
+                    && flag.set(true)
+                {
+                    stats.asleep.store(true, Ordering::Relaxed);
+                    asleep = true;
+                    // Whatever was submitted before the flag was visible.
+                    let Some(n) = drain(fd.get_mut(), &tx, &stats).await else {
+                        return Ok(());
+                    };
+                    if n > 0 {
+                        // Awake after all; the flag costs at most one
+                        // early wakeup.
+                        asleep = false;
+                        stats.asleep.store(false, Ordering::Relaxed);
+                        empty = 0;
+                    }
                 }
             }
         }
     }
 }
 
-/// Returns false once the receiver is gone (shutdown).
-async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stats: &ReaderStats) -> bool {
+/// Records read (decodable or not), or `None` once the receiver is gone (shutdown).
+async fn drain(
+    ring: &mut RingBuf<MapData>,
+    tx: &mpsc::Sender<Batch>,
+    stats: &ReaderStats,
+) -> Option<usize> {
+    let mut read = 0;
     loop {
         let mut events = Vec::new();
         while events.len() < MAX_BATCH {
             let Some(item) = ring.next() else { break };
+            read += 1;
             stats.records.fetch_add(1, Ordering::Relaxed);
             match decode::decode(&item) {
                 Ok(ev) => events.push(ev),
@@ -84,7 +154,7 @@ async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stats: &Re
         let now = Mono::now();
         stats.last_drain_ns.store(now.ns(), Ordering::Relaxed);
         if events.is_empty() {
-            return true;
+            return Some(read);
         }
         let full = events.len() == MAX_BATCH;
         if tx
@@ -95,10 +165,10 @@ async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stats: &Re
             .await
             .is_err()
         {
-            return false;
+            return None;
         }
         if !full {
-            return true;
+            return Some(read);
         }
     }
 }

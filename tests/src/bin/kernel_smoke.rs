@@ -83,6 +83,7 @@ fn smoke() -> Value {
         (Ok(r), Ok(d)) => (r, d),
         _ => return json!({"release": release, "hooks": hooks, "error": "maps missing"}),
     };
+    let wake = sensor.take_wake_flag().ok();
     let mut poller = CpuPoller::new(cpu, drops);
     // The first poll is the baseline the next one's deltas start from.
     let _ = poller.poll_cpu(Mono::now());
@@ -90,7 +91,13 @@ fn smoke() -> Value {
     let workload = rt.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<ringbuf::Batch>(1024);
         let stats = Arc::new(ringbuf::ReaderStats::default());
-        tokio::spawn(ringbuf::run(ring, Duration::from_millis(50), tx, stats));
+        tokio::spawn(ringbuf::run(
+            ring,
+            Duration::from_millis(50),
+            tx,
+            stats,
+            wake,
+        ));
         tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
                 sink.lock().expect("lock").extend(b.events);

@@ -17,6 +17,7 @@ use minerwatch::{
 pub struct Harness {
     events: Arc<(Mutex<Vec<Event>>, Condvar)>,
     poller: Arc<Mutex<CpuPoller>>,
+    stats: Arc<ringbuf::ReaderStats>,
     _rt: tokio::runtime::Runtime,
     _sensor: Sensor,
 }
@@ -33,6 +34,8 @@ impl Harness {
             .build()
             .expect("runtime");
         let events: Arc<(Mutex<Vec<Event>>, Condvar)> = Arc::default();
+        let stats = Arc::new(ringbuf::ReaderStats::default());
+        let reader_stats = stats.clone();
         let (sensor, poller) = rt.block_on(async {
             let mut sensor = Sensor::load(&cfg).expect("loading the eBPF programs (needs root)");
             for h in &sensor.hooks {
@@ -43,16 +46,18 @@ impl Harness {
                 );
             }
             let ring = sensor.take_ring().expect("ring");
+            let wake = sensor.take_wake_flag().expect("control");
             let poller =
                 CpuPoller::new(sensor.take_task_iter(), sensor.take_drops().expect("drops"))
-                    .with_quiet(sensor.take_quiet().expect("quiet"));
+                    .with_quiet(sensor.take_quiet().expect("quiet"))
+                    .with_nudges(sensor.nudger.as_ref().map(|n| n.switch()));
             let (tx, mut rx) = tokio::sync::mpsc::channel::<ringbuf::Batch>(1024);
-            let stats = Arc::new(ringbuf::ReaderStats::default());
             tokio::spawn(ringbuf::run(
                 ring,
                 Duration::from_millis(cfg.drain_interval_ms),
                 tx,
-                stats,
+                reader_stats,
+                Some(wake),
             ));
             let sink = events.clone();
             tokio::spawn(async move {
@@ -67,6 +72,7 @@ impl Harness {
         Harness {
             events,
             poller: Arc::new(Mutex::new(poller)),
+            stats,
             _rt: rt,
             _sensor: sensor,
         }
@@ -104,6 +110,11 @@ impl Harness {
 
     pub fn poll_cpu(&self) -> Option<minerwatch::event::CpuSample> {
         self.poller.lock().expect("lock").poll_cpu(Mono::now())
+    }
+
+    /// The ring reader sleeps without its timer (an empty ring for a while).
+    pub fn reader_asleep(&self) -> bool {
+        self.stats.asleep.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn sensor(&self) -> &Sensor {
