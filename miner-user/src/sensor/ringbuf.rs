@@ -10,7 +10,10 @@
 //! next record's submit wakes it (and lowers the flag), so the first record
 //! after a quiet spell is read at once instead of at the next tick. The
 //! reader drains once more after raising the flag: a record submitted just
-//! before the kernel could see it is read then, not stranded.
+//! before the kernel could see it is read then. One whose submit read the
+//! flag before it was raised but landed after that drain has no wakeup of
+//! its own: a slow check (every `SLEEP_AFTER_EMPTY` intervals, 1 s by
+//! default) reads it, so no record waits longer than that.
 
 use std::{
     sync::{
@@ -86,6 +89,9 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut empty = 0u32;
     let mut asleep = false;
+    let check_every = interval * SLEEP_AFTER_EMPTY;
+    let check = tokio::time::sleep(check_every);
+    tokio::pin!(check);
     loop {
         tokio::select! {
             guard = fd.readable_mut() => {
@@ -123,7 +129,23 @@ pub async fn run(
                         asleep = false;
                         stats.asleep.store(false, Ordering::Relaxed);
                         empty = 0;
+                    } else {
+                        check.as_mut().reset(tokio::time::Instant::now() + check_every);
                     }
+                }
+            }
+            _ = &mut check, if asleep => {
+                let Some(n) = drain(fd.get_mut(), &tx, &stats).await else {
+                    return Ok(());
+                };
+                if n > 0 {
+                    // A record that raced the flag: back on the timer.
+                    asleep = false;
+                    stats.asleep.store(false, Ordering::Relaxed);
+                    tick.reset();
+                    empty = 0;
+                } else {
+                    check.as_mut().reset(tokio::time::Instant::now() + check_every);
                 }
             }
         }
