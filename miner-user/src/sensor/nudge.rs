@@ -24,8 +24,15 @@ use std::{
     time::Duration,
 };
 
-/// (stopped, active) and the condvar the nudging threads wait on.
-type Shared = Arc<(Mutex<(bool, bool)>, Condvar)>;
+/// What the nudging threads wait on.
+#[derive(Clone, Copy)]
+struct State {
+    stopped: bool,
+    /// Nudge (timed waits) or sleep until switched on or stopped.
+    active: bool,
+}
+
+type Shared = Arc<(Mutex<State>, Condvar)>;
 
 /// Turns the nudges on and off from the CPU poller.
 #[derive(Clone)]
@@ -37,20 +44,20 @@ impl NudgeSwitch {
         let Ok(mut state) = lock.lock() else {
             return;
         };
-        if state.1 != active {
-            state.1 = active;
+        if state.active != active {
+            state.active = active;
             cv.notify_all();
         }
     }
 
     pub fn active(&self) -> bool {
-        self.0.0.lock().map(|s| s.1).unwrap_or(false)
+        self.0.0.lock().map(|s| s.active).unwrap_or(false)
     }
 }
 
 /// The nudging threads; dropping it stops and joins them.
 pub struct Nudger {
-    stop: Shared,
+    shared: Shared,
     threads: Vec<JoinHandle<()>>,
     /// CPUs with a nudger (those this process may run on).
     pub cpus: Vec<usize>,
@@ -88,24 +95,30 @@ fn pin_and_raise(cpu: usize) -> bool {
 
 impl Nudger {
     pub fn start(interval: Duration) -> std::io::Result<Nudger> {
-        let stop: Shared = Arc::new((Mutex::new((false, true)), Condvar::new()));
+        let shared: Shared = Arc::new((
+            Mutex::new(State {
+                stopped: false,
+                active: true,
+            }),
+            Condvar::new(),
+        ));
         let cpus = allowed_cpus();
         let (tx, rx) = std::sync::mpsc::channel();
         let mut threads = Vec::with_capacity(cpus.len());
         for &cpu in &cpus {
-            let (stop, tx) = (stop.clone(), tx.clone());
+            let (shared, tx) = (shared.clone(), tx.clone());
             let t = std::thread::Builder::new()
                 .name(format!("mw-nudge-{cpu}"))
                 .spawn(move || {
                     let _ = tx.send(pin_and_raise(cpu));
-                    let (lock, cv) = &*stop;
+                    let (lock, cv) = &*shared;
                     let Ok(mut state) = lock.lock() else {
                         return;
                     };
-                    while !state.0 {
+                    while !state.stopped {
                         // Each timed wakeup is the nudge: the scheduler
                         // switches this CPU's running thread out to run us.
-                        state = if state.1 {
+                        state = if state.active {
                             match cv.wait_timeout(state, interval) {
                                 Ok((s, _)) => s,
                                 Err(_) => return,
@@ -123,25 +136,23 @@ impl Nudger {
         drop(tx);
         let realtime = rx.iter().take(cpus.len()).all(|rt| rt) && !cpus.is_empty();
         Ok(Nudger {
-            stop,
+            shared,
             threads,
             cpus,
             realtime,
         })
     }
-}
 
-impl Nudger {
     pub fn switch(&self) -> NudgeSwitch {
-        NudgeSwitch(self.stop.clone())
+        NudgeSwitch(self.shared.clone())
     }
 }
 
 impl Drop for Nudger {
     fn drop(&mut self) {
-        let (lock, cv) = &*self.stop;
+        let (lock, cv) = &*self.shared;
         if let Ok(mut s) = lock.lock() {
-            s.0 = true;
+            s.stopped = true;
         }
         cv.notify_all();
         for t in self.threads.drain(..) {

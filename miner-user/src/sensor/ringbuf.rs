@@ -87,68 +87,88 @@ pub async fn run(
         .map_err(std::io::Error::from)?;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut empty = 0u32;
-    let mut asleep = false;
+    let mut idle = Idle::new(&stats);
     let check_every = interval * SLEEP_AFTER_EMPTY;
     let check = tokio::time::sleep(check_every);
     tokio::pin!(check);
     loop {
-        tokio::select! {
+        let read = tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let Some(_) = drain(guard.get_inner_mut(), &tx, &stats).await else {
-                    return Ok(());
-                };
+                let read = drain(guard.get_inner_mut(), &tx, &stats).await;
                 guard.clear_ready();
-                if asleep {
-                    // Woken by a submit, which lowered the flag.
-                    asleep = false;
-                    stats.asleep.store(false, Ordering::Relaxed);
-                    tick.reset();
-                }
-                empty = 0;
+                // Woken by a submit (which lowered the flag) or past the
+                // fill threshold: awake either way.
+                read.map(|_| 1)
             }
-            _ = tick.tick(), if !asleep => {
+            _ = tick.tick(), if !idle.asleep => {
                 let Some(n) = drain(fd.get_mut(), &tx, &stats).await else {
                     return Ok(());
                 };
-                empty = if n == 0 { empty + 1 } else { 0 };
-                if empty >= SLEEP_AFTER_EMPTY
+                if idle.tick_drained(n)
                     && let Some(flag) = wake.as_mut()
                     && flag.set(true)
                 {
-                    stats.asleep.store(true, Ordering::Relaxed);
-                    asleep = true;
-                    // Whatever was submitted before the flag was visible.
-                    let Some(n) = drain(fd.get_mut(), &tx, &stats).await else {
-                        return Ok(());
-                    };
-                    if n > 0 {
-                        // Awake after all; the flag costs at most one
-                        // early wakeup.
-                        asleep = false;
-                        stats.asleep.store(false, Ordering::Relaxed);
-                        empty = 0;
-                    } else {
-                        check.as_mut().reset(tokio::time::Instant::now() + check_every);
-                    }
-                }
-            }
-            _ = &mut check, if asleep => {
-                let Some(n) = drain(fd.get_mut(), &tx, &stats).await else {
-                    return Ok(());
-                };
-                if n > 0 {
-                    // A record that raced the flag: back on the timer.
-                    asleep = false;
-                    stats.asleep.store(false, Ordering::Relaxed);
-                    tick.reset();
-                    empty = 0;
+                    idle.fall_asleep();
+                    // Whatever was submitted before the flag was visible;
+                    // if anything, awake after all (the flag then costs at
+                    // most one early wakeup).
+                    drain(fd.get_mut(), &tx, &stats).await
                 } else {
-                    check.as_mut().reset(tokio::time::Instant::now() + check_every);
+                    Some(0)
                 }
             }
+            // A record that raced the flag, if any.
+            _ = &mut check, if idle.asleep => drain(fd.get_mut(), &tx, &stats).await,
+        };
+        let Some(read) = read else {
+            return Ok(());
+        };
+        if read > 0 && idle.wake() {
+            tick.reset();
         }
+        if idle.asleep {
+            check
+                .as_mut()
+                .reset(tokio::time::Instant::now() + check_every);
+        }
+    }
+}
+
+/// Whether the reader sleeps: the pure half of the loop above.
+struct Idle<'a> {
+    /// Timer drains in a row that read nothing.
+    empty: u32,
+    asleep: bool,
+    stats: &'a ReaderStats,
+}
+
+impl<'a> Idle<'a> {
+    fn new(stats: &'a ReaderStats) -> Self {
+        Idle {
+            empty: 0,
+            asleep: false,
+            stats,
+        }
+    }
+
+    /// A timer drain read `n` records: true when it is time to sleep.
+    fn tick_drained(&mut self, n: usize) -> bool {
+        self.empty = if n == 0 { self.empty + 1 } else { 0 };
+        self.empty >= SLEEP_AFTER_EMPTY
+    }
+
+    fn fall_asleep(&mut self) {
+        self.asleep = true;
+        self.stats.asleep.store(true, Ordering::Relaxed);
+    }
+
+    /// Records arrived; true if the reader was asleep (its timer restarts).
+    fn wake(&mut self) -> bool {
+        self.empty = 0;
+        let was = std::mem::replace(&mut self.asleep, false);
+        self.stats.asleep.store(false, Ordering::Relaxed);
+        was
     }
 }
 
@@ -192,5 +212,33 @@ async fn drain(
         if !full {
             return Some(read);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_sleeps_after_ten_empty_drains_in_a_row_and_wakes_on_records() {
+        let stats = ReaderStats::default();
+        let mut idle = Idle::new(&stats);
+        for _ in 0..SLEEP_AFTER_EMPTY - 1 {
+            assert!(!idle.tick_drained(0));
+        }
+        assert!(!idle.tick_drained(3), "records restart the count");
+        for _ in 0..SLEEP_AFTER_EMPTY - 1 {
+            assert!(!idle.tick_drained(0));
+        }
+        assert!(idle.tick_drained(0));
+        idle.fall_asleep();
+        assert!(stats.asleep.load(Ordering::Relaxed));
+        assert!(idle.wake(), "it was asleep");
+        assert!(!stats.asleep.load(Ordering::Relaxed));
+        assert!(!idle.wake(), "already awake");
+        assert!(
+            !idle.tick_drained(0),
+            "the count starts over after a wakeup"
+        );
     }
 }
